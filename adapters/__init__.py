@@ -1,0 +1,1 @@
+"""adapters stage of the CLIC toolkit; importable as toolkit.adapters."""

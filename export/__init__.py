@@ -1,0 +1,1 @@
+"""export stage of the CLIC toolkit; importable as toolkit.export."""

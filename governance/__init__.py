@@ -1,0 +1,1 @@
+"""governance stage of the CLIC toolkit; importable as toolkit.governance."""

@@ -1,0 +1,7 @@
+"""CLIC adaptation toolkit: teach a CLIP text encoder composition, on-prem.
+
+Importing this package stays cheap (no torch), because `toolkit.runtime` must work
+in an environment that has only onnxruntime and numpy.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,34 @@
+"""`toolkit`: the command line. One module per verb group; each calls into the library only."""
+
+from __future__ import annotations
+
+import typer
+
+from toolkit import __version__
+
+app = typer.Typer(
+    name="toolkit",
+    help="CLIC adaptation toolkit: teach your own CLIP text encoder composition, inside your walls.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def version() -> None:
+    """Print the toolkit version."""
+    typer.echo(__version__)
+
+
+def _register() -> None:
+    # Imported here so `toolkit --help` stays fast and each verb group lives in its own module.
+    from toolkit.cli import data as data_cli
+
+    data_cli.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()
