@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny randomly initialised models built at test time, and catalog URLs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# A CLIP small enough to train in seconds on a CPU: 32 px images, 2 layers per tower.
+TINY_OPEN_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture
+def tiny_config_path(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny-clip.json"
+    path.write_text(json.dumps(TINY_OPEN_CLIP_CONFIG), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_open_clip_spec(tiny_config_path: Path) -> str:
+    """An `open_clip:<config>@<weights>` spec with seeded random weights saved as safetensors."""
+    import torch
+
+    from toolkit.adapters.open_clip_adapter import OpenClipAdapter
+    from toolkit.adapters.weights import save_state_dict_file
+
+    torch.manual_seed(0)
+    adapter = OpenClipAdapter.create(str(tiny_config_path), None)
+    weights = tiny_config_path.parent / "tiny-clip.safetensors"
+    save_state_dict_file(adapter.model.state_dict(), weights)
+    return f"open_clip:{tiny_config_path}@{weights}"
+
+
+def _catalog_urls() -> list[pytest.param]:
+    params = [pytest.param("sqlite", id="sqlite")]
+    if os.environ.get("TOOLKIT_TEST_PG_URL") or os.environ.get("CI"):
+        params.append(pytest.param("postgres", id="postgres", marks=pytest.mark.postgres))
+    return params
+
+
+@pytest.fixture(params=_catalog_urls())
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty catalog: a SQLite file, or a clean PostgreSQL database when one is configured.
+
+    In CI (`CI` set) a missing TOOLKIT_TEST_PG_URL fails instead of silently skipping PostgreSQL.
+    """
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.db'}"
+    base = os.environ.get("TOOLKIT_TEST_PG_URL")
+    if not base:
+        pytest.fail("CI must test PostgreSQL: set TOOLKIT_TEST_PG_URL (.ci/run does)")
+    return _fresh_pg_database(base, tmp_path.name)
+
+
+def _fresh_pg_database(base_url: str, label: str) -> str:
+    import re
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = make_url(base_url)
+    name = "t_" + re.sub(r"[^a-z0-9_]", "_", label.lower())[-50:]
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
