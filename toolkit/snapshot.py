@@ -1,0 +1,89 @@
+"""Snapshots: the catalog's current membership frozen under a content hash, for runs to reference."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from toolkit.store.db import Store, current_actor
+from toolkit.store.models import Caption, Image, Snapshot, SnapshotMember
+
+
+class SnapshotError(LookupError):
+    """A snapshot reference that does not resolve, or a snapshot that cannot be made."""
+
+
+def _membership(session: Session) -> list[tuple[int, int, str, str, str]]:
+    rows = session.execute(
+        select(Caption.id, Image.id, Image.split, Image.sha256, Caption.text_sha256)
+        .join(Image, Image.id == Caption.image_id)
+        .where(Caption.status == "active")
+        .order_by(Image.sha256, Caption.text_sha256)
+    ).all()
+    return [(int(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in rows]
+
+
+def membership_hash(pairs: list[tuple[str, str]]) -> str:
+    """SHA-256 over sorted (image sha, caption-text sha) lines: same content, same hash, on any database."""
+    digest = hashlib.sha256()
+    for image_sha, caption_sha in sorted(pairs):
+        digest.update(f"{image_sha}:{caption_sha}\n".encode())
+    return digest.hexdigest()
+
+
+def create_snapshot(store: Store, name: str = "") -> tuple[Snapshot, bool]:
+    """Freeze every active caption. Returns (snapshot, created); an identical membership is reused."""
+    with store.session() as session:
+        members = _membership(session)
+        if not members:
+            raise SnapshotError("the catalog has no active captions; run `toolkit ingest` first")
+        content_hash = membership_hash([(m[3], m[4]) for m in members])
+        existing = session.scalar(select(Snapshot).where(Snapshot.content_hash == content_hash))
+        if existing is not None:
+            return existing, False
+        splits: dict[str, int] = {}
+        for _, _, split, _, _ in members:
+            splits[split] = splits.get(split, 0) + 1
+        snapshot = Snapshot(
+            content_hash=content_hash,
+            name=name,
+            actor=current_actor(),
+            counts={"captions": len(members), "images": len({m[1] for m in members}), "splits": splits},
+        )
+        session.add(snapshot)
+        session.flush()
+        session.execute(
+            SnapshotMember.__table__.insert(),
+            [{"snapshot_id": snapshot.id, "caption_id": m[0], "image_id": m[1], "split": m[2]}
+             for m in members],
+        )
+    store.audit("snapshot.create", content_hash, {"name": name, **snapshot.counts})
+    return snapshot, True
+
+
+def resolve_snapshot(session: Session, ref: str) -> Snapshot:
+    """`latest`, a full content hash, a unique hash prefix (≥ 8 hex chars) or a snapshot name."""
+    if ref == "latest":
+        found = session.scalar(select(Snapshot).order_by(Snapshot.id.desc()).limit(1))
+        if found is None:
+            raise SnapshotError("no snapshot exists yet; create one with `toolkit data snapshot`")
+        return found
+    matches = list(session.scalars(select(Snapshot).where(Snapshot.name == ref)))
+    if not matches and len(ref) >= 8:
+        matches = list(session.scalars(select(Snapshot).where(Snapshot.content_hash.startswith(ref.lower()))))
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise SnapshotError(f"snapshot {ref!r} does not exist; list them with `toolkit data snapshots`")
+    raise SnapshotError(f"snapshot reference {ref!r} is ambiguous ({len(matches)} matches); use the full hash")
+
+
+def snapshot_summary(session: Session, snapshot: Snapshot) -> dict[str, Any]:
+    members = session.scalar(
+        select(func.count()).select_from(SnapshotMember).where(SnapshotMember.snapshot_id == snapshot.id)
+    )
+    return {"id": snapshot.content_hash, "name": snapshot.name, "created_at": snapshot.created_at,
+            "actor": snapshot.actor, "members": int(members or 0), **snapshot.counts}
