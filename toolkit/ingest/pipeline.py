@@ -1,0 +1,306 @@
+"""`ingest_source`: read a source, validate every row, tag captions once, and store them.
+
+Crash safety: rows are committed in chunks of `commit_every`, one transaction each, and every insert
+is idempotent (images by content hash, captions by (image, text hash), rejects by (source, row)).
+A `kill -9` loses at most the chunk in flight; re-running the same source then yields exactly the
+state of an uninterrupted run. `--strict` runs the whole batch in one transaction instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from toolkit.config import IngestConfig
+from toolkit.ingest.sources import SourceInfo, SourceRow, describe_source, read_source
+from toolkit.ingest.tagging import SpacyTagger, load_tagger
+from toolkit.ingest.validate import (
+    RowRejected,
+    ValidImage,
+    clean_caption,
+    inspect_image,
+    read_image_file,
+    resolve_image_path,
+)
+from toolkit.splits import split_for_hash
+from toolkit.store.db import Store, current_actor
+from toolkit.store.models import Caption, Image, IngestBatch, Reject, Sentence
+from toolkit.text import split_sentences, text_sha256
+
+REJECTS_SHOWN = 1000  # rejects listed in the report; all of them are in the rejects table
+
+
+class StrictIngestError(RuntimeError):
+    def __init__(self, report: IngestReport) -> None:
+        super().__init__(f"--strict: {report.rejected} row(s) rejected, nothing was stored "
+                         f"(first: {report.rejects[0]['row']}: {report.rejects[0]['reason']})")
+        self.report = report
+
+
+@dataclass
+class IngestReport:
+    batch_id: int
+    source: str
+    source_kind: str
+    status: str = "running"
+    rows_read: int = 0
+    images_added: int = 0
+    captions_added: int = 0
+    sentences_added: int = 0
+    duplicates: int = 0  # captions already present (same image bytes, same text)
+    duplicate_images: int = 0  # rows whose image bytes were already stored under another path
+    rejected: int = 0
+    rejects: list[dict[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def counts(self) -> dict[str, int]:
+        return {k: v for k, v in self.__dict__.items() if isinstance(v, int) and k != "batch_id"}
+
+
+@dataclass
+class _Pending:
+    """What a chunk of valid rows will write."""
+
+    images: dict[str, ValidImage] = field(default_factory=dict)
+    captions: list[tuple[str, str, str]] = field(default_factory=list)  # (image sha, text, row ref)
+    rejects: list[tuple[str, str, str, str]] = field(default_factory=list)  # (row, reason, detail, raw)
+
+
+def _chunks(rows: Iterable[SourceRow], size: int) -> Iterator[list[SourceRow]]:
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _dialect_insert(session: Session, table: Any) -> Any:
+    """INSERT with ON CONFLICT DO NOTHING support (both dialects spell it the same way)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
+
+
+class _ImageReader:
+    """Validates images, remembering recent paths so a manifest listing one image per caption
+    (COCO has five) decodes it once."""
+
+    def __init__(self, config: IngestConfig, blob_dir: Path) -> None:
+        self.config = config
+        self.root = config.images_root
+        self.blob_dir = blob_dir
+        self._recent: OrderedDict[str, ValidImage | RowRejected] = OrderedDict()
+
+    def read(self, row: SourceRow) -> ValidImage:
+        if row.image_bytes is not None:
+            image = inspect_image(row.image_bytes, self.config.images, None)
+            return replace(image, path=self._store_blob(image), root=str(self.blob_dir.resolve()), data=b"")
+        assert row.image_path is not None
+        cached = self._recent.get(row.image_path)
+        if cached is None:
+            try:
+                resolved, relative = resolve_image_path(self.root, row.image_path)
+                data = read_image_file(resolved, self.config.images)
+                cached = replace(inspect_image(data, self.config.images, relative), data=b"",
+                                 root=str(self.root.resolve()))
+            except RowRejected as err:
+                cached = err
+            self._recent[row.image_path] = cached
+            if len(self._recent) > 4096:
+                self._recent.popitem(last=False)
+        if isinstance(cached, RowRejected):
+            raise cached
+        return cached
+
+    def _store_blob(self, image: ValidImage) -> str:
+        """Images that arrive as bytes (WebDataset) are kept content-addressed in the workspace."""
+        relative = f"{image.sha256[:2]}/{image.sha256}.{image.format.lower()}"
+        target = self.blob_dir / relative
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(image.data)
+            os.replace(tmp, target)
+        return relative
+
+
+def _validate_chunk(rows: list[SourceRow], reader: _ImageReader, config: IngestConfig) -> _Pending:
+    pending = _Pending()
+    for row in rows:
+        if row.problem is not None:
+            pending.rejects.append((row.row_ref, *row.problem, row.raw))
+            continue
+        try:
+            image = reader.read(row)
+        except RowRejected as err:
+            pending.rejects.append((row.row_ref, err.reason, err.detail, row.raw))
+            continue
+        if not row.captions:
+            pending.rejects.append((row.row_ref, "caption_missing", "the row has no caption", row.raw))
+            continue
+        for index, value in enumerate(row.captions):
+            # A multi-caption row keeps its valid captions; each bad one is rejected on its own.
+            ref = row.row_ref if len(row.captions) == 1 else f"{row.row_ref} caption {index + 1}"
+            try:
+                text = clean_caption(value, config.captions)
+            except RowRejected as err:
+                pending.rejects.append((ref, err.reason, err.detail, row.raw))
+                continue
+            pending.images.setdefault(image.sha256, image)
+            pending.captions.append((image.sha256, text, ref))
+    return pending
+
+
+def _write_chunk(session: Session, pending: _Pending, batch: IngestBatch, info: SourceInfo,
+                 tagger: SpacyTagger, config: IngestConfig, report: IngestReport) -> None:
+    if pending.images:
+        existing_paths = dict(session.execute(
+            select(Image.sha256, Image.path).where(Image.sha256.in_(pending.images))).all())
+        new_images = [
+            {"sha256": sha, "images_root": img.root, "path": img.path, "width": img.width,
+             "height": img.height, "format": img.format, "num_bytes": img.num_bytes,
+             "split": split_for_hash(sha, config.splits), "batch_id": batch.id,
+             "created_at": datetime.now(timezone.utc)}
+            for sha, img in pending.images.items() if sha not in existing_paths
+        ]
+        report.duplicate_images += sum(
+            1 for sha, img in pending.images.items()
+            if sha in existing_paths and img.path is not None and existing_paths[sha] != img.path)
+        if new_images:
+            session.execute(_dialect_insert(session, Image).on_conflict_do_nothing(index_elements=["sha256"]),
+                            new_images)
+            report.images_added += len(new_images)
+    image_ids = dict(session.execute(
+        select(Image.sha256, Image.id).where(Image.sha256.in_(pending.images))).all())
+    present = set(session.execute(
+        select(Caption.image_id, Caption.text_sha256).where(Caption.image_id.in_(image_ids.values()))
+    ).all())
+    new_captions: dict[tuple[int, str], tuple[str, str]] = {}
+    for sha, text, ref in pending.captions:
+        key = (image_ids[sha], text_sha256(text))
+        if key in present or key in new_captions:
+            report.duplicates += 1
+        else:
+            new_captions[key] = (text, ref)
+    if new_captions:
+        session.execute(insert(Caption), [
+            {"image_id": image_id, "text": text, "text_sha256": sha, "status": "active",
+             "batch_id": batch.id, "source_row": ref[:256], "created_at": datetime.now(timezone.utc)}
+            for (image_id, sha), (text, ref) in new_captions.items()])
+        caption_ids = {
+            (image_id, sha): cid for cid, image_id, sha in session.execute(
+                select(Caption.id, Caption.image_id, Caption.text_sha256)
+                .where(Caption.image_id.in_({k[0] for k in new_captions})))}
+        _write_sentences(session, new_captions, caption_ids, tagger, report)
+        report.captions_added += len(new_captions)
+    if pending.rejects:
+        session.execute(
+            _dialect_insert(session, Reject).on_conflict_do_nothing(index_elements=["source_sha256", "row_ref"]),
+            [{"batch_id": batch.id, "source_uri": info.uri, "source_sha256": info.sha256, "row_ref": ref[:256],
+              "reason": reason, "detail": detail, "raw": raw, "created_at": datetime.now(timezone.utc)}
+             for ref, reason, detail, raw in pending.rejects])
+
+
+def _write_sentences(session: Session, new_captions: dict[tuple[int, str], tuple[str, str]],
+                     caption_ids: dict[tuple[int, str], int], tagger: SpacyTagger,
+                     report: IngestReport) -> None:
+    owners: list[tuple[int, int, str]] = []
+    for key, (text, _) in new_captions.items():
+        for position, sentence in enumerate(split_sentences(text) or [text]):
+            owners.append((caption_ids[key], position, sentence))
+    tagged = tagger.tag([sentence for _, _, sentence in owners])
+    session.execute(insert(Sentence), [
+        {"caption_id": cid, "position": position, "text": sentence, "tokens": tags.tokens, "pos": tags.pos,
+         "tagger": tagger.spec}
+        for (cid, position, sentence), tags in zip(owners, tagged, strict=True)])
+    report.sentences_added += len(owners)
+
+
+def ingest_source(
+    store: Store,
+    source: Path,
+    config: IngestConfig,
+    *,
+    blob_dir: Path,
+    tagger: SpacyTagger | None = None,
+    on_progress: Callable[[IngestReport], None] | None = None,
+) -> IngestReport:
+    """Ingest `source` into `store`. Raises StrictIngestError (nothing stored) under `config.strict`."""
+    info = describe_source(source)
+    tagger = tagger or load_tagger(config.tagger, config.tag_batch_size)
+    with store.session() as session:
+        batch = IngestBatch(source_uri=info.uri, source_kind=info.kind, source_sha256=info.sha256,
+                            images_root=str(config.images_root.resolve()), tagger=tagger.spec,
+                            actor=current_actor(), status="running", counts={})
+        session.add(batch)
+    report = IngestReport(batch_id=batch.id, source=info.uri, source_kind=info.kind)
+    reader = _ImageReader(config, blob_dir)
+    rows = read_source(source, info.kind)
+
+    def process(session: Session, chunk: list[SourceRow]) -> None:
+        pending = _validate_chunk(chunk, reader, config)
+        _write_chunk(session, pending, batch, info, tagger, config, report)
+        report.rows_read += len(chunk)
+        report.rejected += len(pending.rejects)
+        room = REJECTS_SHOWN - len(report.rejects)
+        report.rejects.extend({"row": ref, "reason": reason, "detail": detail}
+                              for ref, reason, detail, _ in pending.rejects[:max(room, 0)])
+        if on_progress:
+            on_progress(report)
+
+    try:
+        if config.strict:
+            _ingest_strict(store, rows, config, process, report)
+        else:
+            for chunk in _chunks(rows, config.commit_every):
+                with store.session() as session:
+                    process(session, chunk)
+    except StrictIngestError:
+        _finish(store, batch.id, report, "refused")
+        raise
+    except BaseException:
+        _finish(store, batch.id, report, "failed")
+        raise
+    _finish(store, batch.id, report, "committed")
+    return report
+
+
+class _Rollback(Exception):
+    pass
+
+
+def _ingest_strict(store: Store, rows: Iterable[SourceRow], config: IngestConfig,
+                   process: Callable[[Session, list[SourceRow]], None], report: IngestReport) -> None:
+    try:
+        with store.session() as session:
+            for chunk in _chunks(rows, config.commit_every):
+                process(session, chunk)
+            if report.rejected:
+                raise _Rollback
+    except _Rollback:
+        report.images_added = report.captions_added = report.sentences_added = 0
+        raise StrictIngestError(report) from None
+
+
+def _finish(store: Store, batch_id: int, report: IngestReport, status: str) -> None:
+    report.status = status
+    with store.session() as session:
+        batch = session.get(IngestBatch, batch_id)
+        assert batch is not None
+        batch.status = status
+        batch.finished_at = datetime.now(timezone.utc)
+        batch.counts = report.counts()
+    store.audit(f"ingest.{status}", report.source, {"batch_id": batch_id, **report.counts()})
