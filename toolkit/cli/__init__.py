@@ -22,9 +22,10 @@ def version() -> None:
 
 def _register() -> None:
     # Imported here so `toolkit --help` stays fast and each verb group lives in its own module.
-    from toolkit.cli import data as data_cli
+    from toolkit.cli.data import register as register_data
 
-    data_cli.register(app)
+    for register in (register_data,):
+        register(app)
 
 
 _register()

@@ -115,3 +115,20 @@ def open_store(url: str, migrate: bool = True) -> Store:
             raise StoreError(f"cannot open the catalog at {parsed.render_as_string(hide_password=True)}: "
                              f"{err}") from err
     return Store(url=url, engine=engine, _factory=sessionmaker(engine, expire_on_commit=False))
+
+
+def recreate_database(server_url: str, label: str) -> str:
+    """Drop and create a PostgreSQL database named after `label` on the server of `server_url`;
+    returns its URL. For tests and benchmarks that need a clean catalog on a real server."""
+    import re
+
+    from sqlalchemy import text
+
+    url = make_url(server_url)
+    name = "t_" + re.sub(r"[^a-z0-9_]", "_", label.lower())[-50:]
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)

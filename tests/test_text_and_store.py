@@ -1,0 +1,70 @@
+"""Pure caption utilities, split assignment, and the store's own guarantees (on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from toolkit.config import SplitRatios
+from toolkit.splits import split_for_hash
+from toolkit.store import open_store
+from toolkit.store.models import AuditEvent
+from toolkit.text import CaptionError, decode_utf8, normalise_caption, split_sentences, truncate_at_sentence
+
+
+@pytest.mark.parametrize(("caption", "expected"), [
+    ("A man wearing a black hat. A water feature in a garden.",
+     ["A man wearing a black hat.", "A water feature in a garden."]),
+    ("Mr. Smith holds 2.5 kg of apples! Is it heavy? Yes", ["Mr. Smith holds 2.5 kg of apples!", "Is it heavy?", "Yes"]),
+    ('He said "stop." Then he left.', ['He said "stop."', "Then he left."]),
+    ("A dog e.g. a puppy. ... !", ["A dog e.g. a puppy."]),
+    ("no final stop", ["no final stop"]),
+])
+def test_split_sentences(caption, expected):
+    assert split_sentences(caption) == expected
+
+
+def test_normalise_and_decode():
+    assert normalise_caption("  Cafe\u0301\t au\n lait ") == "Café au lait"
+    assert decode_utf8("\ufeffhi".encode()) == "hi"
+    with pytest.raises(CaptionError) as err:
+        decode_utf8(b"caf\xe9")
+    assert err.value.reason == "caption_not_utf8" and "offset 3" in err.value.detail
+    with pytest.raises(CaptionError):
+        normalise_caption("nul\x00byte")
+
+
+def test_truncate_keeps_whole_sentences():
+    assert truncate_at_sentence("One two. Three four. Five six.", 20) == "One two. Three four."
+    assert truncate_at_sentence("A very long first sentence.", 6) == "A very"
+
+
+def test_split_for_hash_is_deterministic_and_follows_ratios():
+    ratios = SplitRatios(0.8, 0.1, 0.1)
+    assert split_for_hash("0" * 64, ratios) == "train"
+    assert split_for_hash("f" * 64, ratios) == "test"
+    assert split_for_hash("e" + "0" * 63, ratios) == "val"  # 0.875 lies in [0.8, 0.9)
+    import hashlib
+
+    shares = [split_for_hash(hashlib.sha256(str(i).encode()).hexdigest(), ratios) for i in range(5000)]
+    assert abs(shares.count("train") / 5000 - 0.8) < 0.03
+    with pytest.raises(ValueError, match="sum to 1"):
+        SplitRatios(0.5, 0.1, 0.1)
+    with pytest.raises(ValueError, match="three comma-separated"):
+        SplitRatios.parse("0.8,0.2")
+
+
+def test_audit_log_is_append_only_and_migrations_are_idempotent(catalog_url):
+    store = open_store(catalog_url)
+    store.audit("test.event", "subject", {"k": 1}, actor="alice")
+    store.close()
+    store = open_store(catalog_url)  # second open: migrations already at head
+    with store.session() as session:
+        event = session.query(AuditEvent).one()
+        assert (event.actor, event.action, event.details) == ("alice", "test.event", {"k": 1})
+    for statement in ("UPDATE audit_log SET actor = 'mallory'", "DELETE FROM audit_log"):
+        with pytest.raises(Exception, match="append-only"), store.engine.begin() as conn:
+            conn.execute(text(statement))
+    with store.session() as session:
+        assert session.query(AuditEvent).one().actor == "alice"
+    store.close()
