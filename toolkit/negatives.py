@@ -10,7 +10,9 @@ Generators, by name in `GENERATORS` (each called on the two first sentences of a
 
 A candidate whose `match_key` (case, whitespace and punctuation ignored) equals a positive's, or that is
 in the exclusion set (negatives reviewers flagged as actually true), is never emitted: the generator
-tries its other choices, then returns None.
+tries its other choices, then returns None. Exclusion sets hold `match_key` forms (see
+`NegativeContext.with_exclusions`), and a text is excluded when it, or any sentence the edit altered,
+is in the set.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import random
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from typing import Any
 
 # Tag classes never swapped or replaced: function words whose swap rarely changes what is depicted.
@@ -35,6 +38,8 @@ _CLITICS = frozenset({"'s", "'re", "'ve", "'ll", "'d", "'m", "n't", "’s", "’
 _NO_SPACE_BEFORE = frozenset({".", ",", "!", "?", ";", ":", ")", "]", "}", "%", "...", "…", "”"})
 _NO_SPACE_AFTER = frozenset({"(", "[", "{", "$", "#", "“"})
 _JOINERS = frozenset({"-", "/"})  # spaCy splits "black-and-white" and "and/or" into infix tokens
+_ATTACH_LEFT = _NO_SPACE_BEFORE | _CLITICS | _JOINERS
+_ATTACH_RIGHT = _NO_SPACE_AFTER | _JOINERS
 
 
 @dataclass(frozen=True)
@@ -57,8 +62,8 @@ class TaggedSentence:
     def of(cls, tokens: Sequence[str], pos: Sequence[str]) -> TaggedSentence:
         return cls(tuple(tokens), tuple(pos))
 
-    @property
-    def text(self) -> str:
+    @cached_property
+    def text(self) -> str:  # cached: a sentence's text is needed several times per sample
         return detokenize(self.tokens)
 
     def word_count(self) -> int:
@@ -87,8 +92,8 @@ def detokenize(tokens: Sequence[str]) -> str:
     for token in tokens:
         if not token.strip():
             continue
-        attach_left = token in _NO_SPACE_BEFORE or token.lower() in _CLITICS or token in _JOINERS
-        attach_right = token in _NO_SPACE_AFTER or token in _JOINERS
+        attach_left = token in _ATTACH_LEFT or (token[0] in "'’nN" and token.lower() in _CLITICS)
+        attach_right = token in _ATTACH_RIGHT
         if token == '"':
             attach_left, attach_right = quote_open, not quote_open
             quote_open = not quote_open
@@ -130,6 +135,12 @@ def build_vocabulary(sentences: Iterable[TaggedSentence], min_count: int = 1) ->
 
 # --- shared machinery -------------------------------------------------------------------------------
 
+@lru_cache(maxsize=1 << 16)
+def _token_key(token: str) -> str:
+    """match_key of one token, cached: the same few thousand words recur in every sample."""
+    return match_key(token)
+
+
 def _is_word(token: str) -> bool:
     return _HAS_ALNUM.search(token) is not None
 
@@ -161,7 +172,7 @@ def _words_by_tag(sentence: TaggedSentence, skip: Collection[str]) -> dict[str, 
     found: dict[str, dict[str, str]] = {}
     for index, (token, tag) in enumerate(zip(sentence.tokens, sentence.pos, strict=True)):
         word = token.lower()
-        if tag in EXCLUDED_TAGS or not _is_word(token) or match_key(token) in skip:
+        if tag in EXCLUDED_TAGS or not _is_word(token) or _token_key(token) in skip:
             continue
         found.setdefault(tag, {}).setdefault(word, _surface(sentence, index))
     return found
@@ -172,7 +183,7 @@ class _Screen:
 
     def __init__(self, positives: Iterable[str], excluded: Collection[str]) -> None:
         self.blocked = {match_key(p) for p in positives}
-        self.excluded = {match_key(e) for e in excluded}
+        self.excluded = excluded  # already match_key-normalised: it can be large, and is checked per sample
 
     def allows(self, text: str, altered_sentences: Iterable[str] = ()) -> bool:
         key = match_key(text)
@@ -204,7 +215,7 @@ _PairCandidate = tuple[tuple[str, ...], tuple[str, ...], dict[str, Any]]
 def _swap_across_candidates(first_a: TaggedSentence, first_b: TaggedSentence,
                             rng: random.Random) -> Iterator[_PairCandidate]:
     # Shared means the same word up to case and punctuation ("Hat" and "hat." are shared).
-    shared = {match_key(t) for t in first_a.tokens} & {match_key(t) for t in first_b.tokens}
+    shared = {_token_key(t) for t in first_a.tokens} & {_token_key(t) for t in first_b.tokens}
     words_a = _words_by_tag(first_a, shared)
     words_b = _words_by_tag(first_b, shared)
     options = {tag: list(words_a[tag]) for tag in sorted(words_a) if tag in words_b}
@@ -212,9 +223,9 @@ def _swap_across_candidates(first_a: TaggedSentence, first_b: TaggedSentence,
     if fallback:
         # No shared class: swap two random words. Shared words stay out (swapping them changes nothing).
         pool_a = {t.lower(): _surface(first_a, i) for i, t in enumerate(first_a.tokens)
-                  if _is_word(t) and match_key(t) not in shared}
+                  if _is_word(t) and _token_key(t) not in shared}
         pool_b = {t.lower(): _surface(first_b, i) for i, t in enumerate(first_b.tokens)
-                  if _is_word(t) and match_key(t) not in shared}
+                  if _is_word(t) and _token_key(t) not in shared}
         words_a, words_b = {"*": pool_a}, {"*": pool_b}
         options = {"*": list(pool_a)} if pool_a and pool_b else {}
 
@@ -238,7 +249,8 @@ def hard_negative_swap_across(first_a: TaggedSentence, first_b: TaggedSentence, 
     """CLIC's negative: swap a word of a shared tag class between the sentences, join them in random order.
 
     Classes in EXCLUDED_TAGS and words both sentences contain are left out; without a shared class two
-    random words are swapped. Whole words, all occurrences. `detail`: tag, words, fallback, order.
+    random words are swapped. Whole words, all occurrences. `excluded` holds match_key forms never to
+    emit. `detail`: tag, words, fallback, order.
     """
     text_a, text_b = first_a.text, first_b.text
     screen = _Screen([join_sentences([text_a, text_b]), join_sentences([text_b, text_a])], excluded)
