@@ -341,3 +341,14 @@ def test_cli_preview_shows_negatives_with_generator_names(store: Store) -> None:
     assert bad.exit_code == 2
     empty = runner.invoke(app, [*args, "--split", "test"])
     assert empty.exit_code == 3
+
+
+def test_dataset_never_emits_an_excluded_negative(records: list[TrainingRecord]) -> None:
+    plain = ClicDataset(records, NORM, seed=2)
+    seen = {plain.plan(SampleKey(e, i)).texts.negative for e in range(6) for i in range(len(records))}
+    flagged = sorted(seen)[:3]
+    screened = ClicDataset(records, NORM, seed=2, excluded=flagged)
+    for e in range(6):
+        for i in range(len(records)):
+            negative = screened.plan(SampleKey(e, i)).texts.negative
+            assert match_key(negative) not in {match_key(f) for f in flagged}
