@@ -1,0 +1,232 @@
+"""Hard-negative generators: pure functions on stored tags (no torch imported here)."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from toolkit.negatives import (
+    GENERATORS,
+    NegativeContext,
+    TaggedSentence,
+    build_vocabulary,
+    detokenize,
+    generate_negative,
+    hard_negative_replace,
+    hard_negative_swap_across,
+    hard_negative_swap_within,
+    join_sentences,
+    match_key,
+)
+
+
+def tagged(text: str, tags: str) -> TaggedSentence:
+    return TaggedSentence.of(text.split(), tags.split())
+
+
+MAN = tagged("a man wearing a black hat .", "DET NOUN VERB DET ADJ NOUN PUNCT")
+WATER = tagged("a water feature in a garden .", "DET NOUN NOUN ADP DET NOUN PUNCT")
+CUBE = tagged("a red cube left of a blue ball .", "DET ADJ NOUN ADV ADP DET ADJ NOUN PUNCT")
+
+
+class ScriptedRandom(random.Random):
+    """An rng whose choices are given: `choice` returns the next scripted value (which must be offered)."""
+
+    def __init__(self, choices: Sequence[Any], coin: float = 0.0) -> None:
+        super().__init__(0)
+        self.script = list(choices)
+        self.coin = coin
+
+    def choice(self, seq: Sequence[Any]) -> Any:
+        wanted = self.script.pop(0)
+        assert wanted in seq, f"{wanted!r} not among {list(seq)!r}"
+        return wanted
+
+    def random(self) -> float:
+        return self.coin
+
+
+def test_generators_and_samples_import_without_torch() -> None:
+    code = "import sys, toolkit.negatives, toolkit.samples; assert 'torch' not in sys.modules, 'torch!'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1], check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_method_md_example_exactly() -> None:
+    negative = hard_negative_swap_across(MAN, WATER, ScriptedRandom(["NOUN", "man", "water"]))
+    assert negative is not None
+    assert negative.text == "a water wearing a black hat. a man feature in a garden."
+    assert negative.generator == "swap_across"
+    assert negative.detail == {"tag": "NOUN", "words": ["man", "water"], "fallback": False, "order": "ab"}
+
+
+def test_other_order_when_the_coin_says_so() -> None:
+    negative = hard_negative_swap_across(MAN, WATER, ScriptedRandom(["NOUN", "man", "water"], coin=0.9))
+    assert negative is not None
+    assert negative.text == "a man feature in a garden. a water wearing a black hat."
+
+
+def test_swap_across_reaches_exactly_the_valid_swaps() -> None:
+    # Shared words (a, .) are out; NOUN is the only class both have: {man, hat} x {water, feature, garden}.
+    expected = set()
+    for word_a in ("man", "hat"):
+        for word_b in ("water", "feature", "garden"):
+            altered_a = " ".join(word_b if t == word_a else t for t in MAN.tokens[:-1]) + "."
+            altered_b = " ".join(word_a if t == word_b else t for t in WATER.tokens[:-1]) + "."
+            expected |= {f"{altered_a} {altered_b}", f"{altered_b} {altered_a}"}
+    seen = {hard_negative_swap_across(MAN, WATER, random.Random(seed)).text  # type: ignore[union-attr]
+            for seed in range(300)}
+    assert seen == expected
+    assert "a water wearing a black hat. a man feature in a garden." in seen
+
+
+def test_shared_words_are_never_swapped_and_all_occurrences_change() -> None:
+    a = tagged("a dog chases a ball near another dog .", "DET NOUN VERB DET NOUN ADP DET NOUN PUNCT")
+    b = tagged("a ball sits beside a cat .", "DET NOUN VERB ADP DET NOUN PUNCT")
+    for seed in range(50):
+        negative = hard_negative_swap_across(a, b, random.Random(seed))
+        assert negative is not None
+        assert "ball" not in negative.detail["words"]
+        if negative.detail["words"][0] == "dog" and negative.detail["tag"] == "NOUN":
+            assert "a cat chases a ball near another cat." in negative.text
+
+
+def test_fallback_swaps_random_words_when_no_class_is_shared() -> None:
+    a = tagged("dogs run .", "NOUN VERB PUNCT")
+    b = tagged("very quickly !", "ADV ADV PUNCT")
+    negative = hard_negative_swap_across(a, b, random.Random(0))
+    assert negative is not None
+    assert negative.detail["fallback"] is True and negative.detail["tag"] is None
+    word_a, word_b = negative.detail["words"]
+    assert word_a in ("dogs", "run") and word_b in ("very", "quickly")
+
+
+def test_identical_sentences_give_no_negative() -> None:
+    assert hard_negative_swap_across(MAN, MAN, random.Random(0)) is None
+
+
+def test_sentence_initial_capitals_follow_the_position() -> None:
+    a = tagged("A man wears a hat .", "DET NOUN VERB DET NOUN PUNCT")
+    b = tagged("Water flows in a garden .", "NOUN VERB ADP DET NOUN PUNCT")
+    negative = hard_negative_swap_across(a, b, ScriptedRandom(["NOUN", "man", "water"]))
+    assert negative is not None
+    assert negative.text == "A water wears a hat. Man flows in a garden."
+
+
+def test_candidates_equal_to_a_positive_are_skipped() -> None:
+    # Untagged-style tokens: swapping "hat" and "hat!" only moves punctuation, which does not count.
+    sentence = tagged("a hat on a hat! red", "DET NOUN ADP DET NOUN ADJ")
+    assert hard_negative_swap_within(sentence, random.Random(0)) is None
+    for seed in range(30):
+        negative = hard_negative_swap_within(CUBE, random.Random(seed))
+        assert negative is not None and match_key(negative.text) != match_key(CUBE.text)
+
+
+def test_swap_within_swaps_two_words_of_one_class() -> None:
+    seen = {hard_negative_swap_within(CUBE, random.Random(seed)).text  # type: ignore[union-attr]
+            for seed in range(100)}
+    assert seen == {"a blue cube left of a red ball.", "a red ball left of a blue cube."}
+
+
+def test_exclusion_set_is_honoured() -> None:
+    example = "a water wearing a black hat. a man feature in a garden."
+    for seed in range(100):
+        negative = hard_negative_swap_across(MAN, WATER, random.Random(seed), excluded={match_key(example)})
+        assert negative is not None and match_key(negative.text) != match_key(example)
+    # Excluding one altered sentence (a reviewer's "this is actually true") removes every text that holds it.
+    flagged = {match_key("a man feature in a garden")}
+    for seed in range(100):
+        negative = hard_negative_swap_across(MAN, WATER, random.Random(seed), excluded=flagged)
+        assert negative is not None and "a man feature in a garden." not in negative.text
+    everything = {match_key("a blue cube left of a red ball."), match_key("A red ball left of a blue cube")}
+    assert hard_negative_swap_within(CUBE, random.Random(0), excluded=everything) is None
+
+
+def test_exclusions_reach_the_registry() -> None:
+    context = NegativeContext.with_exclusions(["a blue cube left of a red ball."])
+    for seed in range(40):
+        negative = GENERATORS["swap_within"](CUBE, WATER, random.Random(seed), context)
+        assert negative is not None and "a blue cube left of a red ball." not in negative.text
+
+
+def test_same_seed_same_negative_for_every_generator() -> None:
+    context = NegativeContext(build_vocabulary([MAN, WATER, CUBE]))
+    for name in GENERATORS:
+        first = generate_negative(MAN, CUBE, random.Random(7), [name], context)
+        second = generate_negative(MAN, CUBE, random.Random(7), [name], context)
+        assert first is not None and first == second and first.generator == name
+
+
+def test_vocabulary_is_sorted_by_class_and_skips_function_words() -> None:
+    vocabulary = build_vocabulary([MAN, WATER, CUBE])
+    assert vocabulary == {
+        "ADJ": ["black", "blue", "red"],
+        "ADP": ["in", "of"],
+        "ADV": ["left"],
+        "NOUN": ["ball", "cube", "feature", "garden", "hat", "man", "water"],
+        "VERB": ["wearing"],
+    }
+    assert build_vocabulary([MAN, MAN, WATER], min_count=2) == {"ADJ": ["black"], "NOUN": ["hat", "man"],
+                                                                "VERB": ["wearing"]}
+
+
+def test_replace_changes_one_word_to_a_same_class_word_from_the_corpus() -> None:
+    vocabulary = {"ADJ": ["black", "green", "red"], "NOUN": ["cube", "hat", "man"]}
+    seen = set()
+    for seed in range(200):
+        negative = hard_negative_replace(MAN, vocabulary, random.Random(seed))
+        assert negative is not None and negative.generator == "replace"
+        seen.add(negative.text)
+        changed = [i for i, (x, y) in enumerate(zip(MAN.text.split(), negative.text.split(), strict=True))
+                   if x != y]
+        assert len(changed) == 1
+    # black -> green/red; man -> cube; hat -> cube (keeping its full stop). Words already there never come.
+    assert seen == {"a man wearing a green hat.", "a man wearing a red hat.", "a cube wearing a black hat.",
+                    "a man wearing a black cube."}
+
+
+def test_generate_negative_falls_back_in_order() -> None:
+    # Neither first sentence has two words of one class, so swap_within makes nothing and swap_across is used.
+    a = tagged("a dog runs .", "DET NOUN VERB PUNCT")
+    b = tagged("a cat sleeps .", "DET NOUN VERB PUNCT")
+    negative = generate_negative(a, b, random.Random(0), ["swap_within", "swap_across"])
+    assert negative is not None and negative.generator == "swap_across"
+    assert generate_negative(a, b, random.Random(0), ["swap_within"]) is None
+    with pytest.raises(ValueError, match=r"unknown negative generator.*'swap_sideways'"):
+        generate_negative(a, b, random.Random(0), ["swap_sideways"])
+
+
+def test_mixing_generators_uses_each() -> None:
+    context = NegativeContext(build_vocabulary([MAN, WATER, CUBE]))
+    negatives = [generate_negative(MAN, CUBE, random.Random(s), list(GENERATORS), context, mix=True)
+                 for s in range(60)]
+    used = {n.generator for n in negatives if n is not None}
+    assert used == set(GENERATORS)
+
+
+def test_detokenize_reads_naturally() -> None:
+    tokens = ["A", "dog", "'s", "ball", "(", "red", ")", "and", '"', "hi", '"', "on", "a", "black", "-",
+              "and", "-", "white", "rug", ",", "it", "does", "n't", "move", "!"]
+    assert detokenize(tokens) == 'A dog\'s ball (red) and "hi" on a black-and-white rug, it doesn\'t move!'
+    assert detokenize(["a", "cat", "."]) == "a cat."
+
+
+def test_join_sentences_adds_a_full_stop_only_where_missing() -> None:
+    assert join_sentences(["a man wearing a hat", "is it raining?", "a dog."]) == \
+        "a man wearing a hat. is it raining? a dog."
+
+
+def test_match_key_ignores_case_spacing_and_punctuation() -> None:
+    assert match_key("A man  wearing a hat .") == match_key("a man wearing a hat") == "a man wearing a hat"
+
+
+def test_misaligned_tags_are_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="2 tokens and 1 tags"):
+        TaggedSentence.of(["a", "dog"], ["DET"])
