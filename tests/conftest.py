@@ -59,3 +59,43 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     from toolkit.store.db import recreate_database
 
     return recreate_database(base, tmp_path.name)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real `mlflow server` process on localhost with a SQLite backend; yields its URI."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    base = tmp_path_factory.mktemp("mlflow-server")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{base / 'mlflow.db'}",
+         "--artifacts-destination", str(base / "artifacts"), "--workers", "1"],
+        stdout=open(base / "server.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"mlflow server did not start: {(base / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield uri
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()

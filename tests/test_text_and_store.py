@@ -15,7 +15,8 @@ from toolkit.text import CaptionError, decode_utf8, normalise_caption, split_sen
 @pytest.mark.parametrize(("caption", "expected"), [
     ("A man wearing a black hat. A water feature in a garden.",
      ["A man wearing a black hat.", "A water feature in a garden."]),
-    ("Mr. Smith holds 2.5 kg of apples! Is it heavy? Yes", ["Mr. Smith holds 2.5 kg of apples!", "Is it heavy?", "Yes"]),
+    ("Mr. Smith holds 2.5 kg of apples! Is it heavy? Yes",
+     ["Mr. Smith holds 2.5 kg of apples!", "Is it heavy?", "Yes"]),
     ('He said "stop." Then he left.', ['He said "stop."', "Then he left."]),
     ("A dog e.g. a puppy. ... !", ["A dog e.g. a puppy."]),
     ("no final stop", ["no final stop"]),
