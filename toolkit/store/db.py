@@ -18,6 +18,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 from toolkit.store.models import AuditEvent
+from toolkit.store import review_models  # noqa: F401  (registers the governance tables)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 

@@ -1,0 +1,94 @@
+"""Promotion gates: pure comparisons of a candidate against the current champion.
+
+A candidate must not trade general ability for composition, which is exactly the regression CLIC exists
+to avoid. Each gate reports the two values and the threshold it applied, so a refusal explains itself.
+
+Gate metrics (fractions in [0, 1]) are read from model-version tags `gate.<name>`:
+    composition     mean compositional accuracy (domain swap/replace items, SugarCrepe(++) where run)
+    retrieval_r5    mean of text->image and image->text R@5
+    zeroshot_top1   zero-shot top-1
+    regression_acc  accuracy on the reviewed regression set (confirmed model errors)
+    parity_passed   1.0 when the exported bundle passed its parity check
+    unreviewed_share  share of the candidate's evaluation failures still unreviewed
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    composition_margin: float = 0.0  # candidate >= champion + margin
+    retrieval_tolerance: float = 0.005  # candidate >= champion - tolerance
+    zeroshot_tolerance: float = 0.01
+    regression_tolerance: float = 0.0
+    max_unreviewed_share: float = 0.2
+    require_parity: bool = True
+
+    @classmethod
+    def from_file(cls, path: Path) -> GateThresholds:
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"gate thresholds file {path} is unreadable: {err}") from err
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{path}: unknown threshold keys {sorted(unknown)}; known: "
+                             f"{sorted(cls.__dataclass_fields__)}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    passed: bool
+    candidate: float | None
+    champion: float | None
+    rule: str
+
+
+@dataclass(frozen=True)
+class GateReport:
+    gates: list[Gate] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    def failed(self) -> list[Gate]:
+        return [g for g in self.gates if not g.passed]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"passed": self.passed, "gates": [asdict(g) for g in self.gates]}
+
+
+def _not_below(name: str, candidate: dict[str, float], champion: dict[str, float] | None, slack: float,
+               sign: int) -> Gate:
+    """candidate >= champion + sign*slack; with no champion (or no champion value) the gate passes."""
+    value = candidate.get(name)
+    reference = champion.get(name) if champion else None
+    bound = None if reference is None else reference + sign * slack
+    rule = f"{name} >= champion {'+' if sign > 0 else '-'} {slack}"
+    if value is None:
+        return Gate(name, reference is None, None, reference, rule + " (candidate has no value)")
+    return Gate(name, bound is None or value >= bound - 1e-12, value, reference, rule)
+
+
+def evaluate_gates(candidate: dict[str, float], champion: dict[str, float] | None,
+                   thresholds: GateThresholds) -> GateReport:
+    gates = [
+        _not_below("composition", candidate, champion, thresholds.composition_margin, +1),
+        _not_below("retrieval_r5", candidate, champion, thresholds.retrieval_tolerance, -1),
+        _not_below("zeroshot_top1", candidate, champion, thresholds.zeroshot_tolerance, -1),
+        _not_below("regression_acc", candidate, champion, thresholds.regression_tolerance, -1),
+    ]
+    parity = candidate.get("parity_passed")
+    gates.append(Gate("parity_passed", (parity == 1.0) or not thresholds.require_parity, parity, None,
+                      "exported bundle passed parity" if thresholds.require_parity else "parity not required"))
+    share = candidate.get("unreviewed_share", 0.0)
+    gates.append(Gate("unreviewed_share", share <= thresholds.max_unreviewed_share, share, None,
+                      f"unreviewed_share <= {thresholds.max_unreviewed_share}"))
+    return GateReport(gates)

@@ -1,0 +1,155 @@
+"""The MLflow model registry as the rollout ledger: candidates are model versions, aliases mark stages.
+
+    challenger  the newest registered candidate, e.g. in shadow rollout
+    champion    what production serves; moved only by `promote` (gates passed) or `rollback`
+
+Every promotion, refusal and rollback is appended to the catalog's audit log and written as a tag on
+the model version, so either system alone tells the story.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from toolkit.governance.gates import GateReport, GateThresholds, evaluate_gates
+from toolkit.governance.tracking import Lineage, tracked_run
+from toolkit.store.db import Store, current_actor
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+GATE_TAG = "gate."
+PREVIOUS_CHAMPION_TAG = "toolkit.previous_champion"
+
+
+class RegistryError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    name: str
+    version: str
+    previous_champion: str | None
+    report: GateReport
+
+    @property
+    def promoted(self) -> bool:
+        return self.report.passed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "previous_champion": self.previous_champion,
+                "promoted": self.promoted, **self.report.as_dict()}
+
+
+def _client() -> Any:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from toolkit.config import resolve_tracking_uri
+
+    uri = resolve_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def register_candidate(model_dir: Path, name: str, gate_metrics: dict[str, float], *,
+                       lineage: Lineage | None = None, description: str = "") -> str:
+    """Log `model_dir` as a model version of `name`, tag its gate metrics, and point `challenger` at it."""
+    if not (model_dir / "model.json").is_file():
+        raise RegistryError(f"{model_dir} is not a toolkit model folder (no model.json)")
+    client = _client()
+    with tracked_run(lineage or Lineage(kind="register"), {"model_dir": str(model_dir)},
+                     run_name=f"register-{name}") as run:
+        run.log_artifact(model_dir, artifact_path="model")
+        import mlflow
+
+        source = mlflow.get_artifact_uri("model")
+    try:
+        client.get_registered_model(name)
+    except Exception:
+        client.create_registered_model(name, description="CLIC-tuned text encoder (image tower frozen)")
+    tags = {GATE_TAG + k: str(float(v)) for k, v in gate_metrics.items()}
+    version = client.create_model_version(name, source=source, run_id=run.run_id, tags=tags, description=description)
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    return str(version.version)
+
+
+def _version_by_alias(client: Any, name: str, alias: str) -> Any | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except Exception:
+        return None
+
+
+def gate_metrics_of(version: Any) -> dict[str, float]:
+    return {k[len(GATE_TAG):]: float(v) for k, v in version.tags.items() if k.startswith(GATE_TAG)}
+
+
+def promote(store: Store, name: str, version: str, thresholds: GateThresholds, *,
+            regression_accuracy: Callable[[str], float] | None = None, actor: str | None = None) -> PromotionResult:
+    """Move `champion` to `version` only if every gate passes against the current champion.
+
+    `regression_accuracy(model_source_uri)` re-scores a model on today's regression set, so candidate and
+    champion are compared on the same items even when the set has grown since the champion was promoted.
+    """
+    client = _client()
+    actor = actor or current_actor()
+    try:
+        candidate = client.get_model_version(name, version)
+    except Exception as err:
+        raise RegistryError(f"model {name!r} has no version {version!r}: {err}") from err
+    champion = _version_by_alias(client, name, CHAMPION)
+    if champion is not None and str(champion.version) == str(version):
+        raise RegistryError(f"version {version} of {name!r} is already the champion")
+    candidate_metrics = gate_metrics_of(candidate)
+    champion_metrics = gate_metrics_of(champion) if champion is not None else None
+    if regression_accuracy is not None:
+        candidate_metrics["regression_acc"] = regression_accuracy(candidate.source)
+        if champion is not None and champion_metrics is not None:
+            champion_metrics["regression_acc"] = regression_accuracy(champion.source)
+    report = evaluate_gates(candidate_metrics, champion_metrics, thresholds)
+    previous = str(champion.version) if champion is not None else None
+    result = PromotionResult(name, str(version), previous, report)
+    record = {"actor": actor, "at": datetime.now(timezone.utc).isoformat(), "thresholds": thresholds.__dict__,
+              "champion_before": previous, **report.as_dict()}
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    if report.passed:
+        client.set_registered_model_alias(name, CHAMPION, str(version))
+        if previous is not None:
+            client.set_model_version_tag(name, str(version), PREVIOUS_CHAMPION_TAG, previous)
+        client.set_model_version_tag(name, str(version), f"toolkit.promotion.{stamp}", json.dumps(record)[:5000])
+        store.audit("registry.promote", f"{name}/{version}", record, actor=actor)
+    else:
+        client.set_model_version_tag(name, str(version), f"toolkit.refusal.{stamp}", json.dumps(record)[:5000])
+        store.audit("registry.refuse", f"{name}/{version}", record, actor=actor)
+    return result
+
+
+def rollback(store: Store, name: str, *, actor: str | None = None) -> tuple[str, str]:
+    """Point `champion` back at the version it replaced. Returns (from_version, to_version)."""
+    client = _client()
+    actor = actor or current_actor()
+    champion = _version_by_alias(client, name, CHAMPION)
+    if champion is None:
+        raise RegistryError(f"model {name!r} has no champion to roll back")
+    previous = champion.tags.get(PREVIOUS_CHAMPION_TAG)
+    if not previous:
+        raise RegistryError(f"champion version {champion.version} of {name!r} replaced nothing; no rollback target")
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    record = {"actor": actor, "at": datetime.now(timezone.utc).isoformat(), "from": str(champion.version),
+              "to": previous}
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    client.set_model_version_tag(name, str(champion.version), f"toolkit.rollback.{stamp}", json.dumps(record))
+    store.audit("registry.rollback", f"{name}/{champion.version}", record, actor=actor)
+    return str(champion.version), previous
+
+
+def aliases(name: str) -> dict[str, str | None]:
+    client = _client()
+    return {alias: (str(v.version) if (v := _version_by_alias(client, name, alias)) is not None else None)
+            for alias in (CHALLENGER, CHAMPION)}

@@ -1,0 +1,226 @@
+"""Human review of misclassifications, with MLflow as the reviewer's screen.
+
+Each evaluation failure becomes a `ReviewItem` in the catalog and an MLflow trace in the evaluation run
+(inputs: image, positive, confuser, generator; outputs: both scores). The reviewer opens the run's
+Traces tab, picks a trace, and adds a feedback assessment named `verdict` with one of
+    model_error | caption_wrong | negative_true | ambiguous
+(and, for caption_wrong, a second feedback `corrected_caption` holding the right text).
+`toolkit review sync` reads the assessments back; `toolkit review record` does the same from a terminal.
+
+Verdicts act, and nothing is ever deleted:
+- caption_wrong: the caption is superseded by the corrected one (the old row stays, marked superseded);
+- negative_true: the negative text is excluded from generation and from scoring from now on;
+- model_error: the item joins the regression set that gates later candidates.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import func, select
+
+from toolkit.negatives import match_key
+from toolkit.store.db import Store, current_actor
+from toolkit.store.models import Caption, Sentence
+from toolkit.store.review_models import VERDICTS, NegativeExclusion, RegressionItem, ReviewItem, ReviewVerdict
+from toolkit.text import split_sentences, text_sha256
+
+VERDICT_FEEDBACK = "verdict"
+CORRECTION_FEEDBACK = "corrected_caption"
+
+
+class ReviewError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An evaluation item the model got wrong, as the evaluator reports it."""
+
+    benchmark: str
+    item_key: str
+    kind: str  # composition | retrieval
+    image_path: str
+    positive: str
+    confuser: str
+    positive_score: float
+    confuser_score: float
+    generator: str = ""
+    caption_id: int | None = None
+
+
+def record_failures(store: Store, eval_run_id: str, model: str, failures: list[Failure]) -> list[int]:
+    """Open a review item per failure (idempotent per eval run, model, benchmark and item)."""
+    ids: list[int] = []
+    with store.session() as session:
+        for failure in failures:
+            existing = session.scalar(select(ReviewItem).where(
+                ReviewItem.eval_run_id == eval_run_id, ReviewItem.model == model,
+                ReviewItem.benchmark == failure.benchmark, ReviewItem.item_key == failure.item_key))
+            if existing is None:
+                existing = ReviewItem(eval_run_id=eval_run_id, model=model, status="open", **failure.__dict__)
+                session.add(existing)
+                session.flush()
+            ids.append(existing.id)
+    return ids
+
+
+def log_review_traces(store: Store, item_ids: list[int], image_artifacts: dict[int, str] | None = None) -> int:
+    """One MLflow trace per review item, inside the active (evaluation) run. Returns traces written."""
+    import mlflow
+
+    written = 0
+    with store.session() as session:
+        for item in session.scalars(select(ReviewItem).where(ReviewItem.id.in_(item_ids),
+                                                             ReviewItem.trace_id.is_(None))):
+            with mlflow.start_span(name=f"review {item.benchmark} #{item.id}") as span:
+                span.set_inputs({"image": (image_artifacts or {}).get(item.id, item.image_path),
+                                 "positive": item.positive, "confuser": item.confuser,
+                                 "generator": item.generator, "benchmark": item.benchmark,
+                                 "model": item.model})
+                span.set_outputs({"positive_score": round(item.positive_score, 5),
+                                  "confuser_score": round(item.confuser_score, 5),
+                                  "how_to_review": f"add feedback '{VERDICT_FEEDBACK}' = one of {', '.join(VERDICTS)}"})
+                span.set_attributes({"toolkit.review_item": item.id})
+                item.trace_id = span.trace_id
+            written += 1
+    mlflow.flush_trace_async_logging()
+    return written
+
+
+def record_verdict(store: Store, item_id: int, verdict: str, *, reviewer: str | None = None, note: str = "",
+                   corrected_caption: str | None = None, source: str = "cli", assessment_id: str | None = None,
+                   at: datetime | None = None, tagger: Any = None) -> int:
+    """Store a verdict and apply its effect. Returns the verdict id."""
+    if verdict not in VERDICTS:
+        raise ReviewError(f"unknown verdict {verdict!r}; use one of {', '.join(VERDICTS)}")
+    if verdict == "caption_wrong" and not (corrected_caption and corrected_caption.strip()):
+        raise ReviewError("a caption_wrong verdict needs the corrected caption (--corrected-caption)")
+    reviewer = reviewer or current_actor()
+    with store.session() as session:
+        item = session.get(ReviewItem, item_id)
+        if item is None:
+            raise ReviewError(f"review item {item_id} does not exist; list them with `toolkit review list`")
+        row = ReviewVerdict(item_id=item.id, verdict=verdict, reviewer=reviewer, note=note, source=source,
+                            corrected_caption=corrected_caption, assessment_id=assessment_id,
+                            at=at or datetime.now(timezone.utc))
+        session.add(row)
+        session.flush()
+        if verdict == "negative_true":
+            key = match_key(item.confuser)
+            if session.scalar(select(NegativeExclusion).where(NegativeExclusion.text_key == key)) is None:
+                session.add(NegativeExclusion(text_key=key, negative_text=item.confuser, verdict_id=row.id))
+        elif verdict == "model_error":
+            session.add(RegressionItem(verdict_id=row.id, image_path=item.image_path, positive=item.positive,
+                                       confuser=item.confuser, benchmark=item.benchmark))
+        elif verdict == "caption_wrong" and item.caption_id is not None:
+            assert corrected_caption is not None
+            _supersede_caption(session, item.caption_id, corrected_caption.strip(), tagger)
+        item.status = "reviewed"
+        verdict_id = row.id
+    store.audit("review.verdict", f"review_item:{item_id}",
+                {"verdict": verdict, "reviewer": reviewer, "source": source, "note": note}, actor=reviewer)
+    return verdict_id
+
+
+def _supersede_caption(session: Any, caption_id: int, corrected: str, tagger: Any) -> None:
+    from toolkit.ingest.tagging import load_tagger
+    from toolkit.text import normalise_caption
+
+    old = session.get(Caption, caption_id)
+    text = normalise_caption(corrected)
+    sha = text_sha256(text)
+    replacement = session.scalar(select(Caption).where(Caption.image_id == old.image_id, Caption.text_sha256 == sha))
+    if replacement is None:
+        replacement = Caption(image_id=old.image_id, text=text, text_sha256=sha, status="active",
+                              supersedes_id=old.id, batch_id=None, source_row=f"correction of caption {old.id}")
+        session.add(replacement)
+        session.flush()
+        sentences = split_sentences(text) or [text]
+        tagger = tagger or load_tagger()
+        for position, (sentence, tags) in enumerate(zip(sentences, tagger.tag(sentences), strict=True)):
+            session.add(Sentence(caption_id=replacement.id, position=position, text=sentence, tokens=tags.tokens,
+                                 pos=tags.pos, tagger=tagger.spec))
+    replacement.status = "active"
+    old.status = "superseded"
+
+
+def sync_verdicts_from_mlflow(store: Store, eval_run_id: str | None = None) -> int:
+    """Read `verdict` feedback from each item's trace; new assessments become verdicts. Returns how many."""
+    import mlflow
+
+    recorded = 0
+    with store.session() as session:
+        query = select(ReviewItem.id, ReviewItem.trace_id).where(ReviewItem.trace_id.is_not(None))
+        if eval_run_id:
+            query = query.where(ReviewItem.eval_run_id == eval_run_id)
+        items = list(session.execute(query).all())
+        known = set(session.scalars(select(ReviewVerdict.assessment_id).where(ReviewVerdict.assessment_id.is_not(None))))
+    for item_id, trace_id in items:
+        trace = mlflow.get_trace(trace_id)
+        if trace is None:
+            continue
+        assessments = sorted(trace.info.assessments or [], key=lambda a: a.create_time_ms or 0)
+        corrections = [a for a in assessments if a.name == CORRECTION_FEEDBACK and a.valid is not False]
+        for assessment in assessments:
+            if assessment.name != VERDICT_FEEDBACK or assessment.assessment_id in known or assessment.valid is False:
+                continue
+            value = str(getattr(assessment, "value", "") or "").strip().lower()
+            correction = str(corrections[-1].value) if corrections else None
+            try:
+                record_verdict(store, item_id, value, reviewer=assessment.source.source_id, note=assessment.rationale or "",
+                               corrected_caption=correction, source="mlflow", assessment_id=assessment.assessment_id,
+                               at=datetime.fromtimestamp((assessment.create_time_ms or 0) / 1000, timezone.utc))
+            except ReviewError as err:
+                store.audit("review.invalid_feedback", f"trace:{trace_id}", {"error": str(err)})
+                continue
+            recorded += 1
+    return recorded
+
+
+def review_progress(store: Store, eval_run_id: str | None = None) -> dict[str, Any]:
+    with store.session() as session:
+        query = select(ReviewItem.status, func.count()).group_by(ReviewItem.status)
+        if eval_run_id:
+            query = query.where(ReviewItem.eval_run_id == eval_run_id)
+        by_status = dict(session.execute(query).all())
+        verdicts = Counter(session.scalars(_latest_verdicts(eval_run_id)))
+    total = sum(by_status.values())
+    return {"items": total, "reviewed": by_status.get("reviewed", 0), "open": by_status.get("open", 0),
+            "unreviewed_share": round(by_status.get("open", 0) / total, 4) if total else 0.0,
+            "verdicts": dict(verdicts)}
+
+
+def _latest_verdicts(eval_run_id: str | None) -> Any:
+    latest = select(ReviewVerdict.item_id, func.max(ReviewVerdict.id).label("last")).group_by(ReviewVerdict.item_id)
+    if eval_run_id:
+        latest = latest.join(ReviewItem, ReviewItem.id == ReviewVerdict.item_id).where(
+            ReviewItem.eval_run_id == eval_run_id)
+    sub = latest.subquery()
+    return select(ReviewVerdict.verdict).join(sub, ReviewVerdict.id == sub.c.last)
+
+
+def open_items(store: Store, eval_run_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    with store.session() as session:
+        query = select(ReviewItem).where(ReviewItem.status == "open").order_by(ReviewItem.id).limit(limit)
+        if eval_run_id:
+            query = query.where(ReviewItem.eval_run_id == eval_run_id)
+        return [{"id": i.id, "benchmark": i.benchmark, "model": i.model, "image": i.image_path,
+                 "positive": i.positive, "confuser": i.confuser, "positive_score": i.positive_score,
+                 "confuser_score": i.confuser_score, "generator": i.generator, "trace_id": i.trace_id}
+                for i in session.scalars(query)]
+
+
+def excluded_negative_keys(store: Store) -> frozenset[str]:
+    """Negatives reviewers marked as actually true, in `match_key` form (for generation and scoring)."""
+    with store.session() as session:
+        return frozenset(session.scalars(select(NegativeExclusion.text_key)))
+
+
+def regression_set(store: Store) -> list[dict[str, str]]:
+    with store.session() as session:
+        return [{"image_path": r.image_path, "positive": r.positive, "confuser": r.confuser,
+                 "benchmark": r.benchmark} for r in session.scalars(select(RegressionItem).order_by(RegressionItem.id))]

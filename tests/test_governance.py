@@ -1,0 +1,178 @@
+"""Review verdicts act on the data without deleting anything; gates refuse regressions, audited."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+
+from tests.ingest_corpus import write_png
+from toolkit.config import IngestConfig
+from toolkit.governance.gates import GateThresholds, evaluate_gates
+from toolkit.governance.review import (
+    Failure,
+    ReviewError,
+    excluded_negative_keys,
+    log_review_traces,
+    record_failures,
+    record_verdict,
+    regression_set,
+    review_progress,
+    sync_verdicts_from_mlflow,
+)
+from toolkit.ingest import ingest_source, load_tagger
+from toolkit.store import open_store
+from toolkit.store.models import AuditEvent, Caption, Sentence
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    write_png(tmp_path / "a.png", (40, 30), (200, 10, 10))
+    (tmp_path / "m.jsonl").write_text(json.dumps({"image": "a.png", "caption": "A blue cube. It is small."}))
+    store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    ingest_source(store, tmp_path / "m.jsonl", IngestConfig(images_root=tmp_path), blob_dir=tmp_path / "b",
+                  tagger=load_tagger())
+    yield store
+    store.close()
+
+
+def _failures(store, tmp_path) -> list[Failure]:
+    with store.session() as session:
+        caption_id = session.scalar(select(Caption.id))
+    image = str(tmp_path / "a.png")
+    return [
+        Failure("domain", "1", "composition", image, "A blue cube.", "A cube blue.", 0.1, 0.2, "swap_within",
+                caption_id),
+        Failure("domain", "2", "composition", image, "A red ball left of a cube.", "A cube left of a red ball.",
+                0.1, 0.3, "swap_across"),
+        Failure("domain", "3", "composition", image, "A small cube.", "A tiny cube.", 0.1, 0.4, "replace"),
+    ]
+
+
+def test_verdicts_change_data_without_deleting(catalog, tmp_path):
+    ids = record_failures(catalog, "run-1", "cand", _failures(catalog, tmp_path))
+    assert record_failures(catalog, "run-1", "cand", _failures(catalog, tmp_path)) == ids  # idempotent
+    record_verdict(catalog, ids[0], "caption_wrong", reviewer="rita", corrected_caption="A red cube. It is small.")
+    record_verdict(catalog, ids[1], "model_error", reviewer="rita")
+    record_verdict(catalog, ids[2], "negative_true", reviewer="rita", note="tiny and small are synonyms")
+    with catalog.session() as session:
+        captions = {c.text: c for c in session.scalars(select(Caption))}
+        assert captions["A blue cube. It is small."].status == "superseded"
+        new = captions["A red cube. It is small."]
+        assert new.status == "active" and new.supersedes_id == captions["A blue cube. It is small."].id
+        tagged = list(session.scalars(select(Sentence).where(Sentence.caption_id == new.id).order_by(Sentence.position)))
+        assert [s.text for s in tagged] == ["A red cube.", "It is small."] and tagged[0].pos[1] == "ADJ"
+        actions = [e.action for e in session.scalars(select(AuditEvent))]
+    assert actions.count("review.verdict") == 3
+    assert excluded_negative_keys(catalog) == {"a tiny cube"}
+    assert regression_set(catalog) == [{"image_path": str(tmp_path / "a.png"), "positive": "A red ball left of a cube.",
+                                        "confuser": "A cube left of a red ball.", "benchmark": "domain"}]
+    assert review_progress(catalog, "run-1") == {
+        "items": 3, "reviewed": 3, "open": 0, "unreviewed_share": 0.0,
+        "verdicts": {"caption_wrong": 1, "model_error": 1, "negative_true": 1}}
+
+
+def test_excluded_negative_is_never_generated_again(catalog, tmp_path):
+    from toolkit.negatives import TaggedSentence, hard_negative_swap_within
+
+    ids = record_failures(catalog, "run-1", "cand", _failures(catalog, tmp_path))
+    sentence = TaggedSentence(["a", "red", "cube", "and", "a", "blue", "ball"],
+                              ["DET", "ADJ", "NOUN", "CCONJ", "DET", "ADJ", "NOUN"])
+    import random
+
+    produced = hard_negative_swap_within(sentence, random.Random(0))
+    assert produced is not None
+    failure = Failure("domain", "9", "composition", str(tmp_path / "a.png"), sentence.text, produced.text, 0.1, 0.2)
+    (item,) = record_failures(catalog, "run-2", "cand", [failure])
+    record_verdict(catalog, item, "negative_true", reviewer="rita")
+    excluded = excluded_negative_keys(catalog)
+    for seed in range(20):
+        again = hard_negative_swap_within(sentence, random.Random(seed), excluded=excluded)
+        assert again is None or again.text != produced.text
+    assert ids
+
+
+def test_bad_verdicts_are_refused(catalog, tmp_path):
+    (item, *_) = record_failures(catalog, "run-1", "cand", _failures(catalog, tmp_path))
+    with pytest.raises(ReviewError, match="unknown verdict"):
+        record_verdict(catalog, item, "looks_fine")
+    with pytest.raises(ReviewError, match="corrected caption"):
+        record_verdict(catalog, item, "caption_wrong")
+    with pytest.raises(ReviewError, match="does not exist"):
+        record_verdict(catalog, 999, "ambiguous")
+
+
+def test_verdicts_entered_in_mlflow_are_synced(catalog, tmp_path, monkeypatch):
+    import mlflow
+    from mlflow.entities import AssessmentSource
+
+    from toolkit.governance.tracking import Lineage, tracked_run
+
+    monkeypatch.setenv("TOOLKIT_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with tracked_run(Lineage(kind="eval")) as run:
+        ids = record_failures(catalog, run.run_id, "cand", _failures(catalog, tmp_path))
+        assert log_review_traces(catalog, ids) == 3
+    traces = mlflow.search_traces(locations=[mlflow.get_run(run.run_id).info.experiment_id], run_id=run.run_id,
+                                  return_type="list")
+    assert len(traces) == 3
+    by_item = {t.data.spans[0].attributes["toolkit.review_item"]: t.info.trace_id for t in traces}
+    human = AssessmentSource(source_type="HUMAN", source_id="rita@example.com")
+    mlflow.log_feedback(trace_id=by_item[ids[1]], name="verdict", value="model_error", source=human)
+    mlflow.log_feedback(trace_id=by_item[ids[0]], name="corrected_caption", value="A red cube.", source=human)
+    mlflow.log_feedback(trace_id=by_item[ids[0]], name="verdict", value="caption_wrong", source=human)
+    assert sync_verdicts_from_mlflow(catalog, run.run_id) == 2
+    assert sync_verdicts_from_mlflow(catalog, run.run_id) == 0  # idempotent
+    progress = review_progress(catalog, run.run_id)
+    assert progress["reviewed"] == 2 and progress["open"] == 1
+    with catalog.session() as session:
+        assert session.scalar(select(Caption.text).where(Caption.status == "active")) == "A red cube."
+
+
+def test_gates_compare_against_the_champion():
+    champion = {"composition": 0.70, "retrieval_r5": 0.80, "zeroshot_top1": 0.80, "parity_passed": 1.0}
+    better = {"composition": 0.85, "retrieval_r5": 0.797, "zeroshot_top1": 0.795, "parity_passed": 1.0,
+              "unreviewed_share": 0.1}
+    assert evaluate_gates(better, champion, GateThresholds()).passed
+    worse_retrieval = {**better, "retrieval_r5": 0.78}
+    report = evaluate_gates(worse_retrieval, champion, GateThresholds())
+    assert [g.name for g in report.failed()] == ["retrieval_r5"]
+    assert not evaluate_gates({**better, "parity_passed": 0.0}, champion, GateThresholds()).passed
+    assert not evaluate_gates({**better, "unreviewed_share": 0.5}, champion, GateThresholds()).passed
+    assert not evaluate_gates(better, champion, GateThresholds(composition_margin=0.2)).passed
+    assert evaluate_gates(better, None, GateThresholds()).passed  # first champion
+
+
+def test_refusal_is_audited_and_champion_unchanged_then_rollback(catalog, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from toolkit.governance.registry import aliases, promote, register_candidate, rollback
+
+    monkeypatch.setenv("TOOLKIT_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.json").write_text("{}")
+    good = {"composition": 0.7, "retrieval_r5": 0.8, "zeroshot_top1": 0.8, "parity_passed": 1.0,
+            "unreviewed_share": 0.0}
+    v1 = register_candidate(model_dir, "clic-text", good)
+    assert promote(catalog, "clic-text", v1, GateThresholds()).promoted
+    v2 = register_candidate(model_dir, "clic-text", {**good, "composition": 0.9, "retrieval_r5": 0.6})
+    assert aliases("clic-text") == {"challenger": v2, "champion": v1}
+    refused = promote(catalog, "clic-text", v2, GateThresholds())
+    assert not refused.promoted and [g.name for g in refused.report.failed()] == ["retrieval_r5"]
+    assert aliases("clic-text")["champion"] == v1
+    with catalog.session() as session:
+        events = [(e.action, e.subject, e.details) for e in session.scalars(select(AuditEvent).order_by(AuditEvent.id))
+                  if e.action.startswith("registry.")]
+    assert [e[:2] for e in events] == [("registry.promote", f"clic-text/{v1}"), ("registry.refuse", f"clic-text/{v2}")]
+    assert events[1][2]["passed"] is False and events[1][2]["champion_before"] == v1
+    tags = MlflowClient().get_model_version("clic-text", v2).tags
+    assert any(k.startswith("toolkit.refusal.") for k in tags)
+
+    v3 = register_candidate(model_dir, "clic-text", {**good, "composition": 0.9})
+    assert promote(catalog, "clic-text", v3, GateThresholds()).promoted
+    assert aliases("clic-text")["champion"] == v3
+    assert rollback(catalog, "clic-text") == (v3, v1)
+    assert aliases("clic-text")["champion"] == v1
