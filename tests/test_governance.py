@@ -61,7 +61,8 @@ def test_verdicts_change_data_without_deleting(catalog, tmp_path):
         assert captions["A blue cube. It is small."].status == "superseded"
         new = captions["A red cube. It is small."]
         assert new.status == "active" and new.supersedes_id == captions["A blue cube. It is small."].id
-        tagged = list(session.scalars(select(Sentence).where(Sentence.caption_id == new.id).order_by(Sentence.position)))
+        tagged = list(session.scalars(
+            select(Sentence).where(Sentence.caption_id == new.id).order_by(Sentence.position)))
         assert [s.text for s in tagged] == ["A red cube.", "It is small."] and tagged[0].pos[1] == "ADJ"
         actions = [e.action for e in session.scalars(select(AuditEvent))]
     assert actions.count("review.verdict") == 3
