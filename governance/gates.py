@@ -3,13 +3,13 @@
 A candidate must not trade general ability for composition, which is exactly the regression CLIC exists
 to avoid. Each gate reports the two values and the threshold it applied, so a refusal explains itself.
 
-Gate metrics (fractions in [0, 1]) are read from model-version tags `gate.<name>`:
+Gate metrics (percent, as `toolkit eval` reports them) are read from model-version tags `gate.<name>`:
     composition     mean compositional accuracy (domain swap/replace items, SugarCrepe(++) where run)
     retrieval_r5    mean of text->image and image->text R@5
     zeroshot_top1   zero-shot top-1
     regression_acc  accuracy on the reviewed regression set (confirmed model errors)
     parity_passed   1.0 when the exported bundle passed its parity check
-    unreviewed_share  share of the candidate's evaluation failures still unreviewed
+    unreviewed_share  share (fraction) of the candidate's evaluation failures still unreviewed
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class GateThresholds:
-    composition_margin: float = 0.0  # candidate >= champion + margin
-    retrieval_tolerance: float = 0.005  # candidate >= champion - tolerance
-    zeroshot_tolerance: float = 0.01
-    regression_tolerance: float = 0.0
+    composition_margin: float = 0.0  # points; candidate >= champion + margin
+    retrieval_tolerance: float = 0.5  # points; candidate >= champion - tolerance
+    zeroshot_tolerance: float = 1.0  # points
+    regression_tolerance: float = 0.0  # points
     max_unreviewed_share: float = 0.2
     require_parity: bool = True
 
@@ -92,3 +92,28 @@ def evaluate_gates(candidate: dict[str, float], champion: dict[str, float] | Non
     gates.append(Gate("unreviewed_share", share <= thresholds.max_unreviewed_share, share, None,
                       f"unreviewed_share <= {thresholds.max_unreviewed_share}"))
     return GateReport(gates)
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def gate_metrics_from_results(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
+    """One model's `{benchmark: {subset: {metric: value}}}` from `toolkit eval` -> the gate metrics."""
+    composition: list[float] = []
+    retrieval: list[float] = []
+    zeroshot: list[float] = []
+    for benchmark, subsets in results.items():
+        kind = benchmark.split(":", 1)[0]
+        if kind == "domain" and "all" in subsets:
+            composition.append(subsets["all"]["acc"])
+        elif kind == "sugarcrepe_pp" and "average" in subsets:
+            composition.append(subsets["average"]["itt"])
+        elif kind == "sugarcrepe":
+            composition.extend(subsets[g]["acc"] for g in ("add", "replace", "swap") if g in subsets)
+        elif kind == "retrieval":
+            retrieval.extend(subsets[d]["r5"] for d in ("text_to_image", "image_to_text") if d in subsets)
+        elif kind == "zeroshot":
+            zeroshot.extend(v["top1"] for v in subsets.values() if "top1" in v)
+    found = {"composition": _mean(composition), "retrieval_r5": _mean(retrieval), "zeroshot_top1": _mean(zeroshot)}
+    return {k: v for k, v in found.items() if v is not None}

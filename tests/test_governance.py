@@ -132,16 +132,17 @@ def test_verdicts_entered_in_mlflow_are_synced(catalog, tmp_path, monkeypatch):
 
 
 def test_gates_compare_against_the_champion():
-    champion = {"composition": 0.70, "retrieval_r5": 0.80, "zeroshot_top1": 0.80, "parity_passed": 1.0}
-    better = {"composition": 0.85, "retrieval_r5": 0.797, "zeroshot_top1": 0.795, "parity_passed": 1.0,
+    champion = {"composition": 70.0, "retrieval_r5": 80.0, "zeroshot_top1": 80.0, "parity_passed": 1.0}
+    better = {"composition": 85.0, "retrieval_r5": 79.6, "zeroshot_top1": 79.1, "parity_passed": 1.0,
               "unreviewed_share": 0.1}
     assert evaluate_gates(better, champion, GateThresholds()).passed
-    worse_retrieval = {**better, "retrieval_r5": 0.78}
+    worse_retrieval = {**better, "retrieval_r5": 79.4}
     report = evaluate_gates(worse_retrieval, champion, GateThresholds())
     assert [g.name for g in report.failed()] == ["retrieval_r5"]
     assert not evaluate_gates({**better, "parity_passed": 0.0}, champion, GateThresholds()).passed
     assert not evaluate_gates({**better, "unreviewed_share": 0.5}, champion, GateThresholds()).passed
-    assert not evaluate_gates(better, champion, GateThresholds(composition_margin=0.2)).passed
+    assert not evaluate_gates(better, champion, GateThresholds(composition_margin=20.0)).passed
+    assert not evaluate_gates({**better, "zeroshot_top1": 78.9}, champion, GateThresholds()).passed
     assert evaluate_gates(better, None, GateThresholds()).passed  # first champion
 
 
@@ -155,11 +156,11 @@ def test_refusal_is_audited_and_champion_unchanged_then_rollback(catalog, tmp_pa
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "model.json").write_text("{}")
-    good = {"composition": 0.7, "retrieval_r5": 0.8, "zeroshot_top1": 0.8, "parity_passed": 1.0,
+    good = {"composition": 70.0, "retrieval_r5": 80.0, "zeroshot_top1": 80.0, "parity_passed": 1.0,
             "unreviewed_share": 0.0}
     v1 = register_candidate(model_dir, "clic-text", good)
     assert promote(catalog, "clic-text", v1, GateThresholds()).promoted
-    v2 = register_candidate(model_dir, "clic-text", {**good, "composition": 0.9, "retrieval_r5": 0.6})
+    v2 = register_candidate(model_dir, "clic-text", {**good, "composition": 90.0, "retrieval_r5": 60.0})
     assert aliases("clic-text") == {"challenger": v2, "champion": v1}
     refused = promote(catalog, "clic-text", v2, GateThresholds())
     assert not refused.promoted and [g.name for g in refused.report.failed()] == ["retrieval_r5"]
@@ -172,8 +173,18 @@ def test_refusal_is_audited_and_champion_unchanged_then_rollback(catalog, tmp_pa
     tags = MlflowClient().get_model_version("clic-text", v2).tags
     assert any(k.startswith("toolkit.refusal.") for k in tags)
 
-    v3 = register_candidate(model_dir, "clic-text", {**good, "composition": 0.9})
+    v3 = register_candidate(model_dir, "clic-text", {**good, "composition": 90.0})
     assert promote(catalog, "clic-text", v3, GateThresholds()).promoted
     assert aliases("clic-text")["champion"] == v3
     assert rollback(catalog, "clic-text") == (v3, v1)
     assert aliases("clic-text")["champion"] == v1
+
+
+def test_gate_metrics_from_eval_results():
+    from toolkit.governance.gates import gate_metrics_from_results
+
+    results = {"domain": {"swap": {"acc": 80.0}, "all": {"acc": 75.0}},
+               "sugarcrepe_pp": {"average": {"itt": 65.0, "tot": 60.0}},
+               "retrieval": {"text_to_image": {"r1": 30.0, "r5": 70.0}, "image_to_text": {"r5": 80.0}},
+               "zeroshot": {"all": {"top1": 55.0}}}
+    assert gate_metrics_from_results(results) == {"composition": 70.0, "retrieval_r5": 75.0, "zeroshot_top1": 55.0}
