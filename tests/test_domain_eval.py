@@ -227,3 +227,32 @@ def test_cli_eval_json_and_errors(tmp_path: Path, tiny_open_clip_spec: str, eval
     assert "swap_obj.json: expected a non-empty JSON list" in " ".join(bad.stderr.split())  # rich wraps
     unknown = runner.invoke(app, ["eval", "--model", tiny_open_clip_spec, "--benchmark", "coco:/x"])
     assert unknown.exit_code == 3 and "KIND one of" in " ".join(unknown.stderr.split())
+
+
+def test_named_generators_from_the_negatives_module(tmp_path: Path, eval_cli: typer.Typer) -> None:
+    pytest.importorskip("toolkit.negatives")
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    build_catalog(url, tmp_path / "images").close()
+    runner = CliRunner()
+    args = ["eval-domain-set", "--db", url, "--generator", "swap_within", "--generator", "replace", "--json"]
+    first = runner.invoke(eval_cli, args)
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout)
+    assert summary["created"] and summary["generators"] == ["replace", "swap_within"]
+    again = json.loads(runner.invoke(eval_cli, args).stdout)
+    assert (again["created"], again["id"]) == (False, summary["id"])  # same seed, same items
+    store = open_store(url)
+    with store.session() as session:
+        bench = load_domain_set(session, "latest", "test")
+    store.close()
+    for item in bench.subsets["swap_within"]:
+        # swap_within keeps the words and changes their order
+        assert sorted(item.negative.split()) == sorted(item.positive.split()) != item.negative.split()
+    vocabulary = {word for _colour, split, captions in CATALOG if split == "test"
+                  for text, _tags in captions for word in text.split()}
+    for item in bench.subsets["replace"]:
+        changed = set(item.negative.split()) - set(item.positive.split())
+        assert len(changed) == 1 and changed <= vocabulary
+    refused = runner.invoke(eval_cli, ["eval-domain-set", "--db", url, "--generator", "swap_across"])
+    assert refused.exit_code == 3
+    assert "cannot make single-image test items" in " ".join(refused.stderr.split())

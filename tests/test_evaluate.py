@@ -184,9 +184,11 @@ def test_log_to_mlflow_writes_metrics_to_the_active_run(tmp_path: Path, tiny_ope
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with pytest.raises(RuntimeError, match="active MLflow run"):
         log_to_mlflow(report, tiny_open_clip_spec, out)
-    with mlflow.start_run() as run:
+    experiment = mlflow.create_experiment("eval-test", artifact_location=(tmp_path / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment) as run:
         log_to_mlflow(report, tiny_open_clip_spec, out)
     logged = mlflow.get_run(run.info.run_id).data.metrics
     assert logged["eval/sugarcrepe/swap/acc"] == pytest.approx(
         report.results[tiny_open_clip_spec]["sugarcrepe"]["swap"]["acc"])
     assert len(logged) == 10  # 7 subsets + 3 group averages
+    assert (tmp_path / "artifacts" / run.info.run_id / "artifacts" / "eval" / "results.json").is_file()

@@ -11,8 +11,10 @@ Item format: (image, positive, negative, generator, kind) where
 
 A generator is any callable `(source, partner, rng) -> negative | None` (see `NegativeGenerator`);
 `partner` is the primary sentence of another image's caption in the same split, the donor of words for
-cross-caption generators. The negatives module (toolkit.negatives) provides the real ones; they are
-passed in, so this module does no NLP.
+cross-caption generators. Generators may also be named: `swap_within` and `replace` resolve to
+toolkit.negatives' one-sentence generators (`replace` draws from the split's own vocabulary).
+`swap_across` has no single-image form: it makes a two-sentence negative for a two-image tile.
+This module does no NLP: it works on the tags stored at ingest.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from toolkit.store.eval_models import DomainTestItem, DomainTestSet
 from toolkit.store.models import Caption, Image, Sentence, SnapshotMember
 
 KINDS = ("swap", "replace")
+NAMED_GENERATORS = ("swap_within", "replace")
 
 
 @dataclass(frozen=True)
@@ -146,17 +149,47 @@ def held_out_sources(session: Session, snapshot_id: int, split: str) -> list[Dom
             for r in rows]
 
 
+def named_generators(names: Sequence[str], sources: Sequence[DomainSource]) -> list[NegativeGenerator]:
+    """toolkit.negatives' one-sentence generators, adapted; `replace` draws from the sources' words."""
+    from toolkit import negatives
+
+    unknown = [n for n in names if n not in NAMED_GENERATORS]
+    if unknown:
+        raise BenchmarkError(f"negative generator(s) {unknown} cannot make single-image test items; use "
+                             f"{' and/or '.join(NAMED_GENERATORS)} (swap_across makes two-image negatives)")
+
+    def theirs(sentence: TaggedSentence) -> Any:
+        return negatives.TaggedSentence.of(sentence.tokens, sentence.pos)
+
+    vocabulary = negatives.build_vocabulary(theirs(s.sentence) for s in sources)
+
+    def swap_within(source: TaggedSentence, _partner: TaggedSentence, rng: random.Random) -> Any:
+        return negatives.hard_negative_swap_within(theirs(source), rng)
+
+    def replace(source: TaggedSentence, _partner: TaggedSentence, rng: random.Random) -> Any:
+        return negatives.hard_negative_replace(theirs(source), vocabulary, rng)
+
+    table: dict[str, NegativeGenerator] = {"swap_within": swap_within, "replace": replace}
+    return [table[n] for n in names]
+
+
 def create_domain_set(store: Store, snapshot_ref: str, split: str,
-                      generators: Sequence[NegativeGenerator], *, seed: int = 0, name: str = "",
+                      generators: Sequence[NegativeGenerator | str], *, seed: int = 0, name: str = "",
                       max_items: int | None = None) -> tuple[DomainTestSet, bool]:
-    """Generate and store a test set; returns (set, created). Identical items reuse the stored set."""
+    """Generate and store a test set; returns (set, created). Identical items reuse the stored set.
+
+    `generators`: callables, or names from NAMED_GENERATORS (resolved through toolkit.negatives).
+    """
     with store.session() as session:
         snapshot = resolve_snapshot(session, snapshot_ref)
         sources = held_out_sources(session, snapshot.id, split)
         if not sources:
             raise BenchmarkError(f"snapshot {snapshot.content_hash[:12]} has no tagged captions in split "
                                  f"{split!r}; a domain set needs held-out captions (normally split test)")
-        items = generate_items(sources, generators, seed=seed, max_items=max_items)
+        names = [g for g in generators if isinstance(g, str)]
+        resolved = iter(named_generators(names, sources) if names else [])
+        callables = [next(resolved) if isinstance(g, str) else g for g in generators]
+        items = generate_items(sources, callables, seed=seed, max_items=max_items)
         if not items:
             raise BenchmarkError(f"no generator produced a negative for the {len(sources)} captions of split "
                                  f"{split!r}; check the captions' POS tags")

@@ -64,5 +64,47 @@ def eval_command(
         console.print(f"{failures} failures kept for review{where}")
 
 
+def domain_set_command(
+    snapshot: Annotated[str, typer.Option("--snapshot", help="Snapshot: latest, a hash (prefix) or a name.")]
+        = "latest",
+    split: Annotated[str, typer.Option("--split", help="Held-out split whose captions become test items.")]
+        = "test",
+    generator: Annotated[list[str] | None, typer.Option(
+        "--generator", help="Negative generator, repeatable: swap_within, replace.")] = None,
+    name: Annotated[str, typer.Option("--name", help="A name to refer to the set by "
+                                                     "(domain:<snapshot>:<split>:<name>).")] = "",
+    seed: Annotated[int, typer.Option("--seed", help="Seed for partners and generator choices.")] = 0,
+    max_items: Annotated[int | None, typer.Option("--max-items", min=1, help="Stop after this many items.")]
+        = None,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Generate a domain compositional test set from a snapshot's held-out captions and store it, so every
+    model is later scored on the same items (`toolkit eval --benchmark domain:<snapshot>:<split>`)."""
+    from toolkit.benchmarks import BenchmarkError
+    from toolkit.config import resolve_db_url
+    from toolkit.domain_sets import NAMED_GENERATORS, create_domain_set
+    from toolkit.snapshot import SnapshotError
+    from toolkit.store.db import StoreError, open_store
+
+    bad_input: dict[type[BaseException], int] = {
+        kind: EXIT_BAD_INPUT for kind in (BenchmarkError, SnapshotError, StoreError)}
+    with errors_to_exit(bad_input):
+        store = open_store(resolve_db_url(db))
+        try:
+            test_set, created = create_domain_set(store, snapshot, split, generator or list(NAMED_GENERATORS),
+                                                  seed=seed, name=name, max_items=max_items)
+        finally:
+            store.close()
+    summary = {"id": test_set.content_hash, "name": test_set.name, "split": test_set.split,
+               "created": created, "generators": test_set.generators, **test_set.counts}
+    if json_output:
+        print_json(summary)
+    else:
+        verb = "stored" if created else "already stored (identical items)"
+        console.print(f"domain test set {test_set.content_hash[:12]} {verb}: {test_set.counts}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
+    app.command("eval-domain-set")(domain_set_command)
