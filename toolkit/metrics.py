@@ -127,26 +127,29 @@ class RetrievalScores:
 
 def retrieval(images: ArrayLike, texts: ArrayLike, text_image: ArrayLike,
               ks: tuple[int, ...] = (1, 5, 10)) -> RetrievalScores:
-    """Text→image and image→text recall@k, with several captions per image.
+    """Text→image and image→text recall@k from embeddings; see `retrieval_from_similarities`."""
+    return retrieval_from_similarities(cosine_matrix(texts, images, ("texts", "images")), text_image, ks)
+
+
+def retrieval_from_similarities(sims: ArrayLike, text_image: ArrayLike,
+                                ks: tuple[int, ...] = (1, 5, 10)) -> RetrievalScores:
+    """Recall@k with several captions per image, from `sims[text, image]`.
 
     `text_image[t]` is the index of text t's image. A text is correct at k if its image is among the
     k best images. An image is correct at k if ANY of its captions is among the k best texts, i.e. the
     best-ranked of its captions counts. Ranks are pessimistic: a wrong candidate scoring equal to or
     above the right one is ranked above it; the image's other captions never count against it.
     """
-    sims = cosine_matrix(texts, images, ("texts", "images"))  # [T, I]
-    n_texts, n_images = sims.shape
+    matrix = _matrix(sims, "similarities")
+    n_texts, n_images = matrix.shape
     index = _check_text_images(text_image, n_texts, n_images)
-    rows = np.arange(n_texts)
-    right = sims[rows, index]
-    wrong = np.ones_like(sims, dtype=bool)
-    wrong[rows, index] = False
-    # 1 + number of wrong images that score at least as high as the right one.
-    text_ranks = 1 + np.sum(wrong & (sims >= right[:, None]), axis=1)
+    right = matrix[np.arange(n_texts), index]
+    # Counting candidates >= the right one counts the right one itself once: that count IS the rank.
+    text_ranks = np.sum(matrix >= right[:, None], axis=1).astype(np.int64)
 
     image_ranks = np.empty(n_images, dtype=np.int64)
     for image in range(n_images):
-        column = sims[:, image]
+        column = matrix[:, image]
         own = index == image
         best_own = column[own].max()
         image_ranks[image] = 1 + int(np.sum(~own & (column >= best_own)))
@@ -154,8 +157,7 @@ def retrieval(images: ArrayLike, texts: ArrayLike, text_image: ArrayLike,
     def at_k(ranks: NDArray[np.int64]) -> dict[str, BoolArray]:
         return {f"r{k}": ranks <= k for k in ks}
 
-    return RetrievalScores(_scored(at_k(text_ranks)), _scored(at_k(image_ranks)),
-                           text_ranks.astype(np.int64), image_ranks)
+    return RetrievalScores(_scored(at_k(text_ranks)), _scored(at_k(image_ranks)), text_ranks, image_ranks)
 
 
 def winoground(image0: ArrayLike, image1: ArrayLike, caption0: ArrayLike, caption1: ArrayLike) -> Scored:
