@@ -12,8 +12,9 @@
     retrieval:<snapshot>:<split>   captions of a catalog snapshot's split, e.g. retrieval:latest:test
     domain:<snapshot>:<split>[:<set name>]   a stored domain test set (see toolkit.domain_sets)
 
-Image files for sugarcrepe_pp/sugarcrepe are looked up in `images_dir` (e.g. COCO val2017), by default
-`<folder>/images`; zeroshot paths are relative to `images_dir`, by default the labels file's folder.
+Image files for sugarcrepe_pp/sugarcrepe/winoground are looked up in `images_dir` (e.g. COCO val2017),
+by default `<folder>/images`; zeroshot paths are relative to `images_dir`, by default the labels file's
+folder. Retrieval and domain images come from the catalog (images_root/path of each image).
 Every loader checks that each image exists, so a run never fails half-way through.
 """
 
@@ -199,8 +200,9 @@ def load_sugarcrepe(folder: str | Path, images_dir: str | Path | None = None) ->
     return CompositionSet("sugarcrepe", str(root), subsets)
 
 
-def load_winoground(folder: str | Path) -> WinogroundSet:
+def load_winoground(folder: str | Path, images_dir: str | Path | None = None) -> WinogroundSet:
     root = _folder(str(folder), "winoground")
+    images = Path(images_dir) if images_dir else root / "images"
     path = root / "examples.jsonl"
     if not path.is_file():
         raise BenchmarkError(f"{path} does not exist; Winoground needs examples.jsonl and images/ "
@@ -218,8 +220,8 @@ def load_winoground(folder: str | Path) -> WinogroundSet:
             raise BenchmarkError(f"{where}: missing key 'id'")
         items.append(WinogroundItem(
             item_id=str(record["id"]),
-            image_0=_existing_image(root / "images", _text_field(record, "image_0", where) + ".png", where),
-            image_1=_existing_image(root / "images", _text_field(record, "image_1", where) + ".png", where),
+            image_0=_existing_image(images, _text_field(record, "image_0", where) + ".png", where),
+            image_1=_existing_image(images, _text_field(record, "image_1", where) + ".png", where),
             caption_0=_text_field(record, "caption_0", where),
             caption_1=_text_field(record, "caption_1", where),
         ))
@@ -301,7 +303,7 @@ def load_benchmark(spec: BenchmarkSpec, images_dir: str | Path | None = None,
     if spec.kind == "sugarcrepe":
         return load_sugarcrepe(spec.path, images_dir)
     if spec.kind == "winoground":
-        return load_winoground(spec.path)
+        return load_winoground(spec.path, images_dir)
     if spec.kind == "zeroshot":
         return load_zeroshot(spec.path, images_dir)
     from toolkit.config import resolve_db_url

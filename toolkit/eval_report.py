@@ -55,7 +55,7 @@ def plot_benchmark(results: Results, benchmark: str, path: Path) -> Path:
         ax.bar([c + n * width - 0.4 + width / 2 for c in range(len(columns))], values, width,
                label=_short(model))
     ax.set_xticks(range(len(columns)))
-    ax.set_xticklabels([f"{s}\n{metric}" for s, metric in columns], rotation=45, ha="right", fontsize=8)
+    ax.set_xticklabels([f"{s}/{metric}" for s, metric in columns], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("score (%)")
     ax.set_ylim(0, 100)
     ax.set_title(benchmark)

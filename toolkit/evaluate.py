@@ -43,7 +43,14 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class Failure:
-    """One item a model got wrong: the right text and the confuser that beat (or tied) it."""
+    """One item a model got wrong: the right text and the confuser that beat (or tied) it.
+
+    Per metric: itt/acc: the (weaker) positive vs the negative, scored against the image. tot: the second
+    positive vs the negative; positive_score is s(P1,P2), confuser_score the larger of s(P1,N), s(P2,N).
+    r1 text_to_image: the caption; confuser = the best wrong image's path. r1 image_to_text: the image's
+    best caption vs the best wrong caption. Winoground group: caption_0 vs caption_1 on image_0.
+    top1: the true class name vs the predicted one.
+    """
 
     benchmark: str
     subset: str
