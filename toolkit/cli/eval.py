@@ -21,8 +21,8 @@ def eval_command(
         "--model", help="MODEL spec, repeatable: open_clip:<arch>@<weights>, hf:<folder>, or a run folder.")],
     benchmark: Annotated[list[str], typer.Option("--benchmark", help=BENCHMARK_HELP)],
     images: Annotated[Path | None, typer.Option(
-        "--images", help="Folder with the benchmark images (e.g. COCO val2017). Default: <benchmark "
-                         "folder>/images; for zeroshot the labels file's folder.")] = None,
+        "--images", help="Folder with the images of sugarcrepe_pp/sugarcrepe/winoground (e.g. COCO val2017; "
+                         "default <folder>/images) or zeroshot (default: the labels file's folder).")] = None,
     db: DbOption = None,
     json_output: JsonOption = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write results.json, failures.jsonl and one PNG "
