@@ -1,0 +1,322 @@
+"""Benchmark loaders: public compositional sets from local files, retrieval and domain sets from the catalog.
+
+`--benchmark KIND:PATH` forms (see `parse_benchmark_spec`):
+    sugarcrepe_pp:<folder>   replace_att.json replace_obj.json replace_rel.json swap_att.json swap_obj.json,
+                             each a list of {id, filename, caption, caption2, negative_caption}
+    sugarcrepe:<folder>      add_att.json add_obj.json replace_att.json replace_obj.json replace_rel.json
+                             swap_att.json swap_obj.json, each a dict "0","1",… of
+                             {filename, caption, negative_caption}
+    winoground:<folder>      examples.jsonl (id, caption_0, caption_1, image_0, image_1) + images/<name>.png
+    zeroshot:<labels.json>   {"classnames": [...], "templates": ["a photo of a {}.", ...],
+                              "images": [{"path": "rel/path.jpg", "label": "<classname or index>"}, ...]}
+    retrieval:<snapshot>:<split>   captions of a catalog snapshot's split, e.g. retrieval:latest:test
+    domain:<snapshot>:<split>[:<set name>]   a stored domain test set (see toolkit.domain_sets)
+
+Image files for sugarcrepe_pp/sugarcrepe/winoground are looked up in `images_dir` (e.g. COCO val2017),
+by default `<folder>/images`; zeroshot paths are relative to `images_dir`, by default the labels file's
+folder. Retrieval and domain images come from the catalog (images_root/path of each image).
+Every loader checks that each image exists, so a run never fails half-way through.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+KINDS = ("sugarcrepe_pp", "sugarcrepe", "winoground", "retrieval", "zeroshot", "domain")
+SUGARCREPE_PP_SUBSETS = ("replace_att", "replace_obj", "replace_rel", "swap_att", "swap_obj")
+SUGARCREPE_SUBSETS = ("add_att", "add_obj", "replace_att", "replace_obj", "replace_rel", "swap_att",
+                      "swap_obj")
+
+
+class BenchmarkError(ValueError):
+    """A benchmark file or reference that cannot be used; the message names the file/key and the fix."""
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    kind: str
+    path: str  # folder or file, or "<snapshot>:<split>[:<name>]" for catalog-backed kinds
+
+    @property
+    def label(self) -> str:
+        return self.kind
+
+
+@dataclass(frozen=True)
+class CompositionItem:
+    """One image with a positive caption (two for SugarCrepe++) and a hard negative."""
+
+    item_id: str
+    image: Path
+    positive: str
+    negative: str
+    positive2: str | None = None
+    generator: str = ""  # how the negative was made: the subset name, or a domain generator
+
+
+@dataclass(frozen=True)
+class CompositionSet:
+    kind: str  # sugarcrepe_pp | sugarcrepe | domain
+    source: str
+    subsets: dict[str, list[CompositionItem]]
+
+
+@dataclass(frozen=True)
+class WinogroundItem:
+    item_id: str
+    image_0: Path
+    image_1: Path
+    caption_0: str
+    caption_1: str
+
+
+@dataclass(frozen=True)
+class WinogroundSet:
+    source: str
+    items: list[WinogroundItem]
+    kind: str = "winoground"
+
+
+@dataclass(frozen=True)
+class ZeroShotSet:
+    source: str
+    classnames: list[str]
+    templates: list[str]
+    images: list[Path]
+    labels: list[int]
+    kind: str = "zeroshot"
+
+
+@dataclass(frozen=True)
+class RetrievalSet:
+    source: str
+    images: list[Path]
+    texts: list[str]
+    text_image: list[int]  # index into `images` for each text
+    text_ids: list[str]  # caption ids, for failure reports
+    kind: str = "retrieval"
+
+
+Benchmark = CompositionSet | WinogroundSet | ZeroShotSet | RetrievalSet
+
+
+def parse_benchmark_spec(text: str) -> BenchmarkSpec:
+    kind, sep, path = text.partition(":")
+    if not sep or not path or kind not in KINDS:
+        raise BenchmarkError(f"--benchmark {text!r}: expected KIND:PATH with KIND one of {', '.join(KINDS)} "
+                             "(e.g. sugarcrepe_pp:/data/scpp or retrieval:latest:test)")
+    if kind in ("retrieval", "domain") and path.count(":") < 1:
+        raise BenchmarkError(f"--benchmark {text!r}: {kind} needs <snapshot>:<split>, "
+                             f"e.g. {kind}:latest:test")
+    return BenchmarkSpec(kind, path)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise BenchmarkError(f"{path} does not exist; {what}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BenchmarkError(f"{path} is not valid JSON ({err}); {what}") from err
+
+
+def _text_field(record: Any, key: str, where: str) -> str:
+    if not isinstance(record, dict):
+        raise BenchmarkError(f"{where}: expected an object, got {type(record).__name__}")
+    value = record.get(key)
+    if not isinstance(value, str) or not value.strip():
+        present = ", ".join(sorted(record)) or "none"
+        raise BenchmarkError(f"{where}: missing or empty text field {key!r} (keys present: {present})")
+    return value
+
+
+def _existing_image(folder: Path, name: str, where: str) -> Path:
+    path = folder / name
+    if not path.is_file():
+        raise BenchmarkError(f"{where}: image {path} does not exist; pass --images with the folder that "
+                             "holds the benchmark's images")
+    return path
+
+
+def _folder(path: str, kind: str) -> Path:
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise BenchmarkError(f"{kind}: {folder} is not a folder; point {kind}:PATH at the benchmark folder")
+    return folder
+
+
+def load_sugarcrepe_pp(folder: str | Path, images_dir: str | Path | None = None) -> CompositionSet:
+    root = _folder(str(folder), "sugarcrepe_pp")
+    images = Path(images_dir) if images_dir else root / "images"
+    subsets: dict[str, list[CompositionItem]] = {}
+    for subset in SUGARCREPE_PP_SUBSETS:
+        path = root / f"{subset}.json"
+        records = _read_json(path, f"SugarCrepe++ needs the five files {', '.join(SUGARCREPE_PP_SUBSETS)}"
+                                   " (.json) from the public release")
+        if not isinstance(records, list) or not records:
+            raise BenchmarkError(f"{path}: expected a non-empty JSON list of items (the SugarCrepe++ format)")
+        items = []
+        for row, record in enumerate(records):
+            where = f"{path} item {row}"
+            if not isinstance(record, dict) or "id" not in record:
+                raise BenchmarkError(f"{where}: missing key 'id'")
+            items.append(CompositionItem(
+                item_id=str(record["id"]),
+                image=_existing_image(images, _text_field(record, "filename", where), where),
+                positive=_text_field(record, "caption", where),
+                positive2=_text_field(record, "caption2", where),
+                negative=_text_field(record, "negative_caption", where),
+                generator=subset,
+            ))
+        subsets[subset] = items
+    return CompositionSet("sugarcrepe_pp", str(root), subsets)
+
+
+def load_sugarcrepe(folder: str | Path, images_dir: str | Path | None = None) -> CompositionSet:
+    root = _folder(str(folder), "sugarcrepe")
+    images = Path(images_dir) if images_dir else root / "images"
+    subsets: dict[str, list[CompositionItem]] = {}
+    for subset in SUGARCREPE_SUBSETS:
+        path = root / f"{subset}.json"
+        records = _read_json(path, f"SugarCrepe needs the seven files {', '.join(SUGARCREPE_SUBSETS)}"
+                                   " (.json) from the public release")
+        if not isinstance(records, dict) or not records:
+            raise BenchmarkError(f'{path}: expected a non-empty JSON object keyed "0", "1", … '
+                                 "(the SugarCrepe format)")
+        items = []
+        for key, record in records.items():
+            where = f"{path} key {key!r}"
+            items.append(CompositionItem(
+                item_id=str(key),
+                image=_existing_image(images, _text_field(record, "filename", where), where),
+                positive=_text_field(record, "caption", where),
+                negative=_text_field(record, "negative_caption", where),
+                generator=subset,
+            ))
+        subsets[subset] = items
+    return CompositionSet("sugarcrepe", str(root), subsets)
+
+
+def load_winoground(folder: str | Path, images_dir: str | Path | None = None) -> WinogroundSet:
+    root = _folder(str(folder), "winoground")
+    images = Path(images_dir) if images_dir else root / "images"
+    path = root / "examples.jsonl"
+    if not path.is_file():
+        raise BenchmarkError(f"{path} does not exist; Winoground needs examples.jsonl and images/ "
+                             "(the public dataset's layout)")
+    items = []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path} line {line_no}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise BenchmarkError(f"{where} is not valid JSON ({err})") from err
+        if not isinstance(record, dict) or "id" not in record:
+            raise BenchmarkError(f"{where}: missing key 'id'")
+        items.append(WinogroundItem(
+            item_id=str(record["id"]),
+            image_0=_existing_image(images, _text_field(record, "image_0", where) + ".png", where),
+            image_1=_existing_image(images, _text_field(record, "image_1", where) + ".png", where),
+            caption_0=_text_field(record, "caption_0", where),
+            caption_1=_text_field(record, "caption_1", where),
+        ))
+    if not items:
+        raise BenchmarkError(f"{path} holds no examples")
+    return WinogroundSet(str(root), items)
+
+
+def load_zeroshot(labels_file: str | Path, images_dir: str | Path | None = None) -> ZeroShotSet:
+    path = Path(labels_file).expanduser()
+    data = _read_json(path, 'zeroshot:PATH names a JSON file {"classnames", "templates", "images"}')
+    if not isinstance(data, dict):
+        raise BenchmarkError(f"{path}: expected an object with keys classnames, templates, images")
+    for key in ("classnames", "templates", "images"):
+        if not isinstance(data.get(key), list) or not data[key]:
+            raise BenchmarkError(f"{path}: key {key!r} must be a non-empty list")
+    classnames = [str(c) for c in data["classnames"]]
+    if len(set(classnames)) != len(classnames):
+        raise BenchmarkError(f"{path}: 'classnames' has duplicates")
+    templates = [str(t) for t in data["templates"]]
+    for t in templates:
+        if "{}" not in t:
+            raise BenchmarkError(f"{path}: template {t!r} has no '{{}}' placeholder for the class name")
+    root = Path(images_dir) if images_dir else path.parent
+    class_index = {name: i for i, name in enumerate(classnames)}
+    images, labels = [], []
+    for row, record in enumerate(data["images"]):
+        where = f"{path} images[{row}]"
+        image = _existing_image(root, _text_field(record, "path", where), where)
+        label = record.get("label")
+        if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(classnames):
+            labels.append(label)
+        elif isinstance(label, str) and label in class_index:
+            labels.append(class_index[label])
+        else:
+            raise BenchmarkError(f"{where}: label {label!r} is neither a class name from 'classnames' "
+                                 f"nor an index 0..{len(classnames) - 1}")
+        images.append(image)
+    return ZeroShotSet(str(path), classnames, templates, images, labels)
+
+
+def load_retrieval(session: Any, snapshot_ref: str, split: str) -> RetrievalSet:
+    """Every active caption of `split` in the snapshot; an image's captions all count as correct."""
+    from sqlalchemy import select
+
+    from toolkit.snapshot import resolve_snapshot
+    from toolkit.store.models import Caption, Image, SnapshotMember
+
+    snapshot = resolve_snapshot(session, snapshot_ref)
+    rows = session.execute(
+        select(Caption.id, Caption.text, Image.id, Image.images_root, Image.path)
+        .join(SnapshotMember, SnapshotMember.caption_id == Caption.id)
+        .join(Image, Image.id == Caption.image_id)
+        .where(SnapshotMember.snapshot_id == snapshot.id, SnapshotMember.split == split)
+        .order_by(Image.sha256, Caption.text_sha256)
+    ).all()
+    if not rows:
+        raise BenchmarkError(f"snapshot {snapshot.content_hash[:12]} has no captions in split {split!r}; "
+                             "use train, val or test")
+    image_position: dict[int, int] = {}
+    images: list[Path] = []
+    texts, text_image, text_ids = [], [], []
+    for caption_id, text, image_id, images_root, rel_path in rows:
+        if image_id not in image_position:
+            image_position[image_id] = len(images)
+            where = f"snapshot {snapshot.content_hash[:12]} image {image_id}"
+            images.append(_existing_image(Path(images_root), rel_path, where))
+        texts.append(text)
+        text_image.append(image_position[image_id])
+        text_ids.append(str(caption_id))
+    return RetrievalSet(f"{snapshot.content_hash}:{split}", images, texts, text_image, text_ids)
+
+
+def load_benchmark(spec: BenchmarkSpec, images_dir: str | Path | None = None,
+                   db_url: str | None = None) -> Benchmark:
+    """Load any benchmark kind; catalog-backed kinds open the catalog at `db_url`."""
+    if spec.kind == "sugarcrepe_pp":
+        return load_sugarcrepe_pp(spec.path, images_dir)
+    if spec.kind == "sugarcrepe":
+        return load_sugarcrepe(spec.path, images_dir)
+    if spec.kind == "winoground":
+        return load_winoground(spec.path, images_dir)
+    if spec.kind == "zeroshot":
+        return load_zeroshot(spec.path, images_dir)
+    from toolkit.config import resolve_db_url
+    from toolkit.store.db import open_store
+
+    store = open_store(resolve_db_url(db_url))
+    try:
+        with store.session() as session:
+            if spec.kind == "retrieval":
+                snapshot_ref, _, split = spec.path.rpartition(":")
+                return load_retrieval(session, snapshot_ref, split)
+            from toolkit.domain_sets import load_domain_set, parse_domain_ref
+
+            return load_domain_set(session, *parse_domain_ref(spec.path))
+    finally:
+        store.close()

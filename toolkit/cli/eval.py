@@ -1,0 +1,110 @@
+"""`toolkit eval`: score one or more models on benchmarks, side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from toolkit.cli.common import EXIT_BAD_INPUT, DbOption, JsonOption, console, errors_to_exit, print_json
+
+BENCHMARK_HELP = (
+    "KIND:PATH, repeatable. sugarcrepe_pp:<folder of the 5 JSON files>, sugarcrepe:<folder of the 7 JSON "
+    "files>, winoground:<folder with examples.jsonl and images/>, zeroshot:<labels.json>, "
+    "retrieval:<snapshot>:<split> (e.g. retrieval:latest:test), domain:<snapshot>:<split>[:<set name>]."
+)
+
+
+def eval_command(
+    model: Annotated[list[str], typer.Option(
+        "--model", help="MODEL spec, repeatable: open_clip:<arch>@<weights>, hf:<folder>, or a run folder.")],
+    benchmark: Annotated[list[str], typer.Option("--benchmark", help=BENCHMARK_HELP)],
+    images: Annotated[Path | None, typer.Option(
+        "--images", help="Folder with the images of sugarcrepe_pp/sugarcrepe/winoground (e.g. COCO val2017; "
+                         "default <folder>/images) or zeroshot (default: the labels file's folder).")] = None,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Write results.json, failures.jsonl and one PNG "
+                                             "plot per benchmark to this folder.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images/texts per forward pass.")] \
+        = 64,
+    device: Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda.")] = "cpu",
+) -> None:
+    """Score models on compositional, retrieval and zero-shot benchmarks; print a side-by-side table."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from toolkit.adapters.base import ModelLoadError
+    from toolkit.benchmarks import BenchmarkError, load_benchmark, parse_benchmark_spec
+    from toolkit.eval_report import results_table, write_artifacts
+    from toolkit.evaluate import EvalConfig, evaluate
+    from toolkit.snapshot import SnapshotError
+    from toolkit.store.db import StoreError
+
+    bad_input: dict[type[BaseException], int] = {
+        kind: EXIT_BAD_INPUT
+        for kind in (BenchmarkError, ModelLoadError, SnapshotError, StoreError, SQLAlchemyError)}
+    with errors_to_exit(bad_input):
+        loaded = []
+        for text in benchmark:
+            with console.status(f"loading {text}"):
+                loaded.append(load_benchmark(parse_benchmark_spec(text), images, db))
+        with console.status("evaluating") as status:
+            report = evaluate(model, loaded, EvalConfig(batch_size=batch_size, device=device),
+                              progress=lambda message: status.update(f"evaluating {message}"))
+    if out is not None:
+        for path in write_artifacts(report, out):
+            console.print(f"wrote {path}")
+    if json_output:
+        print_json(report.results)
+    else:
+        console.print(results_table(report.results))
+        failures = sum(len(f) for f in report.failures.values())
+        where = f" in {out / 'failures.jsonl'}" if out else " (write them with --out)"
+        console.print(f"{failures} failures kept for review{where}")
+
+
+def domain_set_command(
+    snapshot: Annotated[str, typer.Option("--snapshot", help="Snapshot: latest, a hash (prefix) or a name.")]
+        = "latest",
+    split: Annotated[str, typer.Option("--split", help="Held-out split whose captions become test items.")]
+        = "test",
+    generator: Annotated[list[str] | None, typer.Option(
+        "--generator", help="Negative generator, repeatable: swap_within, replace.")] = None,
+    name: Annotated[str, typer.Option("--name", help="A name to refer to the set by "
+                                                     "(domain:<snapshot>:<split>:<name>).")] = "",
+    seed: Annotated[int, typer.Option("--seed", help="Seed for partners and generator choices.")] = 0,
+    max_items: Annotated[int | None, typer.Option("--max-items", min=1, help="Stop after this many items.")]
+        = None,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Generate a domain compositional test set from a snapshot's held-out captions and store it, so every
+    model is later scored on the same items (`toolkit eval --benchmark domain:<snapshot>:<split>`)."""
+    from toolkit.benchmarks import BenchmarkError
+    from toolkit.config import resolve_db_url
+    from toolkit.domain_sets import NAMED_GENERATORS, create_domain_set
+    from toolkit.snapshot import SnapshotError
+    from toolkit.store.db import StoreError, open_store
+
+    bad_input: dict[type[BaseException], int] = {
+        kind: EXIT_BAD_INPUT for kind in (BenchmarkError, SnapshotError, StoreError)}
+    with errors_to_exit(bad_input):
+        store = open_store(resolve_db_url(db))
+        try:
+            test_set, created = create_domain_set(store, snapshot, split, generator or list(NAMED_GENERATORS),
+                                                  seed=seed, name=name, max_items=max_items)
+        finally:
+            store.close()
+    summary = {"id": test_set.content_hash, "name": test_set.name, "split": test_set.split,
+               "created": created, "generators": test_set.generators, **test_set.counts}
+    if json_output:
+        print_json(summary)
+    else:
+        verb = "stored" if created else "already stored (identical items)"
+        console.print(f"domain test set {test_set.content_hash[:12]} {verb}: {test_set.counts}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)
+    app.command("eval-domain-set")(domain_set_command)
