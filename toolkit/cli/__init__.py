@@ -23,10 +23,11 @@ def version() -> None:
 def _register() -> None:
     # Imported here so `toolkit --help` stays fast and each verb group lives in its own module.
     from toolkit.cli.data import register as register_data
+    from toolkit.cli.eval import register as register_eval
     from toolkit.cli.governance import register as register_governance
     from toolkit.cli.negatives import register as register_negatives
 
-    for register in (register_data, register_negatives, register_governance):
+    for register in (register_data, register_negatives, register_eval, register_governance):
         register(app)
 
 

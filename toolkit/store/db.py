@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
-from toolkit.store import review_models  # noqa: F401  (registers the governance tables)
+from toolkit.store import eval_models, review_models  # noqa: F401  (register their tables on Base)
 from toolkit.store.models import AuditEvent
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"

@@ -1,4 +1,4 @@
-"""Tables for stored evaluation sets (migration 0002_domain_eval).
+"""Tables for stored evaluation sets (migration 0003_domain_eval).
 
 A domain test set is generated once from a snapshot's held-out split and then frozen, so every model
 of a project is scored on the very same items. Items keep how their negative was made (generator,

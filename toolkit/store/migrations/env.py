@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
+from toolkit.store import eval_models, review_models  # noqa: F401  (autogenerate sees every table)
 from toolkit.store.models import Base
 
 target_metadata = Base.metadata

@@ -1,15 +1,15 @@
 """Domain evaluation: frozen compositional test sets generated from a snapshot's held-out split.
 
-Revision ID: 0002_domain_eval
-Revises: 0001_catalog
+Revision ID: 0003_domain_eval
+Revises: 0002_governance
 Create Date: 2026-11-26
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_domain_eval"
-down_revision = "0001_catalog"
+revision = "0003_domain_eval"
+down_revision = "0002_governance"
 branch_labels = None
 depends_on = None
 
