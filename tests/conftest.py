@@ -99,3 +99,13 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+@pytest.fixture(autouse=True)
+def isolated_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own workspace (catalog, MLflow store, blobs); nothing leaks into the checkout."""
+    workspace = tmp_path / "workspace"
+    monkeypatch.setenv("TOOLKIT_WORKSPACE", str(workspace))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("TOOLKIT_DB_URL", raising=False)
+    return workspace

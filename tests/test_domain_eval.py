@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,23 +184,10 @@ def test_retrieval_from_snapshot_split(tmp_path: Path, catalog_url: str, tiny_op
 
 
 @pytest.fixture
-def eval_cli(monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
-    """`toolkit eval` on its own Typer app.
+def eval_cli() -> typer.Typer:
+    """The real `toolkit` application."""
+    from toolkit.cli import app
 
-    toolkit/cli/__init__.py registers the lead's `data` verbs; on a branch where toolkit/cli/data.py
-    has not landed yet, an empty stand-in lets the package import. Once it exists this does nothing.
-    """
-    try:
-        import toolkit.cli.data  # noqa: F401
-    except ImportError:
-        placeholder = types.ModuleType("toolkit.cli.data")
-        placeholder.register = lambda app: None  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "toolkit.cli.data", placeholder)
-    from toolkit.cli.eval import register
-
-    app = typer.Typer()
-    register(app)
-    app.command("noop")(lambda: None)  # a second command keeps `eval` a named subcommand
     return app
 
 

@@ -246,8 +246,15 @@ def find_domain_set(session: Session, snapshot_ref: str, split: str,
 
 def load_domain_set(session: Session, snapshot_ref: str, split: str,
                     name: str | None = None) -> CompositionSet:
-    """Subsets: one per generator. Item ids are `<set id>:<position>`, stable across runs."""
+    """Subsets: one per generator. Item ids are `<set id>:<position>`, stable across runs.
+
+    Items whose negative a reviewer judged actually true (`negative_exclusions`) are no longer scored.
+    """
+    from toolkit.negatives import match_key
+    from toolkit.store.review_models import NegativeExclusion
+
     test_set = find_domain_set(session, snapshot_ref, split, name)
+    excluded = set(session.scalars(select(NegativeExclusion.text_key)))
     rows = session.execute(
         select(DomainTestItem, Image.images_root, Image.path)
         .join(Image, Image.id == DomainTestItem.image_id)
@@ -256,6 +263,8 @@ def load_domain_set(session: Session, snapshot_ref: str, split: str,
     ).all()
     subsets: dict[str, list[CompositionItem]] = {}
     for item, images_root, rel_path in rows:
+        if excluded and match_key(item.negative) in excluded:
+            continue
         image = Path(images_root) / rel_path
         if not image.is_file():
             raise BenchmarkError(f"domain set {test_set.content_hash[:12]} item {item.position}: image "

@@ -30,8 +30,13 @@ def eval_command(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images/texts per forward pass.")] \
         = 64,
     device: Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda.")] = "cpu",
+    track: Annotated[bool, typer.Option(help="Log the run to MLflow and open its failures for review.")] = True,
 ) -> None:
-    """Score models on compositional, retrieval and zero-shot benchmarks; print a side-by-side table."""
+    """Score models on compositional, retrieval and zero-shot benchmarks; print a side-by-side table.
+
+    The evaluation is an MLflow run (metrics per model, results.json, plots); every failure becomes a
+    review item with a trace in that run, for `toolkit review`.
+    """
     from sqlalchemy.exc import SQLAlchemyError
 
     from toolkit.adapters.base import ModelLoadError
@@ -39,7 +44,7 @@ def eval_command(
     from toolkit.eval_report import results_table, write_artifacts
     from toolkit.evaluate import EvalConfig, evaluate
     from toolkit.snapshot import SnapshotError
-    from toolkit.store.db import StoreError
+    from toolkit.store.db import StoreError, open_store
 
     bad_input: dict[type[BaseException], int] = {
         kind: EXIT_BAD_INPUT
@@ -55,6 +60,16 @@ def eval_command(
     if out is not None:
         for path in write_artifacts(report, out):
             console.print(f"wrote {path}")
+    if track:
+        from toolkit.config import resolve_db_url
+        from toolkit.governance.eval_run import track_evaluation
+
+        store = open_store(resolve_db_url(db))
+        try:
+            run_id = track_evaluation(report, model, benchmark, store, out)
+        finally:
+            store.close()
+        console.print(f"evaluation run {run_id}: `toolkit review list --run {run_id}`")
     if json_output:
         print_json(report.results)
     else:

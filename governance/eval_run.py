@@ -1,0 +1,103 @@
+"""An evaluation as an MLflow run: metrics per model, artifacts, and its failures opened for review.
+
+Failures of every model become review items (catalog) and traces (MLflow) inside the evaluation run,
+with the failing image copied into the run's artifacts so the reviewer sees it next to the texts.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from toolkit.governance.review import Failure, log_review_traces, record_failures
+from toolkit.governance.tracking import Lineage, TrackedRun, tracked_run
+from toolkit.store.db import Store
+from toolkit.store.eval_models import DomainTestItem
+
+IMAGES_PER_MODEL = 50  # failure images copied into the run for reviewers; all failures get a trace
+
+
+def model_labels(models: list[str]) -> dict[str, str]:
+    """Short, stable metric-name-safe labels: `m0`, `m1`, … (the full specs are logged as params)."""
+    return {spec: f"m{i}" for i, spec in enumerate(models)}
+
+
+def parent_run_of(models: list[str]) -> str | None:
+    """The training run behind the last run-folder model, for lineage (eval is its child)."""
+    import json
+
+    for spec in reversed(models):
+        card = Path(spec) / "model.json"
+        if card.is_file():
+            run_id = json.loads(card.read_text(encoding="utf-8")).get("mlflow_run_id")
+            if run_id:
+                return str(run_id)
+    return None
+
+
+def _caption_ids(store: Store, failures: list[Any]) -> dict[str, int]:
+    """Domain items carry `<set id>:<position>` ids; map them to the catalog caption they came from."""
+    keys = [f.item_id for f in failures if f.benchmark.startswith("domain") and ":" in f.item_id]
+    if not keys:
+        return {}
+    found: dict[str, int] = {}
+    with store.session() as session:
+        for key in keys:
+            set_id, position = key.split(":", 1)
+            caption = session.scalar(select(DomainTestItem.caption_id).where(
+                DomainTestItem.test_set_id == int(set_id), DomainTestItem.position == int(position)))
+            if caption is not None:
+                found[key] = caption
+    return found
+
+
+def _to_review(failure: Any, caption_ids: dict[str, int]) -> Failure:
+    retrieval = failure.benchmark.startswith("retrieval")
+    return Failure(
+        benchmark=failure.benchmark, item_key=f"{failure.subset}/{failure.metric}/{failure.item_id}"[:256],
+        kind="retrieval" if retrieval else "composition", image_path=str(failure.image),
+        positive=failure.positive, confuser=failure.confuser, positive_score=float(failure.positive_score),
+        confuser_score=float(failure.confuser_score), generator=failure.generator,
+        caption_id=caption_ids.get(failure.item_id) if failure.benchmark.startswith("domain") else None)
+
+
+def _log_failure_images(run: TrackedRun, item_ids: list[int], failures: list[Failure]) -> dict[int, str]:
+    import mlflow
+
+    uris: dict[int, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for item_id, failure in list(zip(item_ids, failures, strict=True))[:IMAGES_PER_MODEL]:
+            source = Path(failure.image_path)
+            if source.is_file():
+                target = Path(tmp) / f"item-{item_id}{source.suffix}"
+                shutil.copyfile(source, target)
+                uris[item_id] = f"{mlflow.get_artifact_uri('review_images')}/{target.name}"
+        if uris:
+            run.log_artifact(tmp, artifact_path="review_images")
+    return uris
+
+
+def track_evaluation(report: Any, models: list[str], benchmarks: list[str], store: Store,
+                     out_dir: Path | None = None) -> str:
+    """Log an `EvalReport` as one MLflow run and open its failures for review. Returns the run id."""
+    from toolkit.eval_report import mlflow_metrics
+
+    labels = model_labels(models)
+    lineage = Lineage(kind="eval", parent_run=parent_run_of(models))
+    params = {"models": {labels[m]: m for m in models}, "benchmarks": benchmarks}
+    with tracked_run(lineage, params, run_name="eval") as run:
+        for model in models:
+            run.log_metrics(mlflow_metrics(report.results[model], f"{labels[model]}"))
+        run.log_dict(report.results, "results.json")
+        if out_dir is not None:
+            run.log_artifact(out_dir, artifact_path="report")
+        for model in models:
+            failures = report.failures.get(model, [])
+            review = [_to_review(f, _caption_ids(store, failures)) for f in failures]
+            item_ids = record_failures(store, run.run_id, model, review)
+            log_review_traces(store, item_ids, _log_failure_images(run, item_ids, review))
+        return run.run_id
