@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -77,10 +78,7 @@ def log_review_traces(store: Store, item_ids: list[int], image_artifacts: dict[i
         for item in session.scalars(select(ReviewItem).where(ReviewItem.id.in_(item_ids),
                                                              ReviewItem.trace_id.is_(None))):
             with mlflow.start_span(name=f"review {item.benchmark} #{item.id}") as span:
-                span.set_inputs({"image": (image_artifacts or {}).get(item.id, item.image_path),
-                                 "positive": item.positive, "confuser": item.confuser,
-                                 "generator": item.generator, "benchmark": item.benchmark,
-                                 "model": item.model})
+                span.set_inputs(_review_inputs(item, (image_artifacts or {}).get(item.id)))
                 span.set_outputs({"positive_score": round(item.positive_score, 5),
                                   "confuser_score": round(item.confuser_score, 5),
                                   "how_to_review": f"add feedback '{VERDICT_FEEDBACK}' = one of {', '.join(VERDICTS)}"})
@@ -89,6 +87,37 @@ def log_review_traces(store: Store, item_ids: list[int], image_artifacts: dict[i
             written += 1
     mlflow.flush_trace_async_logging()
     return written
+
+
+def _review_inputs(item: ReviewItem, image_artifact: str | None) -> dict[str, Any]:
+    """Inputs shaped as a chat message, because MLflow's trace view renders chat images inline: the
+    reviewer sees the picture beside the two texts without leaving the trace."""
+    content: list[dict[str, Any]] = [{"type": "text", "text": (
+        f"POSITIVE: {item.positive}\nCONFUSER ({item.generator or item.kind}): {item.confuser}\n"
+        f"Which text does the image show? Add feedback '{VERDICT_FEEDBACK}'.")}]
+    thumbnail = _thumbnail_data_url(Path(item.image_path))
+    if thumbnail:
+        content.append({"type": "image_url", "image_url": {"url": thumbnail}})
+    return {"messages": [{"role": "user", "content": content}], "positive": item.positive,
+            "confuser": item.confuser, "generator": item.generator, "benchmark": item.benchmark, "model": item.model,
+            "image": image_artifact or item.image_path}
+
+
+def _thumbnail_data_url(path: Path, side: int = 256) -> str | None:
+    import base64
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            image.thumbnail((side, side))
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=85)
+    except (OSError, UnidentifiedImageError):
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def record_verdict(store: Store, item_id: int, verdict: str, *, reviewer: str | None = None, note: str = "",
@@ -158,7 +187,8 @@ def sync_verdicts_from_mlflow(store: Store, eval_run_id: str | None = None) -> i
         if eval_run_id:
             query = query.where(ReviewItem.eval_run_id == eval_run_id)
         items = list(session.execute(query).all())
-        known = set(session.scalars(select(ReviewVerdict.assessment_id).where(ReviewVerdict.assessment_id.is_not(None))))
+        known = set(session.scalars(
+            select(ReviewVerdict.assessment_id).where(ReviewVerdict.assessment_id.is_not(None))))
     for item_id, trace_id in items:
         trace = mlflow.get_trace(trace_id)
         if trace is None:
@@ -171,8 +201,9 @@ def sync_verdicts_from_mlflow(store: Store, eval_run_id: str | None = None) -> i
             value = str(getattr(assessment, "value", "") or "").strip().lower()
             correction = str(corrections[-1].value) if corrections else None
             try:
-                record_verdict(store, item_id, value, reviewer=assessment.source.source_id, note=assessment.rationale or "",
-                               corrected_caption=correction, source="mlflow", assessment_id=assessment.assessment_id,
+                record_verdict(store, item_id, value, reviewer=assessment.source.source_id,
+                               note=assessment.rationale or "", corrected_caption=correction, source="mlflow",
+                               assessment_id=assessment.assessment_id,
                                at=datetime.fromtimestamp((assessment.create_time_ms or 0) / 1000, timezone.utc))
             except ReviewError as err:
                 store.audit("review.invalid_feedback", f"trace:{trace_id}", {"error": str(err)})

@@ -164,7 +164,7 @@ def _snapshot_source_class() -> type:
     return _CatalogSnapshotSource
 
 
-def CatalogSnapshotSource(catalog: str, snapshot: str) -> Any:  # noqa: N802 (factory standing in for a class)
+def CatalogSnapshotSource(catalog: str, snapshot: str) -> Any:
     return _snapshot_source_class()(catalog, snapshot)
 
 
