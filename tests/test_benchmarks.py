@@ -127,3 +127,14 @@ def test_bad_benchmark_specs(text: str) -> None:
 def test_benchmark_spec_keeps_the_snapshot_reference() -> None:
     spec = parse_benchmark_spec("retrieval:latest:test")
     assert (spec.kind, spec.path) == ("retrieval", "latest:test")
+
+
+def test_sugarcrepe_folder_with_some_subsets_scores_those(tmp_path: Path) -> None:
+    folder = write_sugarcrepe(tmp_path)
+    for subset in ("add_att", "add_obj", "replace_obj", "replace_rel", "swap_obj"):
+        (folder / f"{subset}.json").unlink()
+    assert sorted(load_sugarcrepe(folder).subsets) == ["replace_att", "swap_att"]
+    for subset in ("replace_att", "swap_att"):
+        (folder / f"{subset}.json").unlink()
+    with pytest.raises(BenchmarkError, match="no SugarCrepe subset file found"):
+        load_sugarcrepe(folder)

@@ -179,10 +179,14 @@ def load_sugarcrepe(folder: str | Path, images_dir: str | Path | None = None) ->
     root = _folder(str(folder), "sugarcrepe")
     images = Path(images_dir) if images_dir else root / "images"
     subsets: dict[str, list[CompositionItem]] = {}
-    for subset in SUGARCREPE_SUBSETS:
+    present = [s for s in SUGARCREPE_SUBSETS if (root / f"{s}.json").is_file()]
+    if not present:
+        raise BenchmarkError(f"{root}: no SugarCrepe subset file found; expected some of "
+                             f"{', '.join(s + '.json' for s in SUGARCREPE_SUBSETS)} (the public release has all "
+                             "seven; a folder with only some of them scores those)")
+    for subset in present:
         path = root / f"{subset}.json"
-        records = _read_json(path, f"SugarCrepe needs the seven files {', '.join(SUGARCREPE_SUBSETS)}"
-                                   " (.json) from the public release")
+        records = _read_json(path, "a SugarCrepe subset file")
         if not isinstance(records, dict) or not records:
             raise BenchmarkError(f'{path}: expected a non-empty JSON object keyed "0", "1", … '
                                  "(the SugarCrepe format)")
