@@ -84,7 +84,8 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
             for shard in sorted(set(weight_map.values())):
                 state.update(load_state_dict_file(folder / shard))
             return state
-    raise ModelLoadError(f"{folder} holds no weights: expected one of {', '.join(_WEIGHT_FILES + _INDEX_FILES)}")
+    expected = ", ".join(_WEIGHT_FILES + _INDEX_FILES)
+    raise ModelLoadError(f"{folder} holds no weights: expected one of {expected}")
 
 
 def _read_image_norm(folder: Path, size: int) -> ImageNorm:
@@ -121,7 +122,8 @@ class HFClipAdapter(ClipAdapter):
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"{folder / 'config.json'} is not a readable CLIP config: {err}") from err
         if getattr(config, "model_type", "") != "clip":
-            raise ModelLoadError(f"{folder / 'config.json'} describes a {config.model_type!r} model, not CLIP")
+            raise ModelLoadError(f"{folder / 'config.json'} describes a {config.model_type!r} model, "
+                                 "not CLIP")
         model = CLIPModel(config).float()
         state = _read_weights(folder)
         expected = model.state_dict()
@@ -133,8 +135,8 @@ class HFClipAdapter(ClipAdapter):
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         except (OSError, ValueError, TypeError) as err:
-            raise ModelLoadError(f"{folder} has no usable tokenizer (vocab.json + merges.txt or tokenizer.json): "
-                                 f"{err}") from err
+            raise ModelLoadError(f"{folder} has no usable tokenizer (vocab.json + merges.txt or "
+                                 f"tokenizer.json): {err}") from err
         norm = _read_image_norm(folder, int(config.vision_config.image_size))
         return cls(model, tokenizer, norm, folder)
 

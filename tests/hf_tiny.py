@@ -37,7 +37,8 @@ def write_tiny_clip_tokenizer_files(folder: Path, num_merges: int = 2000) -> int
     import open_clip
 
     bpe_path = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
-    lines = gzip.open(bpe_path, "rt", encoding="utf-8").read().split("\n")
+    with gzip.open(bpe_path, "rt", encoding="utf-8") as handle:
+        lines = handle.read().split("\n")
     merges = [line for line in lines[1 : 1 + num_merges] if line.strip()]
     symbols = list(_bytes_to_unicode().values())
     vocab_list = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges] + [BOS, EOS]

@@ -104,5 +104,6 @@ def test_missing_keys_listed(tiny_hf_folder: Path, tmp_path: Path) -> None:
     del state["text_projection.weight"]
     state["extra.weight"] = torch.zeros(1)
     save_file(state, str(folder / "model.safetensors"))
-    with pytest.raises(ModelLoadError, match=r"missing keys \[text_projection.weight\].*unexpected keys \[extra"):
+    expected = r"missing keys \[text_projection.weight\].*unexpected keys \[extra"
+    with pytest.raises(ModelLoadError, match=expected):
         HFClipAdapter.from_folder(folder)
