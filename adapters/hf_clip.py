@@ -104,12 +104,13 @@ def _read_image_norm(folder: Path, size: int) -> ImageNorm:
 class HFClipAdapter(ClipAdapter):
     family = "hf"
 
-    def __init__(self, model: nn.Module, tokenizer: Any, norm: ImageNorm, source: Path | None = None) -> None:
+    def __init__(self, model: Any, tokenizer: Any, norm: ImageNorm, source: Path | None = None) -> None:
         self.model = model
+        self._clip: Any = model  # transformers' CLIPModel; typed loosely because its stubs are partial
         self.tokenizer = tokenizer
         self._norm = norm
         self.source = source
-        self._context_length = int(model.config.text_config.max_position_embeddings)  # type: ignore[union-attr]
+        self._context_length = int(self._clip.config.text_config.max_position_embeddings)
 
     @classmethod
     def from_folder(cls, path: str | Path) -> HFClipAdapter:
@@ -124,7 +125,8 @@ class HFClipAdapter(ClipAdapter):
         if getattr(config, "model_type", "") != "clip":
             raise ModelLoadError(f"{folder / 'config.json'} describes a {config.model_type!r} model, "
                                  "not CLIP")
-        model = CLIPModel(config).float()
+        model: Any = CLIPModel(config)
+        model.float()
         state = _read_weights(folder)
         expected = model.state_dict()
         # Older exports carry the non-persistent position_ids buffers; they hold no learned values.
@@ -137,7 +139,8 @@ class HFClipAdapter(ClipAdapter):
         except (OSError, ValueError, TypeError) as err:
             raise ModelLoadError(f"{folder} has no usable tokenizer (vocab.json + merges.txt or "
                                  f"tokenizer.json): {err}") from err
-        norm = _read_image_norm(folder, int(config.vision_config.image_size))
+        vision_config: Any = config.vision_config
+        norm = _read_image_norm(folder, int(vision_config.image_size))
         return cls(model, tokenizer, norm, folder)
 
     @property
@@ -146,7 +149,7 @@ class HFClipAdapter(ClipAdapter):
 
     @property
     def embed_dim(self) -> int:
-        return int(self.model.config.projection_dim)  # type: ignore[union-attr]
+        return int(self._clip.config.projection_dim)
 
     @property
     def image_norm(self) -> ImageNorm:
@@ -154,7 +157,8 @@ class HFClipAdapter(ClipAdapter):
 
     @property
     def logit_scale(self) -> nn.Parameter:
-        return self.model.logit_scale  # type: ignore[return-value]
+        scale: nn.Parameter = self._clip.logit_scale
+        return scale
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         encoded = self.tokenizer(list(texts), padding="max_length", max_length=self._context_length,
@@ -170,29 +174,31 @@ class HFClipAdapter(ClipAdapter):
         # Attend up to and including the first end token; padding may reuse the end token's id.
         first_eos = (tokens == self.tokenizer.eos_token_id).int().argmax(dim=1, keepdim=True)
         positions = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0)
-        return (positions <= first_eos).long()
+        mask: torch.Tensor = positions <= first_eos
+        return mask.long()
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        outputs = self.model.text_model(input_ids=tokens, attention_mask=self._attention_mask(tokens))
-        features: torch.Tensor = self.model.text_projection(outputs.pooler_output)
+        outputs = self._clip.text_model(input_ids=tokens, attention_mask=self._attention_mask(tokens))
+        features: torch.Tensor = self._clip.text_projection(outputs.pooler_output)
         return nn.functional.normalize(features, dim=-1) if normalize else features
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        outputs = self.model.vision_model(pixel_values=images)
-        features: torch.Tensor = self.model.visual_projection(outputs.pooler_output)
+        outputs = self._clip.vision_model(pixel_values=images)
+        features: torch.Tensor = self._clip.visual_projection(outputs.pooler_output)
         return nn.functional.normalize(features, dim=-1) if normalize else features
 
     def image_transform(self) -> Callable[[Any], torch.Tensor]:
         from torchvision import transforms
 
         size = self._norm.size
-        return transforms.Compose([  # type: ignore[no-any-return]
+        transform: Callable[[Any], torch.Tensor] = transforms.Compose([
             transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC),
             transforms.CenterCrop(size),
             transforms.Lambda(lambda image: image.convert("RGB")),
             transforms.ToTensor(),
             transforms.Normalize(self._norm.mean, self._norm.std),
         ])
+        return transform
 
     def is_vision_parameter(self, name: str) -> bool:
         return name.startswith(("vision_model.", "visual_projection."))
@@ -200,7 +206,7 @@ class HFClipAdapter(ClipAdapter):
     def save(self, out_dir: Path) -> dict[str, Any]:
         hf_dir = out_dir / "hf"
         hf_dir.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(hf_dir))  # type: ignore[operator]
+        self._clip.save_pretrained(str(hf_dir))
         self.tokenizer.save_pretrained(str(hf_dir))
         if self.source is not None and (self.source / PREPROCESSOR_FILE).is_file():
             shutil.copyfile(self.source / PREPROCESSOR_FILE, hf_dir / PREPROCESSOR_FILE)
