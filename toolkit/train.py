@@ -304,8 +304,8 @@ class ClicRecipe:
 
 def run_training(config: TrainConfig, adapter: ClipAdapter, batches: BatchSource, out_dir: Path,
                  provenance: dict[str, Any] | None = None, tracker: RunTracker | None = None,
-                 resume: bool = False) -> TrainResult:
-    recipe = ClicRecipe(config, adapter, batches, out_dir, provenance, tracker, resume)
+                 resume: bool = False, device: torch.device | None = None) -> TrainResult:
+    recipe = ClicRecipe(config, adapter, batches, out_dir, provenance, tracker, resume, device)
     try:
         recipe.setup()
         return recipe.train()
