@@ -156,8 +156,12 @@ class ClicRecipe:
             raise RuntimeError("LoRA needs the optional `peft` package: "
                                "pip install 'clic-toolkit[lora]'") from err
         lora = self.config.lora
-        targets = [name for name, module in self.adapter.model.named_modules()
-                   if isinstance(module, nn.Linear) and not self.adapter.is_vision_parameter(f"{name}.weight")
+        modules = dict(self.adapter.model.named_modules())
+        # nn.MultiheadAttention reads out_proj.weight directly, bypassing any LoRA wrapper: skip those.
+        inside_mha = {f"{n}.out_proj" for n, m in modules.items() if isinstance(m, nn.MultiheadAttention)}
+        targets = [name for name, module in modules.items()
+                   if isinstance(module, nn.Linear) and name not in inside_mha
+                   and not self.adapter.is_vision_parameter(f"{name}.weight")
                    and (not lora.target_suffixes or name.endswith(tuple(lora.target_suffixes)))]
         if not targets:
             raise ValueError(f"LoRA: no text-tower Linear layer ends with {lora.target_suffixes}")
