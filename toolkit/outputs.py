@@ -67,7 +67,11 @@ def weights_sha256(spec: str) -> str | None:
 
 def write_model_folder(adapter: ClipAdapter, folder: Path, card_extras: dict[str, Any]) -> dict[str, Any]:
     """adapter.save(folder) plus model.json (the adapter's card merged with provenance)."""
-    card = {**card_extras, **adapter.save(folder)}
+    saved = adapter.save(folder)
+    clashes = sorted(set(saved) & set(card_extras))
+    if clashes:  # the adapter's keys are what load_model reads: provenance must not shadow them
+        raise ValueError(f"model card keys {clashes} are reserved by the {adapter.family} adapter")
+    card = {**card_extras, **saved}
     (folder / MODEL_CARD).write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n",
                                      encoding="utf-8")
     return card

@@ -125,7 +125,7 @@ class ClicRecipe:
         # max_steps shortens the whole schedule (warm-up and cosine end), for smoke runs and tests.
         planned = self.steps_per_epoch * cfg.epochs
         self.total_steps = min(planned, cfg.max_steps or planned)
-        warmup = max(1, round(cfg.warmup_epoch_fraction * self.steps_per_epoch))
+        warmup = max(1, round(cfg.warmup_epoch_fraction * min(self.steps_per_epoch, self.total_steps)))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, warmup, self.total_steps, cfg.lr, cfg.min_lr))
         self.clic_loss = ClicLoss(ClicLossWeights(**vars(cfg.loss)))
@@ -291,7 +291,7 @@ class ClicRecipe:
         if dist_utils.is_main_process():
             self.adapter.model.eval()
             with atomic_output_dir(self.out_dir) as tmp:
-                card = {**self.provenance, "config": self.config.to_dict(), "global_step": self.global_step,
+                card = {**self.provenance, "train_config": self.config.to_dict(), "global_step": self.global_step,
                         "data": self.batches.describe()}
                 write_model_folder(self.adapter, tmp, card)
                 (tmp / RESOLVED_CONFIG_FILE).write_text(_json(self.config.to_dict()), encoding="utf-8")
@@ -332,10 +332,12 @@ class _progress:
     def __enter__(self) -> Any:
         if not self.enabled:
             return lambda step, metrics: None
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        # stderr: stdout belongs to the CLI's JSON result.
         self._bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                             TextColumn("{task.fields[info]}"), transient=False)
+                             TextColumn("{task.fields[info]}"), console=Console(stderr=True))
         self._bar.__enter__()
         task = self._bar.add_task("train", total=self.total, completed=self.done, info="")
 
