@@ -198,3 +198,15 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "500"}
     return subprocess.run([sys.executable, "-m", "toolkit", *args], env=env, capture_output=True, text=True,
                           timeout=300)
+
+
+def test_gradient_accumulation_steps_and_kinds(tiny_open_clip_spec: str, tmp_path: Path) -> None:
+    # 16 samples / batch 4 = 4 micro-batches per epoch; 2 per step -> 2 optimizer steps: CLIC, then plain.
+    adapter = load_model(tiny_open_clip_spec)
+    tracker = RecordingTracker()
+    source = SyntheticBatchSource(16, 4, 32, adapter.tokenize)
+    result = run_training(tiny_config(max_steps=None, grad_accum=2, log_every=1), adapter, source,
+                          tmp_path / "run", tracker=tracker)
+    assert result.global_step == 2
+    assert [(step, sorted(k for k in m if k.startswith("loss/"))) for step, m in tracker.metrics] == [
+        (1, ["loss/clic"]), (2, ["loss/plain"])]

@@ -291,8 +291,8 @@ class ClicRecipe:
         if dist_utils.is_main_process():
             self.adapter.model.eval()
             with atomic_output_dir(self.out_dir) as tmp:
-                card = {**self.provenance, "train_config": self.config.to_dict(), "global_step": self.global_step,
-                        "data": self.batches.describe()}
+                card = {**self.provenance, "train_config": self.config.to_dict(),
+                        "global_step": self.global_step, "data": self.batches.describe()}
                 write_model_folder(self.adapter, tmp, card)
                 (tmp / RESOLVED_CONFIG_FILE).write_text(_json(self.config.to_dict()), encoding="utf-8")
             shutil.rmtree(self.work_dir, ignore_errors=True)
