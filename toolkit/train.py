@@ -1,0 +1,353 @@
+"""CLIC fine-tuning recipe: the text tower learns composition, the image tower stays bit-identical.
+
+Lifecycle: `ClicRecipe(...).setup()` -> `.train()` -> `.cleanup()`  (or `run_training(...)`).
+
+Features and their trade-offs:
+- Text side trained, everything `is_vision_parameter` frozen: requires_grad False, eval mode, outside the
+  optimizer, and encoded under no_grad (no activation memory for the image tower).
+- Reference optimisation: AdamW (0.9, 0.98), eps 1e-8, wd 0.1 except 1-D and bias/ln/bn parameters;
+  peak lr 1e-6, linear warm-up over 20% of an epoch then cosine to 1e-8, stepped every optimizer step.
+- Steps alternate: even = CLIC batch + ClicLoss, odd = plain CLIP loss on single images
+  (`alternate_plain_steps=False` trains on CLIC batches only).
+- logit_scale is clamped on the real parameter to <= ln(max_logit_scale) after every step.
+- bf16 autocast on CUDA, fp32 on CPU. Gradient accumulation over `grad_accum` micro-batches.
+- DDP via torchrun: embeddings all-gathered with gradient; gradients of the trainable parameters are
+  averaged explicitly once per optimizer step. We do not wrap in DistributedDataParallel because the
+  adapter calls the towers directly; the cost is no compute/communication overlap.
+- Optional LoRA (peft) on text-tower Linear layers, merged into the weights before saving.
+- Atomic checkpoints every N steps with named resume state (epoch, global_step, data_offset, seed)
+  checked on load; `resume=True` continues at the exact step with the identical data order.
+- The output folder appears only when training has finished (temp folder, then rename).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from toolkit import distributed as dist_utils
+from toolkit.adapters.base import ClipAdapter
+from toolkit.batches import CLIC, PLAIN, BatchSource, TrainBatch
+from toolkit.checkpoint import (
+    CHECKPOINT_FILE,
+    ResumeState,
+    check_resume_state,
+    load_checkpoint,
+    resume_state_dict,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from toolkit.loss import ClicLoss, ClicLossWeights, ClipLoss
+from toolkit.outputs import OutputExistsError, atomic_output_dir, write_model_folder
+from toolkit.train_config import TrainConfig
+
+__all__ = ["ClicRecipe", "RunTracker", "TrainConfig", "TrainResult", "run_training", "work_dir_for"]
+RESOLVED_CONFIG_FILE = "train-config.json"
+
+
+class RunTracker(Protocol):
+    """What the recipe reports to (MLflow via toolkit.governance.tracking, or anything alike)."""
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_artifact(self, path: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: Path
+    global_step: int
+    last_metrics: dict[str, float]
+
+
+def work_dir_for(out_dir: Path) -> Path:
+    """Checkpoints live beside the output, never inside it, so `out_dir` appears only when complete."""
+    return out_dir.with_name(out_dir.name + ".partial")
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, lr: float, min_lr: float) -> float:
+    """Multiplier of the peak lr at `step`: linear warm-up, then cosine down to min_lr."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return (min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))) / lr
+
+
+def _no_weight_decay(name: str, param: nn.Parameter) -> bool:
+    return param.ndim < 2 or "bias" in name or "ln" in name or "bn" in name
+
+
+class ClicRecipe:
+    def __init__(self, config: TrainConfig, adapter: ClipAdapter, batches: BatchSource, out_dir: Path,
+                 provenance: dict[str, Any] | None = None, tracker: RunTracker | None = None,
+                 resume: bool = False, device: torch.device | None = None) -> None:
+        self.config, self.adapter, self.batches, self.out_dir = config, adapter, batches, out_dir
+        self.provenance, self.tracker, self.resume = provenance or {}, tracker, resume
+        self.device = device or torch.device(config.device)
+        self.work_dir = work_dir_for(out_dir)
+        self.global_step, self.epoch, self.data_offset = 0, 0, 0
+        self._peft: Any = None
+
+    # ---- setup ------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg = self.config
+        if self.out_dir.exists():
+            raise OutputExistsError(f"{self.out_dir} already exists; choose a new --out folder")
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        torch.manual_seed(cfg.seed)
+        model = self.adapter.model.to(self.device)
+        for _, param in self.adapter.vision_parameters():
+            param.requires_grad_(False)
+        if cfg.lora.rank > 0:
+            self._apply_lora()
+        self.trainable = [(n, p) for n, p in self.adapter.model.named_parameters() if p.requires_grad]
+        decay = [p for n, p in self.trainable if not _no_weight_decay(n, p)]
+        no_decay = [p for n, p in self.trainable if _no_weight_decay(n, p)]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        self.steps_per_epoch = self.batches.batches_per_epoch() // cfg.grad_accum
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"one epoch holds {self.batches.batches_per_epoch()} batches, fewer than "
+                             f"grad_accum = {cfg.grad_accum}; lower grad_accum or the batch size")
+        # max_steps shortens the whole schedule (warm-up and cosine end), for smoke runs and tests.
+        planned = self.steps_per_epoch * cfg.epochs
+        self.total_steps = min(planned, cfg.max_steps or planned)
+        warmup = max(1, round(cfg.warmup_epoch_fraction * min(self.steps_per_epoch, self.total_steps)))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, warmup, self.total_steps, cfg.lr, cfg.min_lr))
+        self.clic_loss = ClicLoss(ClicLossWeights(**vars(cfg.loss)))
+        self.clip_loss = ClipLoss()
+        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        model.train()
+        self._freeze_vision_modules()
+        if self.resume:
+            self._load_checkpoint()
+        elif (self.work_dir / CHECKPOINT_FILE).exists():
+            raise OutputExistsError(f"{self.work_dir} holds a checkpoint of an unfinished run; pass --resume "
+                                    "to continue it, or delete that folder to start afresh")
+        if dist_utils.is_main_process() and self.tracker is not None:
+            self.tracker.log_params({"config": self.config.to_dict(), **self.provenance,
+                                     "data": self.batches.describe()})
+
+    def _freeze_vision_modules(self) -> None:
+        # Top-level children owning vision parameters stay in eval mode (no dropout, frozen norms).
+        for name, child in self.adapter.model.named_children():
+            if self.adapter.is_vision_parameter(f"{name}.weight"):
+                child.eval()
+
+    def _apply_lora(self) -> None:
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError as err:
+            raise RuntimeError("LoRA needs the optional `peft` package: "
+                               "pip install 'clic-toolkit[lora]'") from err
+        lora = self.config.lora
+        modules = dict(self.adapter.model.named_modules())
+        # nn.MultiheadAttention reads out_proj.weight directly, bypassing any LoRA wrapper: skip those.
+        inside_mha = {f"{n}.out_proj" for n, m in modules.items() if isinstance(m, nn.MultiheadAttention)}
+        targets = [name for name, module in modules.items()
+                   if isinstance(module, nn.Linear) and name not in inside_mha
+                   and not self.adapter.is_vision_parameter(f"{name}.weight")
+                   and (not lora.target_suffixes or name.endswith(tuple(lora.target_suffixes)))]
+        if not targets:
+            raise ValueError(f"LoRA: no text-tower Linear layer ends with {lora.target_suffixes}")
+        config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,  # type: ignore[arg-type]
+                            target_modules=targets)
+        self._peft = get_peft_model(self.adapter.model, config)  # injects in place; adapter keeps its model
+        self.adapter.logit_scale.requires_grad_(True)
+
+    # ---- train ------------------------------------------------------------------------------------
+    def _kind(self, step: int) -> str:
+        return PLAIN if self.config.alternate_plain_steps and step % 2 == 1 else CLIC
+
+    def _micro_batches(self) -> Iterator[tuple[int, int, int, str, TrainBatch]]:
+        """(epoch, slot, optimizer step, kind, batch) for every remaining micro-batch, epoch after epoch."""
+        accum, slots_per_epoch = self.config.grad_accum, self.steps_per_epoch * self.config.grad_accum
+        epoch, start = self.epoch, self.data_offset
+        while epoch < self.config.epochs:
+            slots = range(start, slots_per_epoch)
+            steps = [epoch * self.steps_per_epoch + slot // accum for slot in slots]
+            kinds = [self._kind(step) for step in steps]
+            for slot, step, kind, batch in zip(slots, steps, kinds,
+                                               self.batches.batches(epoch, start, kinds), strict=False):
+                yield epoch, slot, step, kind, batch
+            epoch, start = epoch + 1, 0
+
+    def _forward(self, kind: str, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images = batch.images.to(self.device, non_blocking=True)
+        tokens = batch.tokens.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            with torch.no_grad():
+                image_features = self.adapter.encode_image(images)
+            text_features = self.adapter.encode_text(tokens)
+            loss_fn = self.clic_loss if kind == CLIC else self.clip_loss
+            loss: tuple[torch.Tensor, dict[str, torch.Tensor]] = loss_fn(
+                image_features.float(), text_features.float(), self.adapter.logit_scale)
+            return loss
+
+    def _average_gradients(self) -> None:
+        if not dist_utils.is_distributed():
+            return
+        grads = [p.grad for _, p in self.trainable if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= dist_utils.world_size()
+        offset = 0
+        for grad in grads:
+            grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
+            offset += grad.numel()
+
+    def train(self) -> TrainResult:
+        cfg = self.config
+        stop_at = self.total_steps
+        metrics: dict[str, float] = {}
+        samples, started = 0, time.perf_counter()
+        accum_left = cfg.grad_accum
+        with _progress(cfg.progress and dist_utils.is_main_process(), stop_at, self.global_step) as progress:
+            for epoch, slot, step, kind, batch in self._micro_batches():
+                if step >= stop_at:
+                    break
+                loss, terms = self._forward(kind, batch)
+                (loss / cfg.grad_accum).backward()  # type: ignore[no-untyped-call]
+                samples += batch.images.shape[0] * dist_utils.world_size()
+                accum_left -= 1
+                self.epoch, self.data_offset = epoch, slot + 1
+                if accum_left:
+                    continue
+                accum_left = cfg.grad_accum
+                self._average_gradients()
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                with torch.no_grad():  # the real parameter, not a copy (the reference's defect)
+                    self.adapter.logit_scale.clamp_(0.0, math.log(cfg.max_logit_scale))
+                self.global_step = step + 1
+                metrics = {f"loss/{kind}": float(dist_utils.all_reduce_mean(loss.detach())),
+                           **{f"{kind}/{k}": float(dist_utils.all_reduce_mean(v.detach()))
+                              for k, v in terms.items()},
+                           "lr": float(self.scheduler.get_last_lr()[0]),
+                           "logit_scale": float(self.adapter.logit_scale.detach().exp()),
+                           "samples_per_s": samples / max(time.perf_counter() - started, 1e-9)}
+                progress(self.global_step, metrics)
+                if self.tracker is not None and dist_utils.is_main_process() and (
+                        self.global_step % cfg.log_every == 0 or self.global_step == stop_at):
+                    self.tracker.log_metrics(metrics, self.global_step)
+                if self.global_step % cfg.checkpoint_every == 0 or self.global_step == stop_at:
+                    self._save_checkpoint()
+        return TrainResult(self._save_model(), self.global_step, metrics)
+
+    # ---- checkpoints and output -------------------------------------------------------------------
+    def _resume_state(self) -> ResumeState:
+        epoch, offset = self.epoch, self.data_offset
+        if offset >= self.steps_per_epoch * self.config.grad_accum:  # the epoch is complete
+            epoch, offset = epoch + 1, 0
+        return ResumeState(epoch=epoch, global_step=self.global_step, data_offset=offset,
+                           seed=self.config.seed, config_fingerprint=self.config.fingerprint(),
+                           data=self.batches.describe(), world_size=dist_utils.world_size())
+
+    def _save_checkpoint(self) -> None:
+        rngs: list[Any] = [rng_state()]
+        if dist_utils.is_distributed():
+            rngs = [None] * dist_utils.world_size()
+            torch.distributed.all_gather_object(rngs, rng_state())
+        if dist_utils.is_main_process():
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(self.work_dir / CHECKPOINT_FILE, {
+                "trainable": {n: p.detach().cpu() for n, p in self.trainable},
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": rngs, "resume": resume_state_dict(self._resume_state())})
+        dist_utils.barrier()
+
+    def _load_checkpoint(self) -> None:
+        path = self.work_dir / CHECKPOINT_FILE
+        payload = load_checkpoint(path)
+        state = check_resume_state(payload["resume"], self._resume_state(), path)
+        with torch.no_grad():
+            for name, param in self.trainable:
+                param.copy_(payload["trainable"][name])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        set_rng_state(payload["rng"][dist_utils.rank()])
+        self.epoch, self.global_step, self.data_offset = state.epoch, state.global_step, state.data_offset
+
+    def _save_model(self) -> Path:
+        if self._peft is not None:
+            self.adapter.model = self._peft.merge_and_unload()
+        if dist_utils.is_main_process():
+            self.adapter.model.eval()
+            with atomic_output_dir(self.out_dir) as tmp:
+                card = {**self.provenance, "train_config": self.config.to_dict(),
+                        "global_step": self.global_step, "data": self.batches.describe()}
+                write_model_folder(self.adapter, tmp, card)
+                (tmp / RESOLVED_CONFIG_FILE).write_text(_json(self.config.to_dict()), encoding="utf-8")
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            if self.tracker is not None:
+                self.tracker.log_artifact(str(self.out_dir / RESOLVED_CONFIG_FILE))
+        dist_utils.barrier()
+        return self.out_dir
+
+    # ---- cleanup ----------------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        dist_utils.cleanup_distributed()
+
+
+def run_training(config: TrainConfig, adapter: ClipAdapter, batches: BatchSource, out_dir: Path,
+                 provenance: dict[str, Any] | None = None, tracker: RunTracker | None = None,
+                 resume: bool = False, device: torch.device | None = None) -> TrainResult:
+    recipe = ClicRecipe(config, adapter, batches, out_dir, provenance, tracker, resume, device)
+    try:
+        recipe.setup()
+        return recipe.train()
+    finally:
+        recipe.cleanup()
+
+
+def _json(values: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(values, indent=2, sort_keys=True) + "\n"
+
+
+class _progress:
+    """A rich progress bar with loss, lr and throughput; a no-op when disabled (non-main ranks, tests)."""
+
+    def __init__(self, enabled: bool, total: int, done: int) -> None:
+        self.enabled, self.total, self.done = enabled, total, done
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return lambda step, metrics: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        # stderr: stdout belongs to the CLI's JSON result.
+        self._bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                             TextColumn("{task.fields[info]}"), console=Console(stderr=True))
+        self._bar.__enter__()
+        task = self._bar.add_task("train", total=self.total, completed=self.done, info="")
+
+        def update(step: int, metrics: dict[str, float]) -> None:
+            loss = next((v for k, v in metrics.items() if k.startswith("loss/")), float("nan"))
+            info = f"loss {loss:.4f}  lr {metrics['lr']:.2e}  {metrics['samples_per_s']:.1f} samples/s"
+            self._bar.update(task, completed=step, info=info)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._bar.__exit__(None, None, None)

@@ -1,0 +1,164 @@
+"""The training run's settings: one typed dataclass, loadable from JSON/TOML, overridable from the CLI.
+
+Defaults are the CLIC reference recipe (see method.md, "What is trained").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A training config file or override is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    cont: float = 0.5
+    sneg: float = 0.5
+    uni: float = 1.0
+    use_cont: bool = True
+    use_sneg: bool = True
+    use_uni: bool = True
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA on the text tower's Linear layers (needs the optional `peft`). rank 0 = full fine-tuning."""
+
+    rank: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0
+    # Suffixes of text-tower Linear layer names to adapt; empty = every text-tower Linear.
+    target_suffixes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    epochs: int = 1
+    max_steps: int | None = None  # cap on optimizer steps; the lr schedule is fitted to the cap
+    batch_size: int = 800  # global images per micro-batch, split evenly over ranks (reference 4 × 200)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-6
+    min_lr: float = 1e-8
+    warmup_epoch_fraction: float = 0.2
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    max_logit_scale: float = 100.0
+    alternate_plain_steps: bool = True  # odd steps: plain CLIP loss on single images, first sentences
+    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU | bf16 | fp32
+    device: str = "cpu"
+    num_workers: int = 0
+    checkpoint_every: int = 100  # optimizer steps
+    log_every: int = 10
+    progress: bool = True
+    generators: tuple[str, ...] = ("swap_across",)  # hard-negative generators (toolkit.negatives)
+    loss: LossSettings = field(default_factory=LossSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.grad_accum >= 1, "grad_accum must be >= 1"),
+            (0 < self.min_lr <= self.lr, "need 0 < min_lr <= lr"),
+            (0 <= self.warmup_epoch_fraction <= 1, "warmup_epoch_fraction must be in [0, 1]"),
+            (self.precision in ("auto", "bf16", "fp32"), "precision must be auto, bf16 or fp32"),
+            (self.device in ("cpu", "cuda"), "device must be cpu or cuda"),
+            (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+            (self.max_logit_scale > 1, "max_logit_scale must be > 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"training config: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that shapes the optimisation (not logging, workers or checkpoint cadence)."""
+        relevant = {k: v for k, v in self.to_dict().items()
+                    if k not in ("num_workers", "log_every", "progress", "checkpoint_every")}
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "config") -> TrainConfig:
+        config: TrainConfig = _build(cls, values, where)
+        return config
+
+    @classmethod
+    def from_file(cls, path: Path) -> TrainConfig:
+        """Read a JSON or TOML file holding any subset of the fields ([loss] and [lora] as tables)."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"cannot read training config {path}: {err}") from err
+        try:
+            values = _parse(text, path)
+        except ValueError as err:
+            raise ConfigError(f"{path} is not valid {path.suffix[1:].upper()}: {err}") from err
+        return cls.from_dict(values, str(path))
+
+    def with_overrides(self, **overrides: Any) -> TrainConfig:
+        """Apply CLI overrides; None means "not given". Nested keys use dots: loss.uni=0."""
+        values = self.to_dict()
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            head, _, tail = key.partition(".")
+            if tail:
+                values.setdefault(head, {})[tail] = value
+            else:
+                values[key] = value
+        return TrainConfig.from_dict(values, "overrides")
+
+
+def _parse(text: str, path: Path) -> dict[str, Any]:
+    if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        values: Any = tomllib.loads(text)
+    elif path.suffix == ".json":
+        values = json.loads(text)
+    else:
+        raise ConfigError(f"training config {path} must end in .json or .toml")
+    if not isinstance(values, dict):
+        raise ConfigError(f"training config {path} must hold an object/table of settings")
+    return values
+
+
+def _build(cls: Any, values: dict[str, Any], where: str) -> Any:
+    """Construct dataclass `cls` from plain values, naming any unknown or ill-typed key."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        default = getattr(cls(), name) if name in ("loss", "lora") else fields[name].default
+        if dataclasses.is_dataclass(default):
+            if isinstance(value, dict):
+                value = _build(type(default), value, f"{where} [{name}]")
+            elif not isinstance(value, type(default)):
+                raise ConfigError(f"{where}: {name} must be a table of settings")
+        elif isinstance(default, tuple):
+            value = tuple(value) if isinstance(value, list | tuple) else value
+        elif isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{where}: {name} must be true or false, got {value!r}")
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        expected = type(default)
+        if default is not None and not dataclasses.is_dataclass(default) and not isinstance(value, expected):
+            raise ConfigError(f"{where}: {name} must be {expected.__name__}, got {value!r}")
+        kwargs[name] = value
+    return cls(**kwargs)
