@@ -110,11 +110,11 @@ def _thumbnail_data_url(path: Path, side: int = 256) -> str | None:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            image.thumbnail((side, side))
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=85)
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+        image.thumbnail((side, side))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=85)
     except (OSError, UnidentifiedImageError):
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()

@@ -26,8 +26,9 @@ def _register() -> None:
     from toolkit.cli.eval import register as register_eval
     from toolkit.cli.governance import register as register_governance
     from toolkit.cli.negatives import register as register_negatives
+    from toolkit.cli.train import register as register_train
 
-    for register in (register_data, register_negatives, register_eval, register_governance):
+    for register in (register_data, register_negatives, register_train, register_eval, register_governance):
         register(app)
 
 
