@@ -83,7 +83,7 @@ def _hf_tokenizer_assets(hf_tokenizer: Any, context_length: int, target: Path) -
     sot, eot = hf_tokenizer.bos_token, hf_tokenizer.eos_token
     settings = TokenizerSettings(bpe_file=BPE_ASSET, context_length=context_length, num_merges=len(lines),
                                  sot_token=sot, eot_token=eot, pad_id=int(hf_tokenizer.pad_token_id),
-                                 html_unescape=False, lowercase=True)
+                                 cleaning="hf")
     from toolkit.clip_tokenizer import ClipBpeTokenizer
 
     rebuilt = ClipBpeTokenizer(settings, target.parent.parent).encoder

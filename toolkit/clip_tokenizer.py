@@ -2,8 +2,9 @@
 
 It reproduces open_clip's `SimpleTokenizer` (clean="lower"): ftfy.fix_text, html.unescape twice,
 whitespace collapse, lowercase, CLIP's pre-tokenisation pattern, BPE, then <sot> ... <eot> truncated
-to the context with <eot> kept last and zero padding. With `html_unescape=False` it follows Hugging
-Face's CLIPTokenizer instead (same BPE, no HTML unescaping, its own pad id).
+to the context with <eot> kept last and zero padding. With cleaning="hf" it follows Hugging Face's
+CLIPTokenizer (transformers 5, tokenizers backend) instead: NFC, whitespace runs -> " ", lowercase, no
+ftfy and no HTML unescaping, padding with its own pad id (<eot> for OpenAI checkpoints).
 
 The `regex` package's classes (\\p{L}, \\p{N}, \\s) are replaced by `unicodedata` categories; a test
 compares them with `regex` over every code point. When `ftfy` is missing (a lean runtime image),
@@ -40,8 +41,7 @@ class TokenizerSettings:
     sot_token: str = "<start_of_text>"
     eot_token: str = "<end_of_text>"
     pad_id: int = 0
-    html_unescape: bool = True  # open_clip: True; Hugging Face CLIPTokenizer: False
-    lowercase: bool = True
+    cleaning: str = "open_clip"  # open_clip | hf (see the module docstring)
 
 
 @lru_cache(maxsize=1)
@@ -171,8 +171,10 @@ class ClipBpeTokenizer:
         self.eot_id = self.encoder[settings.eot_token]
         self._specials = (settings.sot_token, settings.eot_token)
         self._cache: dict[str, list[str]] = {s: [s] for s in self._specials}
-        self._fix_text = ftfy_fix_text()
-        if self._fix_text is None and require_ftfy:
+        if settings.cleaning not in ("open_clip", "hf"):
+            raise ValueError(f"unknown tokenizer cleaning {settings.cleaning!r}; expected open_clip or hf")
+        self._fix_text = ftfy_fix_text() if settings.cleaning == "open_clip" else None
+        if self._fix_text is None and require_ftfy and settings.cleaning == "open_clip":
             raise RuntimeError("ftfy is not installed but the runtime was asked for exact text cleaning "
                                "(require_ftfy=True); `pip install ftfy`")
         self._warned_fallback = False
@@ -180,9 +182,11 @@ class ClipBpeTokenizer:
     @property
     def exact_cleaning(self) -> bool:
         """False when ftfy is missing: non-ASCII text needing mojibake repair may tokenize differently."""
-        return self._fix_text is not None
+        return self.settings.cleaning == "hf" or self._fix_text is not None
 
     def clean(self, text: str) -> str:
+        if self.settings.cleaning == "hf":
+            return " ".join(unicodedata.normalize("NFC", text).split()).lower()
         if self._fix_text is not None:
             text = self._fix_text(text)
         else:
@@ -192,10 +196,8 @@ class ClipBpeTokenizer:
                               "tokenization", RuntimeWarning, stacklevel=3)
                 self._warned_fallback = True
             text = fallback_fix_text(text)
-        if self.settings.html_unescape:
-            text = html.unescape(html.unescape(text))
-        text = " ".join(text.strip().split())
-        return text.lower() if self.settings.lowercase else text
+        text = html.unescape(html.unescape(text))
+        return " ".join(text.strip().split()).lower()
 
     def bpe(self, token: str) -> list[str]:
         cached = self._cache.get(token)
