@@ -75,9 +75,15 @@ def _hf_tokenizer_assets(hf_tokenizer: Any, context_length: int, target: Path) -
     """HF CLIPTokenizer -> the open_clip merges layout, checked to rebuild exactly its vocabulary."""
     with tempfile.TemporaryDirectory() as tmp:
         hf_tokenizer.save_pretrained(tmp)
-        vocab: dict[str, int] = json.loads((Path(tmp) / "vocab.json").read_text(encoding="utf-8"))
-        merges_text = (Path(tmp) / "merges.txt").read_text(encoding="utf-8")
-    lines = [line for line in merges_text.split("\n") if line and not line.startswith("#version")]
+        saved = Path(tmp)
+        if (saved / "tokenizer.json").is_file():  # transformers 5 / fast tokenizers: one JSON file
+            model = json.loads((saved / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+            vocab: dict[str, int] = model["vocab"]
+            lines = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+        else:
+            vocab = json.loads((saved / "vocab.json").read_text(encoding="utf-8"))
+            merges_text = (saved / "merges.txt").read_text(encoding="utf-8")
+            lines = [line for line in merges_text.split("\n") if line and not line.startswith("#version")]
     with gzip.open(target, "wt", encoding="utf-8") as handle:
         handle.write("#version: 0.2\n" + "\n".join(lines) + "\n")
     sot, eot = hf_tokenizer.bos_token, hf_tokenizer.eos_token

@@ -195,3 +195,34 @@ def test_shadow_rollout_cli_and_mlflow(exported, tmp_path: Path) -> None:  # typ
     assert uri.startswith("models:/") or "text_encoder" in uri
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "bundle")}
     assert "bundle/manifest.json" in artifacts
+
+
+@pytest.mark.slow
+def test_runtime_in_fresh_venv_never_imports_torch(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A venv with only onnxruntime + numpy + this package (--no-deps) encodes like the dev env."""
+    import subprocess
+    import sys
+    import venv
+
+    _, bundle, _ = exported
+    repo = Path(__file__).resolve().parents[1]
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = str(env_dir / "bin" / "python")
+    pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "onnxruntime", "numpy"], check=True, timeout=300)
+    subprocess.run([*pip, "--no-deps", str(repo)], check=True, timeout=300, cwd=tmp_path)
+    texts = ["a red cube left of a blue ball", "word " * 60, "!!!"]
+    script = (
+        "import json, sys\n"
+        "from toolkit.runtime import TextEncoder\n"
+        f"vectors = TextEncoder({str(bundle)!r}).encode({texts!r})\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'ftfy' not in sys.modules\n"
+        "print(json.dumps(vectors.tolist()))\n"
+    )
+    done = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={"PATH": str(env_dir / "bin")})
+    assert done.returncode == 0, done.stderr
+    got = np.asarray(json.loads(done.stdout), dtype=np.float32)
+    np.testing.assert_allclose(got, TextEncoder(bundle).encode(texts), atol=1e-6)
