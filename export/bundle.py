@@ -28,7 +28,13 @@ from toolkit import __version__
 from toolkit.adapters.base import ClipAdapter
 from toolkit.clip_tokenizer import TokenizerSettings
 from toolkit.export.manifest import BundleError, sha256_file, verify_bundle, write_manifest
-from toolkit.export.onnx_text import INPUT_NAME, OUTPUT_NAME, ExportError, export_text_encoder, text_encoder_module
+from toolkit.export.onnx_text import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ExportError,
+    export_text_encoder,
+    text_encoder_module,
+)
 from toolkit.export.optimize import GraphShape, build_variants
 from toolkit.export.parity import check_parity, parity_report
 
@@ -56,13 +62,16 @@ def tokenizer_assets(adapter: ClipAdapter, asset_dir: Path) -> TokenizerSettings
     if adapter.family == "open_clip":
         tokenizer = getattr(adapter, "_tokenizer", None)
         if tokenizer is None or getattr(tokenizer, "reduction_fn", None) is not None:
-            raise ExportError("this open_clip adapter's tokenizer is not the plain SimpleTokenizer "
-                              "(or uses token reduction); only that tokenizer is reproduced by the runtime")
+            raise ExportError(
+                "this open_clip adapter's tokenizer is not the plain SimpleTokenizer "
+                "(or uses token reduction); only that tokenizer is reproduced by the runtime"
+            )
         from open_clip.tokenizer import default_bpe
 
         shutil.copyfile(default_bpe(), target)
-        return TokenizerSettings(bpe_file=BPE_ASSET, context_length=adapter.context_length,
-                                 num_merges=len(tokenizer.bpe_ranks))
+        return TokenizerSettings(
+            bpe_file=BPE_ASSET, context_length=adapter.context_length, num_merges=len(tokenizer.bpe_ranks)
+        )
     if adapter.family == "hf":
         hf_tokenizer = getattr(adapter, "tokenizer", None)
         if hf_tokenizer is None:
@@ -87,15 +96,23 @@ def _hf_tokenizer_assets(hf_tokenizer: Any, context_length: int, target: Path) -
     with gzip.open(target, "wt", encoding="utf-8") as handle:
         handle.write("#version: 0.2\n" + "\n".join(lines) + "\n")
     sot, eot = hf_tokenizer.bos_token, hf_tokenizer.eos_token
-    settings = TokenizerSettings(bpe_file=BPE_ASSET, context_length=context_length, num_merges=len(lines),
-                                 sot_token=sot, eot_token=eot, pad_id=int(hf_tokenizer.pad_token_id),
-                                 cleaning="hf")
+    settings = TokenizerSettings(
+        bpe_file=BPE_ASSET,
+        context_length=context_length,
+        num_merges=len(lines),
+        sot_token=sot,
+        eot_token=eot,
+        pad_id=int(hf_tokenizer.pad_token_id),
+        cleaning="hf",
+    )
     from toolkit.clip_tokenizer import ClipBpeTokenizer
 
     rebuilt = ClipBpeTokenizer(settings, target.parent.parent).encoder
     if rebuilt != vocab:
-        raise ExportError("the HF tokenizer's vocab.json is not CLIP's byte-level BPE layout "
-                          "(bytes, bytes</w>, merges, specials); the runtime cannot reproduce it")
+        raise ExportError(
+            "the HF tokenizer's vocab.json is not CLIP's byte-level BPE layout "
+            "(bytes, bytes</w>, merges, specials); the runtime cannot reproduce it"
+        )
     return settings
 
 
@@ -103,11 +120,13 @@ def _torch_encoder(adapter: ClipAdapter):  # type: ignore[no-untyped-def]
     def encode(ids: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return adapter.encode_text(torch.from_numpy(ids), normalize=True).float().numpy()
+
     return encode
 
 
-def export_bundle(adapter: ClipAdapter, out_dir: Path, variants: list[str],
-                  provenance: Provenance = Provenance()) -> dict[str, Any]:
+def export_bundle(
+    adapter: ClipAdapter, out_dir: Path, variants: list[str], provenance: Provenance = Provenance()
+) -> dict[str, Any]:
     """Export, optimise, parity-check and write the bundle to `out_dir` (must be empty or absent)."""
     from toolkit.runtime import TextEncoder
 
@@ -122,22 +141,38 @@ def export_bundle(adapter: ClipAdapter, out_dir: Path, variants: list[str],
         raw = export_text_encoder(module, Path(tmp) / "raw.onnx", example)
         paths = build_variants(raw, stage, variants, GraphShape(facts.num_heads, facts.width))
         manifest: dict[str, Any] = {
-            "architecture": facts.architecture, "family": facts.family, "embed_dim": facts.embed_dim,
-            "context_length": facts.context_length, "pool": facts.pool, "eot_id": facts.eot_id,
-            "trim_to_eot": True, "normalisation": "l2", "opset": _opset(paths["fp32"]),
-            "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "input_dtype": "int64",
-            "tokenizer": asdict(settings), "variants": {v: p.name for v, p in paths.items()},
-            "source_run": provenance.source_run, "base_weights_sha256": provenance.base_weights_sha256,
-            "weights_sha256": provenance.weights_sha256, "eval_metrics": dict(provenance.eval_metrics),
-            "toolkit_version": __version__, "created_at": datetime.now(timezone.utc).isoformat(),
+            "architecture": facts.architecture,
+            "family": facts.family,
+            "embed_dim": facts.embed_dim,
+            "context_length": facts.context_length,
+            "pool": facts.pool,
+            "eot_id": facts.eot_id,
+            "trim_to_eot": True,
+            "normalisation": "l2",
+            "opset": _opset(paths["fp32"]),
+            "input_name": INPUT_NAME,
+            "output_name": OUTPUT_NAME,
+            "input_dtype": "int64",
+            "tokenizer": asdict(settings),
+            "variants": {v: p.name for v, p in paths.items()},
+            "source_run": provenance.source_run,
+            "base_weights_sha256": provenance.base_weights_sha256,
+            "weights_sha256": provenance.weights_sha256,
+            "eval_metrics": dict(provenance.eval_metrics),
+            "toolkit_version": __version__,
+            "created_at": datetime.now(timezone.utc).isoformat(),
         }
         write_manifest(stage, manifest)
         encoders = {v: TextEncoder(stage, v) for v in paths}
-        results = check_parity(lambda texts: adapter.tokenize(texts).numpy(), _torch_encoder(adapter), encoders)
+        results = check_parity(
+            lambda texts: adapter.tokenize(texts).numpy(), _torch_encoder(adapter), encoders
+        )
         fp32 = results["fp32"]
         if not fp32.passed:
-            raise ParityError(f"fp32 ONNX parity failed: min cosine {fp32.min_cosine:.6f} (need >= 0.9999), "
-                              f"tokens identical: {fp32.tokens_identical}, max abs diff {fp32.max_abs_diff:.2e}")
+            raise ParityError(
+                f"fp32 ONNX parity failed: min cosine {fp32.min_cosine:.6f} (need >= 0.9999), "
+                f"tokens identical: {fp32.tokens_identical}, max abs diff {fp32.max_abs_diff:.2e}"
+            )
         manifest["parity"] = parity_report(results)
         write_manifest(stage, manifest)
         verify_bundle(stage)
@@ -158,8 +193,9 @@ def file_sha256(path: str | Path | None) -> str | None:
     return sha256_file(Path(path)) if path else None
 
 
-def log_bundle_to_mlflow(bundle_dir: Path, artifact_path: str = "bundle", model_name: str = "text_encoder",
-                         variant: str = "fp32") -> str:
+def log_bundle_to_mlflow(
+    bundle_dir: Path, artifact_path: str = "bundle", model_name: str = "text_encoder", variant: str = "fp32"
+) -> str:
     """Log a verified bundle to the active MLflow run: the ONNX flavour model plus every bundle file.
 
     Returns the logged model's URI. Parity numbers are logged as metrics (parity/<variant>/<name>).
@@ -172,12 +208,22 @@ def log_bundle_to_mlflow(bundle_dir: Path, artifact_path: str = "bundle", model_
         raise RuntimeError("no active MLflow run: call inside `with mlflow.start_run():`")
     manifest = verify_bundle(bundle_dir)
     if variant not in manifest["variants"]:
-        raise BundleError(f"{bundle_dir}: no {variant!r} variant to log; it has {', '.join(manifest['variants'])}")
+        raise BundleError(
+            f"{bundle_dir}: no {variant!r} variant to log; it has {', '.join(manifest['variants'])}"
+        )
     onnx_model = onnx.load(str(bundle_dir / manifest["variants"][variant]))
-    info = mlflow.onnx.log_model(onnx_model, name=model_name, save_as_external_data=False,
-                                 metadata={"bundle_manifest_sha256": sha256_file(bundle_dir / "manifest.json")})
+    info = mlflow.onnx.log_model(
+        onnx_model,
+        name=model_name,
+        save_as_external_data=False,
+        metadata={"bundle_manifest_sha256": sha256_file(bundle_dir / "manifest.json")},
+    )
     mlflow.log_artifacts(str(bundle_dir), artifact_path=artifact_path)
     for name, result in manifest.get("parity", {}).items():
-        mlflow.log_metrics({f"parity/{name}/min_cosine": result["min_cosine"],
-                            f"parity/{name}/max_abs_diff": result["max_abs_diff"]})
+        mlflow.log_metrics(
+            {
+                f"parity/{name}/min_cosine": result["min_cosine"],
+                f"parity/{name}/max_abs_diff": result["max_abs_diff"],
+            }
+        )
     return str(info.model_uri)

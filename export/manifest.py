@@ -31,9 +31,14 @@ def sha256_file(path: Path) -> str:
 
 def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> Path:
     """Hash every file already in `bundle_dir` into manifest['files'], write manifest.json + its hash."""
-    files = sorted(p for p in bundle_dir.rglob("*") if p.is_file() and p.name not in (MANIFEST, MANIFEST_HASH))
-    manifest = {**manifest, "format_version": FORMAT_VERSION,
-                "files": {p.relative_to(bundle_dir).as_posix(): sha256_file(p) for p in files}}
+    files = sorted(
+        p for p in bundle_dir.rglob("*") if p.is_file() and p.name not in (MANIFEST, MANIFEST_HASH)
+    )
+    manifest = {
+        **manifest,
+        "format_version": FORMAT_VERSION,
+        "files": {p.relative_to(bundle_dir).as_posix(): sha256_file(p) for p in files},
+    }
     path = bundle_dir / MANIFEST
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     (bundle_dir / MANIFEST_HASH).write_text(f"{sha256_file(path)}  {MANIFEST}\n", encoding="utf-8")
@@ -45,8 +50,9 @@ def verify_bundle(bundle_dir: Path) -> dict[str, Any]:
     manifest_path, hash_path = bundle_dir / MANIFEST, bundle_dir / MANIFEST_HASH
     for required in (manifest_path, hash_path):
         if not required.is_file():
-            raise BundleError(f"{required} is missing; {bundle_dir} is not a complete bundle "
-                              "(re-run `toolkit export`)")
+            raise BundleError(
+                f"{required} is missing; {bundle_dir} is not a complete bundle (re-run `toolkit export`)"
+            )
     recorded = hash_path.read_text(encoding="utf-8", errors="replace").split()
     if not recorded or recorded[0] != sha256_file(manifest_path):
         raise BundleError(f"{manifest_path} does not match the hash in {hash_path}: the manifest was altered")
@@ -55,8 +61,10 @@ def verify_bundle(bundle_dir: Path) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise BundleError(f"{manifest_path} is not valid JSON: {err}") from err
     if manifest.get("format_version") != FORMAT_VERSION or not isinstance(manifest.get("files"), dict):
-        raise BundleError(f"{manifest_path}: unsupported bundle format {manifest.get('format_version')!r}; "
-                          f"this toolkit reads format {FORMAT_VERSION}")
+        raise BundleError(
+            f"{manifest_path}: unsupported bundle format {manifest.get('format_version')!r}; "
+            f"this toolkit reads format {FORMAT_VERSION}"
+        )
     listed: dict[str, str] = manifest["files"]
     problems: list[str] = []
     for name, expected in sorted(listed.items()):

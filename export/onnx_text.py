@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,15 +54,19 @@ def _pool(x: torch.Tensor, ids: torch.Tensor, pool: str, eot_id: int) -> torch.T
     elif pool == "first":
         index = torch.zeros_like(rows)
     else:
-        raise ExportError(f"text pooling {pool!r} is not exportable with sequence trimming; "
-                          "only argmax, eos and first pooling read positions up to <eot>")
+        raise ExportError(
+            f"text pooling {pool!r} is not exportable with sequence trimming; "
+            "only argmax, eos and first pooling read positions up to <eot>"
+        )
     return x[rows, index]
 
 
 class OpenClipTextEncoder(nn.Module):
     """open_clip's `CLIP.encode_text(normalize=True)`, with the sequence length taken from the input."""
 
-    def __init__(self, clip: nn.Module) -> None:
+    clip: Any  # open_clip.CLIP; its submodules are reached by attribute
+
+    def __init__(self, clip: Any) -> None:
         super().__init__()
         self.clip = clip
         self.pool = str(getattr(clip, "text_pool_type", "argmax"))
@@ -86,7 +91,9 @@ class HFClipTextEncoder(nn.Module):
     """transformers' `CLIPModel.get_text_features`, normalised. HF builds its causal mask and position
     ids from the input's length, so dynamic sequences need no change."""
 
-    def __init__(self, clip: nn.Module) -> None:
+    clip: Any  # transformers.CLIPModel
+
+    def __init__(self, clip: Any) -> None:
         super().__init__()
         self.clip = clip
         eos = int(clip.config.text_config.eos_token_id)
@@ -102,45 +109,65 @@ class HFClipTextEncoder(nn.Module):
 
 def text_encoder_module(adapter: ClipAdapter) -> tuple[nn.Module, TextEncoderFacts]:
     """The exportable text encoder of an adapter, and the facts the manifest records about it."""
+    model: Any = adapter.model
+    module: Any
     if adapter.family == "open_clip":
-        module: nn.Module = OpenClipTextEncoder(adapter.model)
+        module = OpenClipTextEncoder(model)
         name = str(getattr(adapter, "name", "open_clip"))
-        pool = module.pool  # type: ignore[assignment]
+        pool = module.pool
         # argmax pooling finds <eot> as the largest id; the tokenizer knows which id that is.
         tokenizer_eot = getattr(getattr(adapter, "_tokenizer", None), "eot_token_id", None)
-        eot_id = module.eot_id if pool == "eos" or tokenizer_eot is None else tokenizer_eot  # type: ignore[assignment]
-        transformer = adapter.model.transformer
+        eot_id = module.eot_id if pool == "eos" or tokenizer_eot is None else tokenizer_eot
+        transformer = model.transformer
         heads, width = int(transformer.resblocks[0].attn.num_heads), int(transformer.width)
     elif adapter.family == "hf":
-        module = HFClipTextEncoder(adapter.model)
-        name = str(getattr(adapter.model.config, "_name_or_path", "") or "hf-clip")
-        eot_id, pool = module.eot_id, module.pool  # type: ignore[assignment]
-        text_config = adapter.model.config.text_config
+        module = HFClipTextEncoder(model)
+        name = str(getattr(model.config, "_name_or_path", "") or "hf-clip")
+        eot_id, pool = module.eot_id, module.pool
+        text_config = model.config.text_config
         heads, width = int(text_config.num_attention_heads), int(text_config.hidden_size)
     else:
-        raise ExportError(f"no ONNX text export for model family {adapter.family!r}; "
-                          "supported: open_clip, hf")
+        raise ExportError(
+            f"no ONNX text export for model family {adapter.family!r}; supported: open_clip, hf"
+        )
     module.eval()
-    facts = TextEncoderFacts(architecture=name, family=adapter.family, embed_dim=adapter.embed_dim,
-                             context_length=adapter.context_length, pool=str(pool), eot_id=int(eot_id),
-                             num_heads=heads, width=width)
+    facts = TextEncoderFacts(
+        architecture=name,
+        family=adapter.family,
+        embed_dim=adapter.embed_dim,
+        context_length=adapter.context_length,
+        pool=str(pool),
+        eot_id=int(eot_id),
+        num_heads=heads,
+        width=width,
+    )
     return module, facts
 
 
-def export_text_encoder(module: nn.Module, out_path: Path, example_ids: torch.Tensor,
-                        opset: int = DEFAULT_OPSET) -> Path:
+def export_text_encoder(
+    module: nn.Module, out_path: Path, example_ids: torch.Tensor, opset: int = DEFAULT_OPSET
+) -> Path:
     """Write `module` as a single-file fp32 ONNX graph with dynamic batch and sequence axes."""
     if example_ids.dtype != torch.int64 or example_ids.ndim != 2:
-        raise ExportError(f"example ids must be int64 [batch, seq], got {example_ids.dtype} "
-                          f"{tuple(example_ids.shape)}")
+        raise ExportError(
+            f"example ids must be int64 [batch, seq], got {example_ids.dtype} {tuple(example_ids.shape)}"
+        )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with torch.inference_mode(False), torch.no_grad():
         # The TorchScript exporter with dynamic_axes: one call, no torch.export tracing constraints.
         batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2, max=4096)
         program = torch.onnx.export(
-            module, (example_ids,), dynamo=True, opset_version=opset, external_data=False,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: batch, 1: seq},), optimize=True,
+            module,
+            (example_ids,),
+            dynamo=True,
+            opset_version=opset,
+            external_data=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: batch, 1: seq},),
+            optimize=True,
         )
+        if program is None:
+            raise ExportError("torch.onnx.export returned no program; this torch version is not supported")
         program.save(str(out_path), external_data=False)
     return out_path

@@ -24,9 +24,18 @@ import onnx
 
 VARIANTS = ("fp32", "fp16", "int8")
 FP16_KEEP_FP32_OPS = [
-    "LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization",
-    "SkipSimplifiedLayerNormalization", "Softmax", "ReduceL2", "ReduceSum", "ReduceMean", "Pow", "Sqrt",
-    "Div", "ArgMax",
+    "LayerNormalization",
+    "SkipLayerNormalization",
+    "SimplifiedLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "Softmax",
+    "ReduceL2",
+    "ReduceSum",
+    "ReduceMean",
+    "Pow",
+    "Sqrt",
+    "Div",
+    "ArgMax",
 ]
 
 
@@ -50,8 +59,14 @@ def _optimizer_model(src: Path, shape: GraphShape):  # type: ignore[no-untyped-d
 
     # opt_level=0: only the Python fusions, so the saved graph stays portable across ORT builds and
     # execution providers; ORT applies its own runtime-level optimisations when a session loads it.
-    return optimize_model(str(src), model_type="clip", num_heads=shape.num_heads,
-                          hidden_size=shape.hidden_size, opt_level=0, use_gpu=False)
+    return optimize_model(
+        str(src),
+        model_type="clip",
+        num_heads=shape.num_heads,
+        hidden_size=shape.hidden_size,
+        opt_level=0,
+        use_gpu=False,
+    )
 
 
 def optimize_fp32(src: Path, dst: Path, shape: GraphShape) -> Path:
@@ -74,8 +89,12 @@ def quantize_int8(src: Path, dst: Path) -> Path:
         # Shape inference + ORT's basic graph clean-up first, as onnxruntime recommends before quantising.
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared), skip_optimization=False, skip_symbolic_shape=True)
-        quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Gemm", "Attention"])
+        quantize_dynamic(
+            str(prepared),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gemm", "Attention"],
+        )
     return dst
 
 

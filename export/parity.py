@@ -16,10 +16,17 @@ import numpy as np
 FP32_MIN_COSINE = 0.9999
 SCORE_TOLERANCE_POINTS = 0.5  # approval: a variant may lose at most this much on any score
 
-_LONG = ("a very long caption that keeps describing the scene in ever more detail: " + " ".join(
-    f"there is a {c} {s} next to the {c2} {s2}," for c, s, c2, s2 in
-    [("red", "cube", "blue", "ball"), ("green", "cone", "yellow", "box"), ("black", "dog", "white", "cat"),
-     ("small", "boat", "large", "ship"), ("wooden", "chair", "metal", "table")] * 4))
+_LONG = "a very long caption that keeps describing the scene in ever more detail: " + " ".join(
+    f"there is a {c} {s} next to the {c2} {s2},"
+    for c, s, c2, s2 in [
+        ("red", "cube", "blue", "ball"),
+        ("green", "cone", "yellow", "box"),
+        ("black", "dog", "white", "cat"),
+        ("small", "boat", "large", "ship"),
+        ("wooden", "chair", "metal", "table"),
+    ]
+    * 4
+)
 
 HELD_OUT_CAPTIONS: tuple[str, ...] = (
     "a red cube left of a blue ball.",
@@ -30,7 +37,8 @@ HELD_OUT_CAPTIONS: tuple[str, ...] = (
     _LONG,
     _LONG.upper(),
     "caf\u00e9 na\u00efve \u00fcber cr\u00e8me br\u00fbl\u00e9e",
-    "\u6771\u4eac\u30bf\u30ef\u30fc\u3068\u5bcc\u58eb\u5c71 \u2014 \u041f\u0440\u0438\u0432\u0435\u0442 \u043c\u0438\u0440",
+    "\u6771\u4eac\u30bf\u30ef\u30fc\u3068\u5bcc\u58eb\u5c71 \u2014 "
+    "\u041f\u0440\u0438\u0432\u0435\u0442 \u043c\u0438\u0440",
     "a dog \U0001f436 and a cat \U0001f431 sharing a \U0001f355",
     "\u201cquoted\u201d text with \u2018curly\u2019 quotes and \ufb01ne ligatures",
     "...!!!???",
@@ -53,24 +61,35 @@ class VariantParity:
     passed: bool  # fp32: min cosine >= FP32_MIN_COSINE and identical tokens; others: recorded only
 
 
-def compare_embeddings(variant: str, reference: np.ndarray, candidate: np.ndarray,
-                       tokens_identical: bool) -> VariantParity:
+def compare_embeddings(
+    variant: str, reference: np.ndarray, candidate: np.ndarray, tokens_identical: bool
+) -> VariantParity:
     if reference.shape != candidate.shape:
-        raise ValueError(f"{variant}: embedding shapes differ, torch {reference.shape} vs ORT {candidate.shape}")
+        raise ValueError(
+            f"{variant}: embedding shapes differ, torch {reference.shape} vs ORT {candidate.shape}"
+        )
     ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
     cand = candidate / np.linalg.norm(candidate, axis=1, keepdims=True)
     cosine = (ref * cand).sum(axis=1)
     min_cos = float(cosine.min())
     passed = tokens_identical and (variant != "fp32" or min_cos >= FP32_MIN_COSINE)
-    return VariantParity(variant=variant, captions=len(reference), tokens_identical=tokens_identical,
-                         min_cosine=min_cos, mean_cosine=float(cosine.mean()),
-                         max_abs_diff=float(np.abs(reference - candidate).max()), passed=passed)
+    return VariantParity(
+        variant=variant,
+        captions=len(reference),
+        tokens_identical=tokens_identical,
+        min_cosine=min_cos,
+        mean_cosine=float(cosine.mean()),
+        max_abs_diff=float(np.abs(reference - candidate).max()),
+        passed=passed,
+    )
 
 
-def check_parity(torch_tokenize: Callable[[Sequence[str]], np.ndarray],
-                 torch_encode: Callable[[np.ndarray], np.ndarray],
-                 runtime_encoders: Mapping[str, object],
-                 captions: Sequence[str] = HELD_OUT_CAPTIONS) -> dict[str, VariantParity]:
+def check_parity(
+    torch_tokenize: Callable[[Sequence[str]], np.ndarray],
+    torch_encode: Callable[[np.ndarray], np.ndarray],
+    runtime_encoders: Mapping[str, object],
+    captions: Sequence[str] = HELD_OUT_CAPTIONS,
+) -> dict[str, VariantParity]:
     """Compare each runtime encoder (a `toolkit.runtime.TextEncoder`) with the torch model.
 
     `torch_tokenize` is the training tokenizer (ids [N, context]); `torch_encode` maps those ids to
@@ -98,9 +117,11 @@ class VariantApproval:
     reasons: tuple[str, ...]
 
 
-def approve_variants(reference_scores: Mapping[str, float],
-                     variant_scores: Mapping[str, Mapping[str, float]],
-                     tolerance: float = SCORE_TOLERANCE_POINTS) -> dict[str, VariantApproval]:
+def approve_variants(
+    reference_scores: Mapping[str, float],
+    variant_scores: Mapping[str, Mapping[str, float]],
+    tolerance: float = SCORE_TOLERANCE_POINTS,
+) -> dict[str, VariantApproval]:
     """Approve each reduced-precision variant whose every score is within `tolerance` points of fp32.
 
     Scores are in points (0-100), e.g. {"retrieval_r5": 61.2, "compositional_accuracy": 74.0}. A variant
@@ -119,8 +140,13 @@ def approve_variants(reference_scores: Mapping[str, float],
             drop = float(reference) - float(scores[name])
             drops.append(drop)
             if drop > tolerance:
-                reasons.append(f"{name}: {scores[name]:.2f} vs fp32 {reference:.2f} (-{drop:.2f} > {tolerance})")
-        approvals[variant] = VariantApproval(variant=variant, approved=not reasons,
-                                             worst_drop=max(drops) if drops else float("nan"),
-                                             reasons=tuple(reasons))
+                reasons.append(
+                    f"{name}: {scores[name]:.2f} vs fp32 {reference:.2f} (-{drop:.2f} > {tolerance})"
+                )
+        approvals[variant] = VariantApproval(
+            variant=variant,
+            approved=not reasons,
+            worst_drop=max(drops) if drops else float("nan"),
+            reasons=tuple(reasons),
+        )
     return approvals

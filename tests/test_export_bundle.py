@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY_OPEN_CLIP_CONFIG
+
 from toolkit.export.manifest import BundleError, verify_bundle
 from toolkit.runtime import TextEncoder, trim_to_longest_eot
 
@@ -31,9 +31,12 @@ def exported(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
 
     root = tmp_path_factory.mktemp("export")
     adapter = _tiny_adapter(root, seed=0)
-    manifest = export_bundle(adapter, root / "bundle", ["fp32", "fp16", "int8"],
-                             Provenance(source_run="run-1", base_weights_sha256="ab" * 32,
-                                        eval_metrics={"retrieval_r5": 12.5}))
+    manifest = export_bundle(
+        adapter,
+        root / "bundle",
+        ["fp32", "fp16", "int8"],
+        Provenance(source_run="run-1", base_weights_sha256="ab" * 32, eval_metrics={"retrieval_r5": 12.5}),
+    )
     return adapter, root / "bundle", manifest
 
 
@@ -49,14 +52,18 @@ def test_parity_every_variant(exported) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_manifest_records_what_the_runtime_needs(exported) -> None:  # type: ignore[no-untyped-def]
-    _, bundle, manifest = exported
+    _, _, manifest = exported
     assert manifest["embed_dim"] == 32 and manifest["context_length"] == 32
     assert manifest["tokenizer"]["context_length"] == 32 and manifest["eot_id"] == 49407
     assert manifest["opset"] == 18 and manifest["normalisation"] == "l2"
     assert manifest["source_run"] == "run-1" and manifest["eval_metrics"] == {"retrieval_r5": 12.5}
     listed = set(manifest["files"])
-    assert listed == {"text_encoder.fp32.onnx", "text_encoder.fp16.onnx", "text_encoder.int8.onnx",
-                      "tokenizer/bpe_merges.txt.gz"}
+    assert listed == {
+        "text_encoder.fp32.onnx",
+        "text_encoder.fp16.onnx",
+        "text_encoder.int8.onnx",
+        "tokenizer/bpe_merges.txt.gz",
+    }
 
 
 def test_runtime_matches_torch_on_long_and_odd_text(exported) -> None:  # type: ignore[no-untyped-def]
@@ -108,7 +115,7 @@ def test_one_changed_byte_in_any_file_is_refused(exported, tmp_path: Path) -> No
         data = bytearray(target.read_bytes())
         data[len(data) // 2] ^= 0x01
         target.write_bytes(bytes(data))
-        with pytest.raises(BundleError, match="refused|altered|manifest"):
+        with pytest.raises(BundleError, match=r"refused|altered|manifest"):
             verify_bundle(copy)
         with pytest.raises(BundleError):
             TextEncoder(copy)
@@ -122,7 +129,7 @@ def test_missing_and_extra_files_are_refused(exported, tmp_path: Path) -> None: 
         verify_bundle(extra)
     missing = _copy(bundle, tmp_path / "missing")
     (missing / "text_encoder.int8.onnx").unlink()
-    with pytest.raises(BundleError, match="int8.onnx is missing"):
+    with pytest.raises(BundleError, match=r"int8\.onnx is missing"):
         verify_bundle(missing)
 
 
@@ -132,9 +139,16 @@ def test_index_compatibility_retrieval_matches_torch(exported) -> None:  # type:
     adapter, bundle, _ = exported
     generator = torch.Generator().manual_seed(1)
     images = torch.randn(40, 3, 32, 32, generator=generator)
-    queries = [f"a {c} {s} next to a {c2} {s2}" for c, s, c2, s2 in
-               [("red", "cube", "blue", "ball"), ("green", "cone", "red", "box"), ("black", "dog", "white", "cat"),
-                ("small", "boat", "big", "ship"), ("wooden", "chair", "metal", "table")]]
+    queries = [
+        f"a {c} {s} next to a {c2} {s2}"
+        for c, s, c2, s2 in [
+            ("red", "cube", "blue", "ball"),
+            ("green", "cone", "red", "box"),
+            ("black", "dog", "white", "cat"),
+            ("small", "boat", "big", "ship"),
+            ("wooden", "chair", "metal", "table"),
+        ]
+    ]
     with torch.inference_mode():
         index = adapter.encode_image(images).numpy()  # the base model's image index, built once in torch
         torch_text = adapter.encode_text(adapter.tokenize(queries)).numpy()
@@ -163,7 +177,7 @@ def test_shadow_rollout_cli_and_mlflow(exported, tmp_path: Path) -> None:  # typ
     from toolkit.export.bundle import log_bundle_to_mlflow
     from toolkit.export.rollout import log_shadow_report_to_mlflow, shadow_report
 
-    adapter, bundle, _ = exported
+    _, bundle, _ = exported
     rng = np.random.default_rng(0)
     np.save(tmp_path / "index.npy", rng.standard_normal((30, 32)).astype(np.float32))
     (tmp_path / "index.ids.txt").write_text("\n".join(f"img{i}" for i in range(30)), encoding="utf-8")
@@ -172,9 +186,23 @@ def test_shadow_rollout_cli_and_mlflow(exported, tmp_path: Path) -> None:  # typ
     app = typer.Typer()
     register(app)
     runner = CliRunner()
-    result = runner.invoke(app, ["rollout", "shadow", "--champion", str(bundle), "--challenger", str(bundle),
-                                 "--queries", str(tmp_path / "queries.txt"), "--index", str(tmp_path / "index.npy"),
-                                 "--k", "5"])
+    result = runner.invoke(
+        app,
+        [
+            "rollout",
+            "shadow",
+            "--champion",
+            str(bundle),
+            "--challenger",
+            str(bundle),
+            "--queries",
+            str(tmp_path / "queries.txt"),
+            "--index",
+            str(tmp_path / "index.npy"),
+            "--k",
+            "5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["queries"] == 3 and report["mean_overlap"] == 1.0 and report["identical_top_k_share"] == 1.0
@@ -185,15 +213,20 @@ def test_shadow_rollout_cli_and_mlflow(exported, tmp_path: Path) -> None:  # typ
     (broken / "tokenizer" / "bpe_merges.txt.gz").write_bytes(b"x")
     assert runner.invoke(app, ["verify", str(broken)]).exit_code == 5
 
+    previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    with mlflow.start_run() as run:
-        uri = log_bundle_to_mlflow(bundle)
-        log_shadow_report_to_mlflow(shadow_report(bundle, bundle, ["a cat"], tmp_path / "index.npy", k=3))
-    logged = mlflow.get_run(run.info.run_id)
+    try:
+        experiment = mlflow.create_experiment("export-test", artifact_location=(tmp_path / "art").as_uri())
+        with mlflow.start_run(experiment_id=experiment) as run:
+            uri = log_bundle_to_mlflow(bundle)
+            log_shadow_report_to_mlflow(shadow_report(bundle, bundle, ["a cat"], tmp_path / "index.npy", k=3))
+        logged = mlflow.get_run(run.info.run_id)
+        artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "bundle")}
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
     assert logged.data.metrics["parity/fp32/min_cosine"] >= 0.9999
     assert logged.data.metrics["shadow/mean_overlap"] == 1.0
     assert uri.startswith("models:/") or "text_encoder" in uri
-    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "bundle")}
     assert "bundle/manifest.json" in artifacts
 
 
@@ -201,7 +234,6 @@ def test_shadow_rollout_cli_and_mlflow(exported, tmp_path: Path) -> None:  # typ
 def test_runtime_in_fresh_venv_never_imports_torch(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A venv with only onnxruntime + numpy + this package (--no-deps) encodes like the dev env."""
     import subprocess
-    import sys
     import venv
 
     _, bundle, _ = exported
@@ -221,8 +253,14 @@ def test_runtime_in_fresh_venv_never_imports_torch(exported, tmp_path: Path) -> 
         "assert 'ftfy' not in sys.modules\n"
         "print(json.dumps(vectors.tolist()))\n"
     )
-    done = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                          env={"PATH": str(env_dir / "bin")})
+    done = subprocess.run(
+        [python, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={"PATH": str(env_dir / "bin")},
+    )
     assert done.returncode == 0, done.stderr
     got = np.asarray(json.loads(done.stdout), dtype=np.float32)
     np.testing.assert_allclose(got, TextEncoder(bundle).encode(texts), atol=1e-6)

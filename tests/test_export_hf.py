@@ -27,8 +27,9 @@ class TinyHFAdapter:
         self.embed_dim = int(model.config.projection_dim)
 
     def tokenize(self, texts):  # type: ignore[no-untyped-def]
-        return self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=CONTEXT,
-                              return_tensors="pt")["input_ids"]
+        return self.tokenizer(
+            list(texts), padding="max_length", truncation=True, max_length=CONTEXT, return_tensors="pt"
+        )["input_ids"]
 
     def encode_text(self, tokens, normalize: bool = True):  # type: ignore[no-untyped-def]
         # transformers' own pooling (pooler_output), independent of the export wrapper
@@ -48,16 +49,32 @@ def hf_adapter(tmp_path_factory: pytest.TempPathFactory) -> TinyHFAdapter:
     vocab = {names.get(token, token): index for token, index in reference.encoder.items()}
     (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     merges = sorted(reference.bpe_ranks, key=reference.bpe_ranks.__getitem__)
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
-                                       encoding="utf-8")
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
+    )
     tokenizer = CLIPTokenizer.from_pretrained(str(folder), model_max_length=CONTEXT)
     config = CLIPConfig(
-        text_config={"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                     "num_attention_heads": 2, "max_position_embeddings": CONTEXT, "eos_token_id": 49407,
-                     "bos_token_id": 49406, "pad_token_id": 49407},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
-        projection_dim=16)
+        text_config={
+            "vocab_size": 49408,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": CONTEXT,
+            "eos_token_id": 49407,
+            "bos_token_id": 49406,
+            "pad_token_id": 49407,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=16,
+    )
     torch.manual_seed(0)
     return TinyHFAdapter(CLIPModel(config), tokenizer)
 

@@ -67,7 +67,16 @@ def test_truncation_keeps_eot_last_and_pads_with_zero(bundle_like: Path) -> None
 
 def test_pre_tokenize_matches_clip_pattern_by_hand() -> None:
     specials = ("<start_of_text>", "<end_of_text>")
-    assert pre_tokenize("the dog's 12 toys!!'s", specials) == ["the", "dog", "'s", "1", "2", "toys", "!!'", "s"]
+    assert pre_tokenize("the dog's 12 toys!!'s", specials) == [
+        "the",
+        "dog",
+        "'s",
+        "1",
+        "2",
+        "toys",
+        "!!'",
+        "s",
+    ]
     assert pre_tokenize("<end_of_text>x", specials) == ["<end_of_text>", "x"]
 
 
@@ -89,9 +98,15 @@ def test_character_classes_match_regex_module_on_every_code_point() -> None:
     assert [c for c in disagree if unicodedata.category(chr(int(c, 16))) != "Cn"] == []
 
 
-def test_fallback_cleaning_equals_ftfy_except_mojibake(bundle_like: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fallback_cleaning_equals_ftfy_except_mojibake(
+    bundle_like: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ftfy = pytest.importorskip("ftfy")
-    assert fallback_fix_text("\u201cx\u2019s\u201d \ufb01 \uff21") == ftfy.fix_text("\u201cx\u2019s\u201d \ufb01 \uff21") == '"x\'s" fi A'
+    assert (
+        fallback_fix_text("\u201cx\u2019s\u201d \ufb01 \uff21")
+        == ftfy.fix_text("\u201cx\u2019s\u201d \ufb01 \uff21")
+        == '"x\'s" fi A'
+    )
     with_ftfy = ClipBpeTokenizer(TokenizerSettings("bpe.txt.gz", 77), bundle_like)
     monkeypatch.setitem(sys.modules, "ftfy", None)
     without = ClipBpeTokenizer(TokenizerSettings("bpe.txt.gz", 77), bundle_like)
@@ -112,12 +127,17 @@ def test_missing_ftfy_is_explicit(bundle_like: Path, monkeypatch: pytest.MonkeyP
 
 def test_approve_variants_by_tolerance() -> None:
     reference = {"retrieval_r5": 60.0, "compositional_accuracy": 70.0}
-    approvals = approve_variants(reference, {
-        "fp16": {"retrieval_r5": 59.9, "compositional_accuracy": 70.2},
-        "int8": {"retrieval_r5": 59.4, "compositional_accuracy": 69.8},
-        "int4": {"retrieval_r5": 60.0},
-    })
+    approvals = approve_variants(
+        reference,
+        {
+            "fp16": {"retrieval_r5": 59.9, "compositional_accuracy": 70.2},
+            "int8": {"retrieval_r5": 59.4, "compositional_accuracy": 69.8},
+            "int4": {"retrieval_r5": 60.0},
+        },
+    )
     assert approvals["fp16"].approved and approvals["fp16"].worst_drop == pytest.approx(0.1)
     assert not approvals["int8"].approved and approvals["int8"].worst_drop == pytest.approx(0.6)
     assert "retrieval_r5" in approvals["int8"].reasons[0]
-    assert not approvals["int4"].approved and approvals["int4"].reasons == ("compositional_accuracy: not evaluated",)
+    assert not approvals["int4"].approved and approvals["int4"].reasons == (
+        "compositional_accuracy: not evaluated",
+    )

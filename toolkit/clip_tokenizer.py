@@ -47,7 +47,11 @@ class TokenizerSettings:
 @lru_cache(maxsize=1)
 def bytes_to_unicode() -> dict[int, str]:
     """CLIP's reversible byte -> printable character table (printable Latin-1 bytes map to themselves)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table = {b: chr(b) for b in printable}
     shift = 0
     for b in range(256):
@@ -63,16 +67,49 @@ _ANSI_ESCAPE = re.compile("\033\\[((?:\\d|;)*)([a-zA-Z])")
 _HTML_ENTITY = re.compile(r"&#?[0-9A-Za-z]{1,24};")
 _SINGLE_QUOTES = re.compile("[\u02bc\u2018-\u201b]")
 _DOUBLE_QUOTES = re.compile("[\u201c-\u201f]")
-_CONTROL_CHARS = {c: None for c in [*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), 0x7F,
-                                    *range(0x206A, 0x2070), 0xFEFF, *range(0xFFF9, 0xFFFD)]}
-_LIGATURES = {ord(k): v for k, v in {
-    "Ĳ": "IJ", "ĳ": "ij", "ŉ": "ʼn", "Ǳ": "DZ", "ǲ": "Dz", "ǳ": "dz", "Ǆ": "DŽ", "ǅ": "Dž", "ǆ": "dž",
-    "Ǉ": "LJ", "ǈ": "Lj", "ǉ": "lj", "Ǌ": "NJ", "ǋ": "Nj", "ǌ": "nj",
-    "ﬀ": "ff", "ﬁ": "fi", "ﬂ": "fl", "ﬃ": "ffi", "ﬄ": "ffl", "ﬅ": "ſt", "ﬆ": "st",
-}.items()}
+_CONTROL_CHARS = {
+    c: None
+    for c in [
+        *range(0x00, 0x09),
+        0x0B,
+        *range(0x0E, 0x20),
+        0x7F,
+        *range(0x206A, 0x2070),
+        0xFEFF,
+        *range(0xFFF9, 0xFFFD),
+    ]
+}
+_LIGATURES = {
+    ord(k): v
+    for k, v in {
+        "Ĳ": "IJ",
+        "ĳ": "ij",
+        "ŉ": "ʼn",
+        "Ǳ": "DZ",
+        "ǲ": "Dz",
+        "ǳ": "dz",
+        "Ǆ": "DŽ",
+        "ǅ": "Dž",
+        "ǆ": "dž",
+        "Ǉ": "LJ",
+        "ǈ": "Lj",
+        "ǉ": "lj",
+        "Ǌ": "NJ",
+        "ǋ": "Nj",
+        "ǌ": "nj",
+        "ﬀ": "ff",
+        "ﬁ": "fi",
+        "ﬂ": "fl",
+        "ﬃ": "ffi",
+        "ﬄ": "ffl",
+        "ﬅ": "ſt",
+        "ﬆ": "st",
+    }.items()
+}
 _WIDTH_MAP = {0x3000: " "} | {
     i: unicodedata.normalize("NFKC", chr(i))
-    for i in range(0xFF01, 0xFFF0) if unicodedata.normalize("NFKC", chr(i)) != chr(i)
+    for i in range(0xFF01, 0xFFF0)
+    if unicodedata.normalize("NFKC", chr(i)) != chr(i)
 }
 _LINE_BREAKS = re.compile("\r\n|\r|\u2028|\u2029|\u0085")
 
@@ -105,6 +142,7 @@ def ftfy_fix_text() -> Callable[[str], str] | None:
 
 # ---- pre-tokenisation: CLIP's regex, by Unicode category ------------------------------------------
 
+
 def is_letter(ch: str) -> bool:
     return unicodedata.category(ch)[0] == "L"
 
@@ -127,12 +165,12 @@ def pre_tokenize(text: str, specials: Sequence[str]) -> list[str]:
     while i < n:
         special = next((s for s in specials if lowered.startswith(s.lower(), i)), None)
         if special is not None:
-            pieces.append(text[i:i + len(special)])
+            pieces.append(text[i : i + len(special)])
             i += len(special)
             continue
         contraction = next((c for c in CONTRACTIONS if lowered.startswith(c, i)), None)
         if contraction is not None:
-            pieces.append(text[i:i + len(contraction)])
+            pieces.append(text[i : i + len(contraction)])
             i += len(contraction)
             continue
         ch = text[i]
@@ -156,6 +194,7 @@ def pre_tokenize(text: str, specials: Sequence[str]) -> list[str]:
 
 # ---- BPE ------------------------------------------------------------------------------------------
 
+
 class ClipBpeTokenizer:
     """texts -> int64 [N, context_length], identical to the tokenizer the model was trained with."""
 
@@ -175,8 +214,10 @@ class ClipBpeTokenizer:
             raise ValueError(f"unknown tokenizer cleaning {settings.cleaning!r}; expected open_clip or hf")
         self._fix_text = ftfy_fix_text() if settings.cleaning == "open_clip" else None
         if self._fix_text is None and require_ftfy and settings.cleaning == "open_clip":
-            raise RuntimeError("ftfy is not installed but the runtime was asked for exact text cleaning "
-                               "(require_ftfy=True); `pip install ftfy`")
+            raise RuntimeError(
+                "ftfy is not installed but the runtime was asked for exact text cleaning "
+                "(require_ftfy=True); `pip install ftfy`"
+            )
         self._warned_fallback = False
 
     @property
@@ -191,9 +232,13 @@ class ClipBpeTokenizer:
             text = self._fix_text(text)
         else:
             if not text.isascii() and not self._warned_fallback:
-                warnings.warn("ftfy is not installed: non-ASCII text is cleaned without mojibake repair and "
-                              "may tokenize differently from training; `pip install ftfy` for exact "
-                              "tokenization", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    "ftfy is not installed: non-ASCII text is cleaned without mojibake repair and "
+                    "may tokenize differently from training; `pip install ftfy` for exact "
+                    "tokenization",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
                 self._warned_fallback = True
             text = fallback_fix_text(text)
         text = html.unescape(html.unescape(text))
@@ -241,19 +286,22 @@ class ClipBpeTokenizer:
         for row, text in enumerate(texts):
             ids = [self.sot_id, *self.encode(text), self.eot_id]
             if len(ids) > width:
-                ids = [*ids[:width - 1], self.eot_id]  # truncate, keeping <eot> last as training did
-            out[row, :len(ids)] = ids
+                ids = [*ids[: width - 1], self.eot_id]  # truncate, keeping <eot> last as training did
+            out[row, : len(ids)] = ids
         return out
 
 
 def _read_merges(path: Path, count: int) -> list[tuple[str, str]]:
     try:
-        lines = gzip.open(path, "rt", encoding="utf-8").read().split("\n")
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            lines = handle.read().split("\n")
     except (OSError, UnicodeDecodeError) as err:
         raise RuntimeError(f"BPE merges file {path} is unreadable: {err}") from err
-    merges = [tuple(line.split()) for line in lines[1:count + 1]]
+    merges = [tuple(line.split()) for line in lines[1 : count + 1]]
     bad = next((i for i, m in enumerate(merges) if len(m) != 2), None)
     if bad is not None or len(merges) != count:
-        raise RuntimeError(f"BPE merges file {path}: expected {count} merge lines of two symbols after the "
-                           f"header (line {bad if bad is not None else len(merges)} is wrong)")
-    return [(a, b) for a, b in merges]  # type: ignore[has-type]
+        raise RuntimeError(
+            f"BPE merges file {path}: expected {count} merge lines of two symbols after the "
+            f"header (line {bad if bad is not None else len(merges)} is wrong)"
+        )
+    return [(m[0], m[1]) for m in merges]

@@ -27,7 +27,9 @@ def trim_to_longest_eot(ids: np.ndarray, eot_id: int) -> np.ndarray:
     """Drop the columns after the last <eot> of the batch (first <eot> per row: pad may equal <eot>)."""
     is_eot = ids == eot_id
     if not is_eot.any(axis=1).all():
-        raise ValueError(f"every row must contain the <eot> id {eot_id}; tokenize with the bundle's tokenizer")
+        raise ValueError(
+            f"every row must contain the <eot> id {eot_id}; tokenize with the bundle's tokenizer"
+        )
     last = int(is_eot.argmax(axis=1).max())
     return ids[:, : last + 1]
 
@@ -35,8 +37,15 @@ def trim_to_longest_eot(ids: np.ndarray, eot_id: int) -> np.ndarray:
 class TextEncoder:
     """Encode texts with a bundle's text encoder. `variant` picks fp32 / fp16 / int8 if the bundle has it."""
 
-    def __init__(self, bundle_dir: str | Path, variant: str = "fp32", *, require_ftfy: bool = False,
-                 trim: bool = True, intra_op_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        bundle_dir: str | Path,
+        variant: str = "fp32",
+        *,
+        require_ftfy: bool = False,
+        trim: bool = True,
+        intra_op_threads: int | None = None,
+    ) -> None:
         import onnxruntime as ort
 
         self.bundle_dir = Path(bundle_dir)
@@ -45,8 +54,9 @@ class TextEncoder:
         if variant not in variants:
             raise BundleError(f"{self.bundle_dir}: no {variant!r} variant; it has {', '.join(variants)}")
         self.variant = variant
-        self.tokenizer = ClipBpeTokenizer(TokenizerSettings(**self.manifest["tokenizer"]), self.bundle_dir,
-                                          require_ftfy=require_ftfy)
+        self.tokenizer = ClipBpeTokenizer(
+            TokenizerSettings(**self.manifest["tokenizer"]), self.bundle_dir, require_ftfy=require_ftfy
+        )
         self.eot_id = int(self.manifest["eot_id"])
         self.embed_dim = int(self.manifest["embed_dim"])
         # Trimming is exact only for pooling that reads positions up to <eot> (recorded at export).
@@ -55,8 +65,9 @@ class TextEncoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads is not None:
             options.intra_op_num_threads = intra_op_threads
-        self.session = ort.InferenceSession(str(self.bundle_dir / variants[variant]), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(self.bundle_dir / variants[variant]), options, providers=["CPUExecutionProvider"]
+        )
         self._input = str(self.manifest["input_name"])
 
     def tokenize(self, texts: Sequence[str]) -> np.ndarray:
@@ -74,6 +85,8 @@ class TextEncoder:
             raise TypeError("encode takes a list of texts, not one string")
         if not texts:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
-        chunks = [self.encode_ids(self.tokenize(texts[i:i + batch_size]))
-                  for i in range(0, len(texts), batch_size)]
+        chunks = [
+            self.encode_ids(self.tokenize(texts[i : i + batch_size]))
+            for i in range(0, len(texts), batch_size)
+        ]
         return np.concatenate(chunks, axis=0)

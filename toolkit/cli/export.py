@@ -8,31 +8,61 @@ from typing import Annotated
 
 import typer
 
-from toolkit.cli.common import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOption, console, errors_to_exit, fail, print_json
+from toolkit.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_REFUSED,
+    JsonOption,
+    console,
+    errors_to_exit,
+    fail,
+    print_json,
+)
 
 
 def register(app: typer.Typer) -> None:
     app.command("export")(export_command)
     app.command("verify")(verify_command)
-    rollout = typer.Typer(help="Compare a challenger bundle with the champion before switching traffic.",
-                          no_args_is_help=True)
+    rollout = typer.Typer(
+        help="Compare a challenger bundle with the champion before switching traffic.", no_args_is_help=True
+    )
     rollout.command("shadow")(shadow_command)
     app.add_typer(rollout, name="rollout")
 
 
 def export_command(
-    model: Annotated[str, typer.Option("--model", help="MODEL spec: open_clip:<arch|config.json>@<weights>, "
-                                                       "hf:<folder>, or a run folder.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="MODEL spec: open_clip:<arch|config.json>@<weights>, hf:<folder>, or a run folder.",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="New, empty folder for the bundle.")],
-    variants: Annotated[str, typer.Option("--variants", help="Comma list of fp32,fp16,int8 (fp32 is always "
-                                                             "built: it is the parity reference).")] = "fp32",
+    variants: Annotated[
+        str,
+        typer.Option(
+            "--variants",
+            help="Comma list of fp32,fp16,int8 (fp32 is always built: it is the parity reference).",
+        ),
+    ] = "fp32",
     source_run: Annotated[str | None, typer.Option("--source-run", help="Training run id to record.")] = None,
-    base_weights: Annotated[Path | None, typer.Option("--base-weights", help="Base (pre-fine-tuning) weights "
-                                                      "file; its SHA-256 ties the bundle to image indexes.")] = None,
-    eval_metrics: Annotated[Path | None, typer.Option("--eval-metrics", help="JSON object of evaluation "
-                                                      "scores to record in the manifest.")] = None,
-    allow_random_init: Annotated[bool, typer.Option("--allow-random-init", help="Accept a spec without "
-                                                    "weights (benchmarks and tests only).")] = False,
+    base_weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--base-weights",
+            help="Base (pre-fine-tuning) weights file; its SHA-256 ties the bundle to image indexes.",
+        ),
+    ] = None,
+    eval_metrics: Annotated[
+        Path | None,
+        typer.Option("--eval-metrics", help="JSON object of evaluation scores to record in the manifest."),
+    ] = None,
+    allow_random_init: Annotated[
+        bool,
+        typer.Option(
+            "--allow-random-init", help="Accept a spec without weights (benchmarks and tests only)."
+        ),
+    ] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Export the text encoder to ONNX with parity checks and write a verified bundle."""
@@ -42,14 +72,25 @@ def export_command(
     from toolkit.export.onnx_text import ExportError
     from toolkit.export.optimize import parse_variants
 
-    with errors_to_exit({ValueError: EXIT_BAD_INPUT, ModelLoadError: EXIT_BAD_INPUT, ExportError: EXIT_BAD_INPUT,
-                         ParityError: EXIT_REFUSED, OSError: EXIT_BAD_INPUT}):
+    with errors_to_exit(
+        {
+            ValueError: EXIT_BAD_INPUT,
+            ModelLoadError: EXIT_BAD_INPUT,
+            ExportError: EXIT_BAD_INPUT,
+            ParityError: EXIT_REFUSED,
+            OSError: EXIT_BAD_INPUT,
+        }
+    ):
         chosen = parse_variants(variants)
         metrics = _read_metrics(eval_metrics) if eval_metrics else {}
         spec = parse_model_spec(model)
         adapter = load_model(model, allow_random_init=allow_random_init)
-        provenance = Provenance(source_run=source_run, base_weights_sha256=file_sha256(base_weights),
-                                weights_sha256=file_sha256(spec.weights), eval_metrics=metrics)
+        provenance = Provenance(
+            source_run=source_run,
+            base_weights_sha256=file_sha256(base_weights),
+            weights_sha256=file_sha256(spec.weights),
+            eval_metrics=metrics,
+        )
         with console.status(f"exporting {model} ({', '.join(chosen)}) and checking parity"):
             manifest = export_bundle(adapter, out, chosen, provenance)
     summary = {"bundle": str(out), "variants": manifest["variants"], "parity": manifest["parity"]}
@@ -57,8 +98,10 @@ def export_command(
         print_json(summary)
         return
     for name, result in manifest["parity"].items():
-        typer.echo(f"{name}: min cosine {result['min_cosine']:.6f}, max abs diff {result['max_abs_diff']:.2e}, "
-                   f"tokens identical {result['tokens_identical']}")
+        typer.echo(
+            f"{name}: min cosine {result['min_cosine']:.6f}, max abs diff {result['max_abs_diff']:.2e}, "
+            f"tokens identical {result['tokens_identical']}"
+        )
     typer.echo(f"bundle written to {out}")
 
 
@@ -93,11 +136,17 @@ def shadow_command(
     champion: Annotated[Path, typer.Option("--champion", help="Bundle now serving.")],
     challenger: Annotated[Path, typer.Option("--challenger", help="Candidate bundle.")],
     queries: Annotated[Path, typer.Option("--queries", help="Text file, one query per line.")],
-    index: Annotated[Path, typer.Option("--index", help="Image embeddings .npy [N, dim]; ids in "
-                                                        "<index>.ids.txt or .ids.json, or --ids.")],
+    index: Annotated[
+        Path,
+        typer.Option(
+            "--index", help="Image embeddings .npy [N, dim]; ids in <index>.ids.txt or .ids.json, or --ids."
+        ),
+    ],
     ids: Annotated[Path | None, typer.Option("--ids", help="Ids file for the index rows.")] = None,
     k: Annotated[int, typer.Option("--k", help="Top-k to compare.")] = 10,
-    report_path: Annotated[Path | None, typer.Option("--report", help="Also write the JSON report here.")] = None,
+    report_path: Annotated[
+        Path | None, typer.Option("--report", help="Also write the JSON report here.")
+    ] = None,
 ) -> None:
     """Top-k overlap, rank changes and latency of challenger vs champion; prints a JSON report."""
     from toolkit.export.manifest import BundleError
