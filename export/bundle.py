@@ -12,9 +12,11 @@ later against evaluation scores (`toolkit.export.parity.approve_variants`).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import shutil
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -138,8 +140,10 @@ def export_bundle(
         stage.mkdir()
         settings = tokenizer_assets(adapter, stage)
         example = adapter.tokenize(["a red cube left of a blue ball", "a photo"]).to(torch.int64)
-        raw = export_text_encoder(module, Path(tmp) / "raw.onnx", example)
-        paths = build_variants(raw, stage, variants, GraphShape(facts.num_heads, facts.width))
+        # torch's exporter and onnxruntime's optimiser print progress on stdout; the CLI's --json needs it.
+        with contextlib.redirect_stdout(sys.stderr):
+            raw = export_text_encoder(module, Path(tmp) / "raw.onnx", example)
+            paths = build_variants(raw, stage, variants, GraphShape(facts.num_heads, facts.width))
         manifest: dict[str, Any] = {
             "architecture": facts.architecture,
             "family": facts.family,

@@ -12,6 +12,8 @@ Pitfalls handled here:
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,8 +155,10 @@ def export_text_encoder(
             f"example ids must be int64 [batch, seq], got {example_ids.dtype} {tuple(example_ids.shape)}"
         )
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.inference_mode(False), torch.no_grad():
-        # The TorchScript exporter with dynamic_axes: one call, no torch.export tracing constraints.
+    # The exporter prints progress on stdout; keep stdout for the CLI's --json output.
+    with torch.inference_mode(False), torch.no_grad(), contextlib.redirect_stdout(sys.stderr):
+        # The torch.export-based exporter: the TorchScript one bakes nn.MultiheadAttention's reshape
+        # sizes in as constants, which pins the sequence length. min=2: <sot> and <eot> at least.
         batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2, max=4096)
         program = torch.onnx.export(
             module,
@@ -166,6 +170,7 @@ def export_text_encoder(
             output_names=[OUTPUT_NAME],
             dynamic_shapes=({0: batch, 1: seq},),
             optimize=True,
+            verbose=False,
         )
         if program is None:
             raise ExportError("torch.onnx.export returned no program; this torch version is not supported")

@@ -75,6 +75,8 @@ def test_runtime_matches_torch_on_long_and_odd_text(exported) -> None:  # type: 
     assert got.dtype == np.float32 and got.shape == (5, 32)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(got, reference, atol=1e-5)
+    # batched by length then put back in order
+    np.testing.assert_allclose(TextEncoder(bundle).encode(texts, batch_size=2), reference, atol=1e-5)
 
 
 def test_trim_to_longest_eot_by_hand() -> None:
@@ -264,3 +266,68 @@ def test_runtime_in_fresh_venv_never_imports_torch(exported, tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     got = np.asarray(json.loads(done.stdout), dtype=np.float32)
     np.testing.assert_allclose(got, TextEncoder(bundle).encode(texts), atol=1e-6)
+
+
+def test_fp16_variant_keeps_overflow_prone_ops_in_fp32(exported) -> None:  # type: ignore[no-untyped-def]
+    import onnx
+
+    _, bundle, _ = exported
+    graph = onnx.load(str(bundle / "text_encoder.fp16.onnx")).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
+    types |= {i.name: i.data_type for i in graph.initializer}
+    kept = [n for n in graph.node if n.op_type in ("LayerNormalization", "Softmax", "ReduceL2")]
+    assert len(kept) >= 5 + 2 + 1  # 2 layers x 2 LayerNorms + ln_final, 2 softmaxes, the L2 norm
+    assert {types[n.input[0]] for n in kept} == {onnx.TensorProto.FLOAT}
+    matmul_inputs = {types.get(n.input[0]) for n in graph.node if n.op_type == "MatMul"}
+    assert onnx.TensorProto.FLOAT16 in matmul_inputs  # the heavy work is fp16
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+def test_export_cli_writes_a_bundle_and_rejects_bad_variants(tiny_config_path: Path, tmp_path: Path) -> None:
+    pytest.importorskip("toolkit.cli.data", reason="toolkit.cli needs the other verb groups merged")
+    import typer
+    from typer.testing import CliRunner
+
+    from toolkit.cli.export import register
+
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    bad = runner.invoke(
+        app,
+        [
+            "export",
+            "--model",
+            f"open_clip:{tiny_config_path}",
+            "--out",
+            str(tmp_path / "b"),
+            "--variants",
+            "fp32,int4",
+            "--allow-random-init",
+        ],
+    )
+    assert bad.exit_code == 3 and "int4" in bad.output
+    no_weights = runner.invoke(
+        app, ["export", "--model", f"open_clip:{tiny_config_path}", "--out", str(tmp_path / "b")]
+    )
+    assert no_weights.exit_code == 3 and "names no weights file" in no_weights.output
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text('{"retrieval_r5": 41.0}', encoding="utf-8")
+    ok = runner.invoke(
+        app,
+        [
+            "export",
+            "--model",
+            f"open_clip:{tiny_config_path}",
+            "--out",
+            str(tmp_path / "b"),
+            "--allow-random-init",
+            "--eval-metrics",
+            str(metrics),
+            "--json",
+        ],
+    )
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["variants"] == {"fp32": "text_encoder.fp32.onnx"}
+    assert verify_bundle(tmp_path / "b")["eval_metrics"] == {"retrieval_r5": 41.0}

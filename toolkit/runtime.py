@@ -81,12 +81,20 @@ class TextEncoder:
         return np.asarray(out, dtype=np.float32)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """float32 [len(texts), embed_dim], unit rows, in the order given.
+
+        Texts are batched by token length (shortest first) so that trimming removes as much padding
+        as possible, then put back in order.
+        """
         if isinstance(texts, str):
             raise TypeError("encode takes a list of texts, not one string")
+        out = np.zeros((len(texts), self.embed_dim), dtype=np.float32)
         if not texts:
-            return np.zeros((0, self.embed_dim), dtype=np.float32)
-        chunks = [
-            self.encode_ids(self.tokenize(texts[i : i + batch_size]))
-            for i in range(0, len(texts), batch_size)
-        ]
-        return np.concatenate(chunks, axis=0)
+            return out
+        ids = self.tokenize(texts)
+        lengths = (ids == self.eot_id).argmax(axis=1)
+        order = np.argsort(lengths, kind="stable")
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            out[rows] = self.encode_ids(ids[rows])
+        return out
