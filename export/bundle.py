@@ -30,6 +30,7 @@ from toolkit import __version__
 from toolkit.adapters.base import ClipAdapter
 from toolkit.clip_tokenizer import TokenizerSettings
 from toolkit.export.manifest import BundleError, sha256_file, verify_bundle, write_manifest
+from toolkit.export.onnx_image import export_image_encoder
 from toolkit.export.onnx_text import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -127,9 +128,14 @@ def _torch_encoder(adapter: ClipAdapter):  # type: ignore[no-untyped-def]
 
 
 def export_bundle(
-    adapter: ClipAdapter, out_dir: Path, variants: list[str], provenance: Provenance = Provenance()
+    adapter: ClipAdapter,
+    out_dir: Path,
+    variants: list[str],
+    provenance: Provenance = Provenance(),
+    with_image: bool = False,
 ) -> dict[str, Any]:
-    """Export, optimise, parity-check and write the bundle to `out_dir` (must be empty or absent)."""
+    """Export, optimise, parity-check and write the bundle to `out_dir` (must be empty or absent).
+    `with_image` adds the frozen image encoder (fp32) for deployments that embed new images."""
     from toolkit.runtime import TextEncoder
 
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -144,6 +150,7 @@ def export_bundle(
         with contextlib.redirect_stdout(sys.stderr):
             raw = export_text_encoder(module, Path(tmp) / "raw.onnx", example)
             paths = build_variants(raw, stage, variants, GraphShape(facts.num_heads, facts.width))
+            image_section = export_image_encoder(adapter, stage) if with_image else None
         manifest: dict[str, Any] = {
             "architecture": facts.architecture,
             "family": facts.family,
@@ -166,6 +173,8 @@ def export_bundle(
             "toolkit_version": __version__,
             "created_at": datetime.now(timezone.utc).isoformat(),
         }
+        if image_section is not None:
+            manifest["image_encoder"] = image_section
         write_manifest(stage, manifest)
         encoders = {v: TextEncoder(stage, v) for v in paths}
         results = check_parity(

@@ -36,6 +36,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
         root / "bundle",
         ["fp32", "fp16", "int8"],
         Provenance(source_run="run-1", base_weights_sha256="ab" * 32, eval_metrics={"retrieval_r5": 12.5}),
+        with_image=True,
     )
     return adapter, root / "bundle", manifest
 
@@ -57,8 +58,11 @@ def test_manifest_records_what_the_runtime_needs(exported) -> None:  # type: ign
     assert manifest["tokenizer"]["context_length"] == 32 and manifest["eot_id"] == 49407
     assert manifest["opset"] == 18 and manifest["normalisation"] == "l2"
     assert manifest["source_run"] == "run-1" and manifest["eval_metrics"] == {"retrieval_r5": 12.5}
+    image = manifest["image_encoder"]
+    assert image["size"] == 32 and len(image["mean"]) == 3 and image["parity"]["min_cosine"] >= 0.9999
     listed = set(manifest["files"])
     assert listed == {
+        "image_encoder.fp32.onnx",
         "text_encoder.fp32.onnx",
         "text_encoder.fp16.onnx",
         "text_encoder.int8.onnx",
@@ -157,6 +161,12 @@ def test_index_compatibility_retrieval_matches_torch(exported) -> None:  # type:
     onnx_text = TextEncoder(bundle).encode(queries)
     assert (top_k(onnx_text, index, 10) == top_k(torch_text, index, 10)).all()
     np.testing.assert_allclose(onnx_text @ index.T, torch_text @ index.T, atol=1e-5)
+    # the optional image encoder in the bundle rebuilds the same index
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(bundle / "image_encoder.fp32.onnx"), providers=["CPUExecutionProvider"])
+    (onnx_index,) = session.run(None, {"pixel_values": images.numpy()})
+    np.testing.assert_allclose(onnx_index, index, atol=1e-5)
 
 
 def test_compare_rankings_by_hand() -> None:

@@ -57,6 +57,9 @@ def export_command(
         Path | None,
         typer.Option("--eval-metrics", help="JSON object of evaluation scores to record in the manifest."),
     ] = None,
+    with_image: Annotated[
+        bool, typer.Option("--with-image", help="Also export the frozen image encoder (fp32).")
+    ] = False,
     allow_random_init: Annotated[
         bool,
         typer.Option(
@@ -92,7 +95,7 @@ def export_command(
             eval_metrics=metrics,
         )
         with console.status(f"exporting {model} ({', '.join(chosen)}) and checking parity"):
-            manifest = export_bundle(adapter, out, chosen, provenance)
+            manifest = export_bundle(adapter, out, chosen, provenance, with_image=with_image)
     summary = {"bundle": str(out), "variants": manifest["variants"], "parity": manifest["parity"]}
     if json_out:
         print_json(summary)
