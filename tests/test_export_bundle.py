@@ -164,7 +164,9 @@ def test_index_compatibility_retrieval_matches_torch(exported) -> None:  # type:
     # the optional image encoder in the bundle rebuilds the same index
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(bundle / "image_encoder.fp32.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(bundle / "image_encoder.fp32.onnx"), providers=["CPUExecutionProvider"]
+    )
     (onnx_index,) = session.run(None, {"pixel_values": images.numpy()})
     np.testing.assert_allclose(onnx_index, index, atol=1e-5)
 
