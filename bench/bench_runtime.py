@@ -6,7 +6,7 @@ is exported fp32 + int8 with the real export path. Both sides include tokenizati
 batch 32 of realistic captions; median of repeated passes; ratios printed. The CPU may be shared:
 the load average is printed with the numbers.
 
-    python bench/bench_runtime.py [--repeats 5]
+    python bench/bench_runtime.py [--repeats 5] [--threads 1]
 """
 
 from __future__ import annotations
@@ -56,9 +56,19 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op threads for BOTH torch and ORT (default: each library's own). "
+        "On a shared, overloaded CPU, 1 keeps spinning thread pools from distorting both.",
+    )
     args = parser.parse_args()
 
     import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     from toolkit.adapters.open_clip_adapter import OpenClipAdapter
     from toolkit.export.bundle import export_bundle
@@ -82,7 +92,7 @@ def main() -> None:
             f"export + parity: {time.perf_counter() - start:.1f} s; parity: "
             + ", ".join(f"{v} min cos {r['min_cosine']:.6f}" for v, r in manifest["parity"].items())
         )
-        encoders = {v: TextEncoder(bundle, v) for v in ("fp32", "int8")}
+        encoders = {v: TextEncoder(bundle, v, intra_op_threads=args.threads) for v in ("fp32", "int8")}
         load_before = os.getloadavg()
         results: dict[str, dict[str, float]] = {}
         for label, texts_per_call in (("batch 1", [[c] for c in CAPTIONS]), ("batch 32", [batch32])):
@@ -100,6 +110,7 @@ def main() -> None:
 
     print(
         f"CPU: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+        f"ORT intra-op threads {args.threads or 'default'}, "
         f"load average before/after {load_before[0]:.2f}/{load_after[0]:.2f}"
     )
     print(

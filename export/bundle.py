@@ -18,6 +18,7 @@ import json
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,7 +40,7 @@ from toolkit.export.onnx_text import (
     text_encoder_module,
 )
 from toolkit.export.optimize import GraphShape, build_variants
-from toolkit.export.parity import check_parity, parity_report
+from toolkit.export.parity import HELD_OUT_CAPTIONS, check_parity, parity_report
 
 BPE_ASSET = "tokenizer/bpe_merges.txt.gz"
 
@@ -133,9 +134,13 @@ def export_bundle(
     variants: list[str],
     provenance: Provenance = Provenance(),
     with_image: bool = False,
+    parity_captions: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Export, optimise, parity-check and write the bundle to `out_dir` (must be empty or absent).
-    `with_image` adds the frozen image encoder (fp32) for deployments that embed new images."""
+
+    `with_image` adds the frozen image encoder (fp32) for deployments that embed new images.
+    `parity_captions` (e.g. the catalog's held-out split) are checked on top of the built-in edge cases.
+    """
     from toolkit.runtime import TextEncoder
 
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -178,7 +183,10 @@ def export_bundle(
         write_manifest(stage, manifest)
         encoders = {v: TextEncoder(stage, v) for v in paths}
         results = check_parity(
-            lambda texts: adapter.tokenize(texts).numpy(), _torch_encoder(adapter), encoders
+            lambda texts: adapter.tokenize(texts).numpy(),
+            _torch_encoder(adapter),
+            encoders,
+            captions=[*HELD_OUT_CAPTIONS, *parity_captions],
         )
         fp32 = results["fp32"]
         if not fp32.passed:

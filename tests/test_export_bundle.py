@@ -13,6 +13,7 @@ import torch
 from conftest import TINY_OPEN_CLIP_CONFIG
 
 from toolkit.export.manifest import BundleError, verify_bundle
+from toolkit.export.parity import HELD_OUT_CAPTIONS
 from toolkit.runtime import TextEncoder, trim_to_longest_eot
 
 
@@ -326,6 +327,8 @@ def test_export_cli_writes_a_bundle_and_rejects_bad_variants(tiny_config_path: P
     assert no_weights.exit_code == 3 and "names no weights file" in no_weights.output
     metrics = tmp_path / "metrics.json"
     metrics.write_text('{"retrieval_r5": 41.0}', encoding="utf-8")
+    captions = tmp_path / "held_out.txt"
+    captions.write_text("a red cube\n\nthe second held-out caption\n", encoding="utf-8")
     ok = runner.invoke(
         app,
         [
@@ -337,9 +340,13 @@ def test_export_cli_writes_a_bundle_and_rejects_bad_variants(tiny_config_path: P
             "--allow-random-init",
             "--eval-metrics",
             str(metrics),
+            "--parity-captions",
+            str(captions),
             "--json",
         ],
     )
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["variants"] == {"fp32": "text_encoder.fp32.onnx"}
-    assert verify_bundle(tmp_path / "b")["eval_metrics"] == {"retrieval_r5": 41.0}
+    written = verify_bundle(tmp_path / "b")
+    assert written["eval_metrics"] == {"retrieval_r5": 41.0}
+    assert written["parity"]["fp32"]["captions"] == len(HELD_OUT_CAPTIONS) + 2

@@ -57,6 +57,14 @@ def export_command(
         Path | None,
         typer.Option("--eval-metrics", help="JSON object of evaluation scores to record in the manifest."),
     ] = None,
+    parity_captions: Annotated[
+        Path | None,
+        typer.Option(
+            "--parity-captions",
+            help="Text file, one held-out caption per line, checked for "
+            "parity on top of the built-in edge cases.",
+        ),
+    ] = None,
     with_image: Annotated[
         bool, typer.Option("--with-image", help="Also export the frozen image encoder (fp32).")
     ] = False,
@@ -86,6 +94,7 @@ def export_command(
     ):
         chosen = parse_variants(variants)
         metrics = _read_metrics(eval_metrics) if eval_metrics else {}
+        extra_captions = _read_lines(parity_captions) if parity_captions else []
         spec = parse_model_spec(model)
         adapter = load_model(model, allow_random_init=allow_random_init)
         provenance = Provenance(
@@ -95,7 +104,9 @@ def export_command(
             eval_metrics=metrics,
         )
         with console.status(f"exporting {model} ({', '.join(chosen)}) and checking parity"):
-            manifest = export_bundle(adapter, out, chosen, provenance, with_image=with_image)
+            manifest = export_bundle(
+                adapter, out, chosen, provenance, with_image=with_image, parity_captions=extra_captions
+            )
     summary = {"bundle": str(out), "variants": manifest["variants"], "parity": manifest["parity"]}
     if json_out:
         print_json(summary)
@@ -106,6 +117,16 @@ def export_command(
             f"tokens identical {result['tokens_identical']}"
         )
     typer.echo(f"bundle written to {out}")
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"--parity-captions {path} is not a readable UTF-8 text file: {err}") from err
+    if not lines:
+        raise ValueError(f"--parity-captions {path} has no captions (expected one per line)")
+    return lines
 
 
 def _read_metrics(path: Path) -> dict[str, float]:
