@@ -163,7 +163,7 @@ def export_bundle(
             "context_length": facts.context_length,
             "pool": facts.pool,
             "eot_id": facts.eot_id,
-            "trim_to_eot": True,
+            "trim_to_eot": facts.causal,
             "normalisation": "l2",
             "opset": _opset(paths["fp32"]),
             "input_name": INPUT_NAME,

@@ -45,6 +45,7 @@ class TextEncoderFacts:
     eot_id: int
     num_heads: int
     width: int
+    causal: bool  # causal attention + pooling at or before <eot>: trimming after <eot> is exact
 
 
 def _pool(x: torch.Tensor, ids: torch.Tensor, pool: str, eot_id: int) -> torch.Tensor:
@@ -122,12 +123,14 @@ def text_encoder_module(adapter: ClipAdapter) -> tuple[nn.Module, TextEncoderFac
         eot_id = module.eot_id if pool == "eos" or tokenizer_eot is None else tokenizer_eot
         transformer = model.transformer
         heads, width = int(transformer.resblocks[0].attn.num_heads), int(transformer.width)
+        causal = model.attn_mask is not None  # without the causal mask, padding would reach <eot>
     elif adapter.family == "hf":
         module = HFClipTextEncoder(model)
         name = str(getattr(model.config, "_name_or_path", "") or "hf-clip")
         eot_id, pool = module.eot_id, module.pool
         text_config = model.config.text_config
         heads, width = int(text_config.num_attention_heads), int(text_config.hidden_size)
+        causal = True  # CLIP's HF text model always applies its causal mask
     else:
         raise ExportError(
             f"no ONNX text export for model family {adapter.family!r}; supported: open_clip, hf"
@@ -141,6 +144,7 @@ def text_encoder_module(adapter: ClipAdapter) -> tuple[nn.Module, TextEncoderFac
         pool=str(pool),
         eot_id=int(eot_id),
         num_heads=heads,
+        causal=causal,
         width=width,
     )
     return module, facts

@@ -58,6 +58,7 @@ def test_manifest_records_what_the_runtime_needs(exported) -> None:  # type: ign
     assert manifest["embed_dim"] == 32 and manifest["context_length"] == 32
     assert manifest["tokenizer"]["context_length"] == 32 and manifest["eot_id"] == 49407
     assert manifest["opset"] == 18 and manifest["normalisation"] == "l2"
+    assert manifest["pool"] == "argmax" and manifest["trim_to_eot"] is True  # causal mask present
     assert manifest["source_run"] == "run-1" and manifest["eval_metrics"] == {"retrieval_r5": 12.5}
     image = manifest["image_encoder"]
     assert image["size"] == 32 and len(image["mean"]) == 3 and image["parity"]["min_cosine"] >= 0.9999
