@@ -80,6 +80,7 @@ def export_command(
     from toolkit.adapters.base import ModelLoadError
     from toolkit.adapters.loading import load_model, parse_model_spec
     from toolkit.export.bundle import ParityError, Provenance, export_bundle, file_sha256
+    from toolkit.export.manifest import BundleError
     from toolkit.export.onnx_text import ExportError
     from toolkit.export.optimize import parse_variants
 
@@ -89,6 +90,7 @@ def export_command(
             ModelLoadError: EXIT_BAD_INPUT,
             ExportError: EXIT_BAD_INPUT,
             ParityError: EXIT_REFUSED,
+            BundleError: EXIT_REFUSED,
             OSError: EXIT_BAD_INPUT,
         }
     ):
