@@ -1,0 +1,250 @@
+"""Build a deployable bundle: ONNX variants + tokenizer assets + manifest.json, parity-checked.
+
+Layout:
+    text_encoder.fp32.onnx [.fp16.onnx] [.int8.onnx]
+    tokenizer/bpe_merges.txt.gz
+    manifest.json, manifest.sha256
+
+The fp32 variant must pass parity (cosine >= 0.9999) or the export is refused and nothing is left
+behind in the output folder; reduced-precision variants have their parity recorded and are approved
+later against evaluation scores (`toolkit.export.parity.approve_variants`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from toolkit import __version__
+from toolkit.adapters.base import ClipAdapter
+from toolkit.clip_tokenizer import TokenizerSettings
+from toolkit.export.manifest import BundleError, sha256_file, verify_bundle, write_manifest
+from toolkit.export.onnx_image import export_image_encoder
+from toolkit.export.onnx_text import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ExportError,
+    export_text_encoder,
+    text_encoder_module,
+)
+from toolkit.export.optimize import GraphShape, build_variants
+from toolkit.export.parity import FP32_MIN_COSINE, HELD_OUT_CAPTIONS, check_parity, parity_report
+
+BPE_ASSET = "tokenizer/bpe_merges.txt.gz"
+
+
+class ParityError(RuntimeError):
+    """The exported fp32 graph does not reproduce the torch model; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the model came from; recorded verbatim in the manifest."""
+
+    source_run: str | None = None
+    base_weights_sha256: str | None = None
+    weights_sha256: str | None = None
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def tokenizer_assets(adapter: ClipAdapter, asset_dir: Path) -> TokenizerSettings:
+    """Write the adapter's BPE merges under `asset_dir` and return the runtime tokenizer settings."""
+    target = asset_dir / BPE_ASSET
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if adapter.family == "open_clip":
+        tokenizer = getattr(adapter, "_tokenizer", None)
+        if tokenizer is None or getattr(tokenizer, "reduction_fn", None) is not None:
+            raise ExportError(
+                "this open_clip adapter's tokenizer is not the plain SimpleTokenizer "
+                "(or uses token reduction); only that tokenizer is reproduced by the runtime"
+            )
+        from open_clip.tokenizer import default_bpe
+
+        shutil.copyfile(default_bpe(), target)
+        return TokenizerSettings(
+            bpe_file=BPE_ASSET, context_length=adapter.context_length, num_merges=len(tokenizer.bpe_ranks)
+        )
+    if adapter.family == "hf":
+        hf_tokenizer = getattr(adapter, "tokenizer", None)
+        if hf_tokenizer is None:
+            raise ExportError("the hf adapter exposes no `tokenizer`; cannot bundle its vocabulary")
+        return _hf_tokenizer_assets(hf_tokenizer, adapter.context_length, target)
+    raise ExportError(f"no tokenizer export for model family {adapter.family!r}")
+
+
+def _hf_tokenizer_assets(hf_tokenizer: Any, context_length: int, target: Path) -> TokenizerSettings:
+    """HF CLIPTokenizer -> the open_clip merges layout, checked to rebuild exactly its vocabulary."""
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_tokenizer.save_pretrained(tmp)
+        saved = Path(tmp)
+        if (saved / "tokenizer.json").is_file():  # transformers 5 / fast tokenizers: one JSON file
+            model = json.loads((saved / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+            vocab: dict[str, int] = model["vocab"]
+            lines = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+        else:
+            vocab = json.loads((saved / "vocab.json").read_text(encoding="utf-8"))
+            merges_text = (saved / "merges.txt").read_text(encoding="utf-8")
+            lines = [line for line in merges_text.split("\n") if line and not line.startswith("#version")]
+    with gzip.open(target, "wt", encoding="utf-8") as handle:
+        handle.write("#version: 0.2\n" + "\n".join(lines) + "\n")
+    sot, eot = hf_tokenizer.bos_token, hf_tokenizer.eos_token
+    settings = TokenizerSettings(
+        bpe_file=BPE_ASSET,
+        context_length=context_length,
+        num_merges=len(lines),
+        sot_token=sot,
+        eot_token=eot,
+        pad_id=int(hf_tokenizer.pad_token_id),
+        cleaning="hf",
+    )
+    from toolkit.clip_tokenizer import ClipBpeTokenizer
+
+    rebuilt = ClipBpeTokenizer(settings, target.parent.parent).encoder
+    if rebuilt != vocab:
+        raise ExportError(
+            "the HF tokenizer's vocab.json is not CLIP's byte-level BPE layout "
+            "(bytes, bytes</w>, merges, specials); the runtime cannot reproduce it"
+        )
+    return settings
+
+
+def _torch_encoder(adapter: ClipAdapter):  # type: ignore[no-untyped-def]
+    def encode(ids: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return adapter.encode_text(torch.from_numpy(ids), normalize=True).float().numpy()
+
+    return encode
+
+
+def export_bundle(
+    adapter: ClipAdapter,
+    out_dir: Path,
+    variants: list[str],
+    provenance: Provenance = Provenance(),
+    with_image: bool = False,
+    parity_captions: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Export, optimise, parity-check and write the bundle to `out_dir` (must be empty or absent).
+
+    `with_image` adds the frozen image encoder (fp32) for deployments that embed new images.
+    `parity_captions` (e.g. the catalog's held-out split) are checked on top of the built-in edge cases.
+    """
+    from toolkit.runtime import TextEncoder
+
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ExportError(f"output folder {out_dir} is not empty; choose a new folder for the bundle")
+    module, facts = text_encoder_module(adapter)
+    with tempfile.TemporaryDirectory() as tmp:
+        stage = Path(tmp) / "bundle"
+        stage.mkdir()
+        settings = tokenizer_assets(adapter, stage)
+        example = adapter.tokenize(["a red cube left of a blue ball", "a photo"]).to(torch.int64)
+        # torch's exporter and onnxruntime's optimiser print progress on stdout; the CLI's --json needs it.
+        with contextlib.redirect_stdout(sys.stderr):
+            raw = export_text_encoder(module, Path(tmp) / "raw.onnx", example)
+            paths = build_variants(raw, stage, variants, GraphShape(facts.num_heads, facts.width))
+            image_section = export_image_encoder(adapter, stage) if with_image else None
+        manifest: dict[str, Any] = {
+            "architecture": facts.architecture,
+            "family": facts.family,
+            "embed_dim": facts.embed_dim,
+            "context_length": facts.context_length,
+            "pool": facts.pool,
+            "eot_id": facts.eot_id,
+            "trim_to_eot": facts.causal,
+            "normalisation": "l2",
+            "opset": _opset(paths["fp32"]),
+            "input_name": INPUT_NAME,
+            "output_name": OUTPUT_NAME,
+            "input_dtype": "int64",
+            "tokenizer": asdict(settings),
+            "variants": {v: p.name for v, p in paths.items()},
+            "source_run": provenance.source_run,
+            "base_weights_sha256": provenance.base_weights_sha256,
+            "weights_sha256": provenance.weights_sha256,
+            "eval_metrics": dict(provenance.eval_metrics),
+            "toolkit_version": __version__,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+        }
+        if image_section is not None:
+            manifest["image_encoder"] = image_section
+        write_manifest(stage, manifest)
+        encoders = {v: TextEncoder(stage, v) for v in paths}
+        results = check_parity(
+            lambda texts: adapter.tokenize(texts).numpy(),
+            _torch_encoder(adapter),
+            encoders,
+            captions=[*HELD_OUT_CAPTIONS, *parity_captions],
+        )
+        fp32 = results["fp32"]
+        if not fp32.passed:
+            raise ParityError(
+                f"fp32 ONNX parity failed: min cosine {fp32.min_cosine:.6f} (need >= {FP32_MIN_COSINE}), "
+                f"tokens identical: {fp32.tokens_identical}, max abs diff {fp32.max_abs_diff:.2e}"
+            )
+        manifest["parity"] = parity_report(results)
+        write_manifest(stage, manifest)
+        verify_bundle(stage)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for item in stage.iterdir():
+            shutil.move(str(item), str(out_dir / item.name))
+    return verify_bundle(out_dir)
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def file_sha256(path: str | Path | None) -> str | None:
+    return sha256_file(Path(path)) if path else None
+
+
+def log_bundle_to_mlflow(
+    bundle_dir: Path, artifact_path: str = "bundle", model_name: str = "text_encoder", variant: str = "fp32"
+) -> str:
+    """Log a verified bundle to the active MLflow run: the ONNX flavour model plus every bundle file.
+
+    Returns the logged model's URI. Parity numbers are logged as metrics (parity/<variant>/<name>).
+    """
+    import mlflow
+    import mlflow.onnx
+    import onnx
+
+    if mlflow.active_run() is None:
+        raise RuntimeError("no active MLflow run: call inside `with mlflow.start_run():`")
+    manifest = verify_bundle(bundle_dir)
+    if variant not in manifest["variants"]:
+        raise BundleError(
+            f"{bundle_dir}: no {variant!r} variant to log; it has {', '.join(manifest['variants'])}"
+        )
+    onnx_model = onnx.load(str(bundle_dir / manifest["variants"][variant]))
+    info = mlflow.onnx.log_model(
+        onnx_model,
+        name=model_name,
+        save_as_external_data=False,
+        metadata={"bundle_manifest_sha256": sha256_file(bundle_dir / "manifest.json")},
+    )
+    mlflow.log_artifacts(str(bundle_dir), artifact_path=artifact_path)
+    for name, result in manifest.get("parity", {}).items():
+        mlflow.log_metrics(
+            {
+                f"parity/{name}/min_cosine": result["min_cosine"],
+                f"parity/{name}/max_abs_diff": result["max_abs_diff"],
+            }
+        )
+    return str(info.model_uri)

@@ -1,0 +1,185 @@
+"""`toolkit export`, `toolkit verify`, `toolkit rollout shadow`: thin shells over toolkit.export.*."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from toolkit.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_REFUSED,
+    JsonOption,
+    console,
+    errors_to_exit,
+    fail,
+    print_json,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_command)
+    app.command("verify")(verify_command)
+    rollout = typer.Typer(
+        help="Compare a challenger bundle with the champion before switching traffic.", no_args_is_help=True
+    )
+    rollout.command("shadow")(shadow_command)
+    app.add_typer(rollout, name="rollout")
+
+
+def export_command(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="MODEL spec: open_clip:<arch|config.json>@<weights>, hf:<folder>, or a run folder.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="New, empty folder for the bundle.")],
+    variants: Annotated[
+        str,
+        typer.Option(
+            "--variants",
+            help="Comma list of fp32,fp16,int8 (fp32 is always built: it is the parity reference).",
+        ),
+    ] = "fp32",
+    source_run: Annotated[str | None, typer.Option("--source-run", help="Training run id to record.")] = None,
+    base_weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--base-weights",
+            help="Base (pre-fine-tuning) weights file; its SHA-256 ties the bundle to image indexes.",
+        ),
+    ] = None,
+    eval_metrics: Annotated[
+        Path | None,
+        typer.Option("--eval-metrics", help="JSON object of evaluation scores to record in the manifest."),
+    ] = None,
+    parity_captions: Annotated[
+        Path | None,
+        typer.Option(
+            "--parity-captions",
+            help="Text file, one held-out caption per line, checked for "
+            "parity on top of the built-in edge cases.",
+        ),
+    ] = None,
+    with_image: Annotated[
+        bool, typer.Option("--with-image", help="Also export the frozen image encoder (fp32).")
+    ] = False,
+    allow_random_init: Annotated[
+        bool,
+        typer.Option(
+            "--allow-random-init", help="Accept a spec without weights (benchmarks and tests only)."
+        ),
+    ] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Export the text encoder to ONNX with parity checks and write a verified bundle."""
+    from toolkit.adapters.base import ModelLoadError
+    from toolkit.adapters.loading import load_model, parse_model_spec
+    from toolkit.export.bundle import ParityError, Provenance, export_bundle, file_sha256
+    from toolkit.export.manifest import BundleError
+    from toolkit.export.onnx_text import ExportError
+    from toolkit.export.optimize import parse_variants
+
+    with errors_to_exit(
+        {
+            ValueError: EXIT_BAD_INPUT,
+            ModelLoadError: EXIT_BAD_INPUT,
+            ExportError: EXIT_BAD_INPUT,
+            ParityError: EXIT_REFUSED,
+            BundleError: EXIT_REFUSED,
+            OSError: EXIT_BAD_INPUT,
+        }
+    ):
+        chosen = parse_variants(variants)
+        metrics = _read_metrics(eval_metrics) if eval_metrics else {}
+        extra_captions = _read_lines(parity_captions) if parity_captions else []
+        spec = parse_model_spec(model)
+        adapter = load_model(model, allow_random_init=allow_random_init)
+        provenance = Provenance(
+            source_run=source_run,
+            base_weights_sha256=file_sha256(base_weights),
+            weights_sha256=file_sha256(spec.weights),
+            eval_metrics=metrics,
+        )
+        with console.status(f"exporting {model} ({', '.join(chosen)}) and checking parity"):
+            manifest = export_bundle(
+                adapter, out, chosen, provenance, with_image=with_image, parity_captions=extra_captions
+            )
+    summary = {"bundle": str(out), "variants": manifest["variants"], "parity": manifest["parity"]}
+    if json_out:
+        print_json(summary)
+        return
+    for name, result in manifest["parity"].items():
+        typer.echo(
+            f"{name}: min cosine {result['min_cosine']:.6f}, max abs diff {result['max_abs_diff']:.2e}, "
+            f"tokens identical {result['tokens_identical']}"
+        )
+    typer.echo(f"bundle written to {out}")
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"--parity-captions {path} is not a readable UTF-8 text file: {err}") from err
+    if not lines:
+        raise ValueError(f"--parity-captions {path} has no captions (expected one per line)")
+    return lines
+
+
+def _read_metrics(path: Path) -> dict[str, float]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"--eval-metrics {path} is not a readable JSON file: {err}") from err
+    if not isinstance(data, dict) or not all(isinstance(v, int | float) for v in data.values()):
+        raise ValueError(f"--eval-metrics {path} must be a JSON object of name -> number")
+    return {str(k): float(v) for k, v in data.items()}
+
+
+def verify_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder written by `toolkit export`.")],
+    json_out: JsonOption = False,
+) -> None:
+    """Exit 0 only if every file of the bundle matches its manifest (exit 5 if altered)."""
+    from toolkit.export.manifest import BundleError, verify_bundle
+
+    if not bundle.is_dir():
+        fail(f"{bundle} is not a folder")
+    with errors_to_exit({BundleError: EXIT_REFUSED}):
+        manifest = verify_bundle(bundle)
+    if json_out:
+        print_json({"bundle": str(bundle), "intact": True, "files": len(manifest["files"])})
+    else:
+        typer.echo(f"{bundle}: intact ({len(manifest['files'])} files match the manifest)")
+
+
+def shadow_command(
+    champion: Annotated[Path, typer.Option("--champion", help="Bundle now serving.")],
+    challenger: Annotated[Path, typer.Option("--challenger", help="Candidate bundle.")],
+    queries: Annotated[Path, typer.Option("--queries", help="Text file, one query per line.")],
+    index: Annotated[
+        Path,
+        typer.Option(
+            "--index", help="Image embeddings .npy [N, dim]; ids in <index>.ids.txt or .ids.json, or --ids."
+        ),
+    ],
+    ids: Annotated[Path | None, typer.Option("--ids", help="Ids file for the index rows.")] = None,
+    k: Annotated[int, typer.Option("--k", help="Top-k to compare.")] = 10,
+    report_path: Annotated[
+        Path | None, typer.Option("--report", help="Also write the JSON report here.")
+    ] = None,
+) -> None:
+    """Top-k overlap, rank changes and latency of challenger vs champion; prints a JSON report."""
+    from toolkit.export.manifest import BundleError
+    from toolkit.export.rollout import read_queries, shadow_report
+
+    with errors_to_exit({BundleError: EXIT_REFUSED, ValueError: EXIT_BAD_INPUT, OSError: EXIT_BAD_INPUT}):
+        report = shadow_report(champion, challenger, read_queries(queries), index, k=k, ids_path=ids)
+        if report_path is not None:
+            report_path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    print_json(report)

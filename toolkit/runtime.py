@@ -1,0 +1,100 @@
+"""Torch-free text encoding from an exported bundle: onnxruntime + numpy (+ ftfy when installed).
+
+    from toolkit.runtime import TextEncoder
+    vectors = TextEncoder("bundle/").encode(["a red cube left of a blue ball"])  # float32, unit rows
+
+The bundle is verified (SHA-256 of every file) before anything is loaded. Texts are tokenized exactly
+as in training (see `toolkit.clip_tokenizer`). Each batch is trimmed to its longest <eot> + 1 before
+it reaches ORT: attention is causal and pooling reads the <eot> position, so the padding after the
+longest caption's <eot> cannot change any embedding, and most of a 77-token row is padding.
+(For the fp32/fp16 graphs this is exact; dynamic int8 quantises activations per tensor over the whole
+batch, so its output depends on batch content anyway, and its parity is measured on this trimmed path.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.clip_tokenizer import ClipBpeTokenizer, TokenizerSettings
+from toolkit.export.manifest import BundleError, verify_bundle
+
+
+def trim_to_longest_eot(ids: np.ndarray, eot_id: int) -> np.ndarray:
+    """Drop the columns after the last <eot> of the batch (first <eot> per row: pad may equal <eot>)."""
+    is_eot = ids == eot_id
+    if not is_eot.any(axis=1).all():
+        raise ValueError(
+            f"every row must contain the <eot> id {eot_id}; tokenize with the bundle's tokenizer"
+        )
+    last = int(is_eot.argmax(axis=1).max())
+    return ids[:, : last + 1]
+
+
+class TextEncoder:
+    """Encode texts with a bundle's text encoder. `variant` picks fp32 / fp16 / int8 if the bundle has it."""
+
+    def __init__(
+        self,
+        bundle_dir: str | Path,
+        variant: str = "fp32",
+        *,
+        require_ftfy: bool = False,
+        trim: bool = True,
+        intra_op_threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.bundle_dir = Path(bundle_dir)
+        self.manifest: dict[str, Any] = verify_bundle(self.bundle_dir)
+        variants: dict[str, str] = self.manifest["variants"]
+        if variant not in variants:
+            raise BundleError(f"{self.bundle_dir}: no {variant!r} variant; it has {', '.join(variants)}")
+        self.variant = variant
+        self.tokenizer = ClipBpeTokenizer(
+            TokenizerSettings(**self.manifest["tokenizer"]), self.bundle_dir, require_ftfy=require_ftfy
+        )
+        self.eot_id = int(self.manifest["eot_id"])
+        self.embed_dim = int(self.manifest["embed_dim"])
+        # Trimming is exact only for pooling that reads positions up to <eot> (recorded at export).
+        self.trim = trim and bool(self.manifest["trim_to_eot"])
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if intra_op_threads is not None:
+            options.intra_op_num_threads = intra_op_threads
+        self.session = ort.InferenceSession(
+            str(self.bundle_dir / variants[variant]), options, providers=["CPUExecutionProvider"]
+        )
+        self._input = str(self.manifest["input_name"])
+
+    def tokenize(self, texts: Sequence[str]) -> np.ndarray:
+        return self.tokenizer(texts)
+
+    def encode_ids(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)  # ORT wants exactly int64, also on Windows
+        if self.trim:
+            ids = trim_to_longest_eot(ids, self.eot_id)
+        (out,) = self.session.run(None, {self._input: ids})
+        return np.asarray(out, dtype=np.float32)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """float32 [len(texts), embed_dim], unit rows, in the order given.
+
+        Texts are batched by token length (shortest first) so that trimming removes as much padding
+        as possible, then put back in order.
+        """
+        if isinstance(texts, str):
+            raise TypeError("encode takes a list of texts, not one string")
+        out = np.zeros((len(texts), self.embed_dim), dtype=np.float32)
+        if not texts:
+            return out
+        ids = self.tokenize(texts)
+        lengths = (ids == self.eot_id).argmax(axis=1)
+        order = np.argsort(lengths, kind="stable")
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            out[rows] = self.encode_ids(ids[rows])
+        return out
