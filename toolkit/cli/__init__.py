@@ -24,11 +24,13 @@ def _register() -> None:
     # Imported here so `toolkit --help` stays fast and each verb group lives in its own module.
     from toolkit.cli.data import register as register_data
     from toolkit.cli.eval import register as register_eval
+    from toolkit.cli.export import register as register_export
     from toolkit.cli.governance import register as register_governance
     from toolkit.cli.negatives import register as register_negatives
     from toolkit.cli.train import register as register_train
 
-    for register in (register_data, register_negatives, register_train, register_eval, register_governance):
+    for register in (register_data, register_negatives, register_train, register_eval, register_governance,
+                     register_export):
         register(app)
 
 
