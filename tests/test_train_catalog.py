@@ -76,3 +76,12 @@ def test_train_cli_on_a_snapshot(tiny_open_clip_spec: str, catalog_url: str, tmp
     assert card["snapshot"] == snapshot_hash and card["base_weights_sha256"] == file_sha256(weights)
     assert card["family"] == "open_clip" and card["train_config"]["batch_size"] == 2
     assert load_model(str(out)).family == "open_clip"
+    # The run is tracked: lineage readable back from MLflow alone (the workspace's local store).
+    from toolkit.governance.tracking import read_lineage
+
+    (run,) = read_lineage(card["mlflow_run_id"])["chain"]
+    assert run["status"] == "FINISHED"
+    assert run["tags"]["kind"] == "train" and run["tags"]["snapshot"] == snapshot_hash
+    assert run["tags"]["base_weights_sha256"] == file_sha256(weights)
+    assert run["datasets"][0]["digest"] == snapshot_hash[:36]
+    assert "loss" in " ".join(run["metrics"]) and run["params"]["config.batch_size"] == "2"

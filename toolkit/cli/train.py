@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -26,34 +26,12 @@ def _bad_input_errors() -> dict[type[BaseException], int]:
         ModelLoadError: EXIT_BAD_INPUT, ConfigError: EXIT_BAD_INPUT, ResumeError: EXIT_BAD_INPUT,
         OutputExistsError: EXIT_BAD_INPUT, SnapshotError: EXIT_BAD_INPUT, InterpolationError: EXIT_BAD_INPUT,
     }
-    try:
-        from toolkit.samples import TrainingDataError
+    from toolkit.samples import TrainingDataError
+    from toolkit.store.db import StoreError
 
-        errors[TrainingDataError] = EXIT_BAD_INPUT
-    except ImportError:
-        pass
+    errors[TrainingDataError] = EXIT_BAD_INPUT
+    errors[StoreError] = EXIT_BAD_INPUT
     return errors
-
-
-def _catalog_source(db: str | None, snapshot_ref: str, adapter: Any, config: Any) -> Any:
-    from toolkit import distributed as dist_utils
-    from toolkit.batches import CatalogBatchSource
-    from toolkit.config import resolve_db_url
-    from toolkit.samples import SampleConfig, load_training_records
-    from toolkit.snapshot import resolve_snapshot
-    from toolkit.store.db import open_store
-
-    store = open_store(resolve_db_url(db))
-    try:
-        with store.session() as session:
-            snapshot = resolve_snapshot(session, snapshot_ref)
-            snapshot_hash = snapshot.content_hash
-            records = load_training_records(session, snapshot, "train")
-    finally:
-        store.close()
-    return CatalogBatchSource(records, adapter, config.batch_size, config.seed, dist_utils.rank(),
-                              dist_utils.world_size(), config.num_workers, snapshot_hash,
-                              SampleConfig(generators=config.generators))
 
 
 def train(
@@ -72,33 +50,22 @@ def train(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Global images per micro-batch, "
                                                    "split over torchrun processes.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda.")] = None,
+    track: Annotated[bool, typer.Option(help="Track the run in MLflow ($MLFLOW_TRACKING_URI or the "
+                                             "workspace store).")] = True,
 ) -> None:
     """Fine-tune the text tower with CLIC (image tower frozen); writes --out only when finished.
 
     Multi-GPU: torchrun --nproc_per_node N -m toolkit train … (gloo on CPU, NCCL on CUDA).
     """
-    from toolkit import __version__
     from toolkit import distributed as dist_utils
-    from toolkit.adapters.loading import load_model
-    from toolkit.outputs import weights_sha256
-    from toolkit.train import TrainConfig, run_training
-    from toolkit.train_config import ConfigError
+    from toolkit.config import resolve_db_url
+    from toolkit.train import TrainConfig
+    from toolkit.train_job import train_on_snapshot
 
     with errors_to_exit(_bad_input_errors()):
         config = TrainConfig.from_file(config_file) if config_file else TrainConfig()
         config = config.with_overrides(max_steps=max_steps, batch_size=batch_size, device=device)
-        if out.exists():
-            raise ConfigError(f"{out} already exists; choose a new --out folder (nothing is overwritten)")
-        adapter = load_model(base)  # before anything is created: a bad model leaves no trace
-        torch_device = dist_utils.init_distributed(config.device)
-        try:
-            source = _catalog_source(db, snapshot, adapter, config)
-        except ImportError as err:
-            raise ConfigError(f"the catalog data pipeline (toolkit.data) is not installed: {err}") from err
-        provenance = {"base": base, "base_weights_sha256": weights_sha256(base),
-                      "snapshot": source.describe().get("snapshot"), "toolkit_version": __version__,
-                      "world_size": dist_utils.world_size()}
-        result = run_training(config, adapter, source, out, provenance, None, resume, torch_device)
+        result = train_on_snapshot(base, snapshot, out, config, resolve_db_url(db), resume=resume, track=track)
     if dist_utils.is_main_process():
         print_json({"out": str(result.out_dir), "global_step": result.global_step,
                     "metrics": result.last_metrics})

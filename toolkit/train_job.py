@@ -1,0 +1,80 @@
+"""`train_on_snapshot`: everything `toolkit train` does around the recipe.
+
+Load the base model, read the snapshot's training records and the reviewers' negative exclusions from the
+catalog, open the MLflow run (main process only) with lineage (snapshot as dataset input, base-weights
+hash, code version), train, and record the run id in the output's model.json so eval and export can
+name their parent run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from toolkit import __version__
+from toolkit import distributed as dist_utils
+from toolkit.adapters.loading import load_model
+from toolkit.outputs import weights_sha256
+from toolkit.train import TrainConfig, TrainResult, run_training
+from toolkit.train_config import ConfigError
+
+
+def _catalog_inputs(db_url: str, snapshot_ref: str) -> tuple[list[Any], str, dict[str, Any], frozenset[str]]:
+    from toolkit.governance.review import excluded_negative_keys
+    from toolkit.samples import load_training_records
+    from toolkit.snapshot import resolve_snapshot
+    from toolkit.store.db import open_store
+
+    store = open_store(db_url)
+    try:
+        with store.session() as session:
+            snapshot = resolve_snapshot(session, snapshot_ref)
+            records = load_training_records(session, snapshot, "train")
+            snapshot_hash, counts = snapshot.content_hash, dict(snapshot.counts)
+        excluded = excluded_negative_keys(store)
+    finally:
+        store.close()
+    return records, snapshot_hash, counts, excluded
+
+
+def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConfig, db_url: str, *,
+                      resume: bool = False, track: bool = True) -> TrainResult:
+    """Fine-tune `base` on a catalog snapshot's train split; writes `out` only when finished."""
+    from toolkit.batches import CatalogBatchSource
+    from toolkit.samples import SampleConfig
+
+    if out.exists():
+        raise ConfigError(f"{out} already exists; choose a new --out folder (nothing is overwritten)")
+    adapter = load_model(base)  # before anything is created: a bad model leaves no trace
+    device = dist_utils.init_distributed(config.device)
+    records, snapshot_hash, counts, excluded = _catalog_inputs(db_url, snapshot_ref)
+    source = CatalogBatchSource(records, adapter, config.batch_size, config.seed, dist_utils.rank(),
+                                dist_utils.world_size(), config.num_workers, snapshot_hash,
+                                SampleConfig(generators=config.generators), excluded=sorted(excluded))
+    provenance: dict[str, Any] = {
+        "base": base, "base_weights_sha256": weights_sha256(base), "snapshot": snapshot_hash,
+        "toolkit_version": __version__, "world_size": dist_utils.world_size(),
+        "excluded_negatives": len(excluded)}
+    tracking = _tracked(provenance, db_url, counts) if track and dist_utils.is_main_process() else nullcontext()
+    with tracking as run:
+        if run is not None:
+            provenance["mlflow_run_id"] = run.run_id
+        result = run_training(config, adapter, source, out, provenance, run, resume, device)
+        if run is not None:
+            run.log_artifact(result.out_dir / "model.json")
+    return result
+
+
+@contextmanager
+def _tracked(provenance: dict[str, Any], db_url: str, counts: dict[str, Any]) -> Iterator[Any]:
+    """The training run in MLflow; the recipe itself logs the config, provenance and step metrics."""
+    from toolkit.governance.tracking import Lineage, redact_url, tracked_run
+
+    lineage = Lineage(kind="train", snapshot=provenance["snapshot"],
+                      base_weights_sha256=provenance["base_weights_sha256"], catalog=redact_url(db_url),
+                      extra={"base": provenance["base"]})
+    with tracked_run(lineage, run_name="train") as run:
+        run.log_snapshot_input(provenance["snapshot"], db_url, counts)
+        yield run
