@@ -108,9 +108,11 @@ def parse_benchmark_spec(text: str) -> BenchmarkSpec:
     if not sep or not path or kind not in KINDS:
         raise BenchmarkError(f"--benchmark {text!r}: expected KIND:PATH with KIND one of {', '.join(KINDS)} "
                              "(e.g. sugarcrepe_pp:/data/scpp or retrieval:latest:test)")
+    if kind == "retrieval" and path.endswith(".jsonl"):
+        return BenchmarkSpec(kind, path)
     if kind in ("retrieval", "domain") and path.count(":") < 1:
         raise BenchmarkError(f"--benchmark {text!r}: {kind} needs <snapshot>:<split>, "
-                             f"e.g. {kind}:latest:test")
+                             f"e.g. {kind}:latest:test" + (" (or a manifest .jsonl)" if kind == "retrieval" else ""))
     return BenchmarkSpec(kind, path)
 
 
@@ -148,14 +150,22 @@ def _folder(path: str, kind: str) -> Path:
     return folder
 
 
+def _present_subsets(root: Path, names: tuple[str, ...], benchmark: str) -> list[str]:
+    """The subset files a folder has; the public releases have all of them, a folder with some scores those."""
+    present = [name for name in names if (root / f"{name}.json").is_file()]
+    if not present:
+        raise BenchmarkError(f"{root}: no {benchmark} subset file found; expected some of "
+                             f"{', '.join(name + '.json' for name in names)} (as in the public release)")
+    return present
+
+
 def load_sugarcrepe_pp(folder: str | Path, images_dir: str | Path | None = None) -> CompositionSet:
     root = _folder(str(folder), "sugarcrepe_pp")
     images = Path(images_dir) if images_dir else root / "images"
     subsets: dict[str, list[CompositionItem]] = {}
-    for subset in SUGARCREPE_PP_SUBSETS:
+    for subset in _present_subsets(root, SUGARCREPE_PP_SUBSETS, "SugarCrepe++"):
         path = root / f"{subset}.json"
-        records = _read_json(path, f"SugarCrepe++ needs the five files {', '.join(SUGARCREPE_PP_SUBSETS)}"
-                                   " (.json) from the public release")
+        records = _read_json(path, "a SugarCrepe++ subset file")
         if not isinstance(records, list) or not records:
             raise BenchmarkError(f"{path}: expected a non-empty JSON list of items (the SugarCrepe++ format)")
         items = []
@@ -179,12 +189,7 @@ def load_sugarcrepe(folder: str | Path, images_dir: str | Path | None = None) ->
     root = _folder(str(folder), "sugarcrepe")
     images = Path(images_dir) if images_dir else root / "images"
     subsets: dict[str, list[CompositionItem]] = {}
-    present = [s for s in SUGARCREPE_SUBSETS if (root / f"{s}.json").is_file()]
-    if not present:
-        raise BenchmarkError(f"{root}: no SugarCrepe subset file found; expected some of "
-                             f"{', '.join(s + '.json' for s in SUGARCREPE_SUBSETS)} (the public release has all "
-                             "seven; a folder with only some of them scores those)")
-    for subset in present:
+    for subset in _present_subsets(root, SUGARCREPE_SUBSETS, "SugarCrepe"):
         path = root / f"{subset}.json"
         records = _read_json(path, "a SugarCrepe subset file")
         if not isinstance(records, dict) or not records:
@@ -299,6 +304,37 @@ def load_retrieval(session: Any, snapshot_ref: str, split: str) -> RetrievalSet:
     return RetrievalSet(f"{snapshot.content_hash}:{split}", images, texts, text_image, text_ids)
 
 
+def load_retrieval_manifest(manifest: str | Path, images_dir: str | Path | None = None) -> RetrievalSet:
+    """Retrieval over a JSONL manifest of {"image", "caption"} lines (paths relative to the manifest's
+    folder, or to `images_dir`); several lines may share an image."""
+    path = Path(manifest)
+    if not path.is_file():
+        raise BenchmarkError(f"{path} does not exist; retrieval:<manifest.jsonl> needs lines of "
+                             '{"image": <path>, "caption": <text>}')
+    root = Path(images_dir) if images_dir else path.parent
+    image_position: dict[str, int] = {}
+    images: list[Path] = []
+    texts: list[str] = []
+    text_image: list[int] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise BenchmarkError(f"{where}: not valid JSON ({err.msg})") from err
+        name = _text_field(record, "image", where)
+        if name not in image_position:
+            image_position[name] = len(images)
+            images.append(_existing_image(root, name, where))
+        texts.append(_text_field(record, "caption", where))
+        text_image.append(image_position[name])
+    if not texts:
+        raise BenchmarkError(f"{path} has no lines")
+    return RetrievalSet(str(path), images, texts, text_image, [str(i) for i in range(len(texts))])
+
+
 def load_benchmark(spec: BenchmarkSpec, images_dir: str | Path | None = None,
                    db_url: str | None = None) -> Benchmark:
     """Load any benchmark kind; catalog-backed kinds open the catalog at `db_url`."""
@@ -310,6 +346,8 @@ def load_benchmark(spec: BenchmarkSpec, images_dir: str | Path | None = None,
         return load_winoground(spec.path, images_dir)
     if spec.kind == "zeroshot":
         return load_zeroshot(spec.path, images_dir)
+    if spec.kind == "retrieval" and spec.path.endswith(".jsonl"):
+        return load_retrieval_manifest(spec.path, images_dir)
     from toolkit.config import resolve_db_url
     from toolkit.store.db import open_store
 
