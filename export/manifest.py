@@ -90,3 +90,12 @@ def variant_entry(manifest: dict[str, Any], variant: str, bundle_dir: Path) -> d
     if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
         raise BundleError(f"{bundle_dir / MANIFEST}: variants.{variant} has no 'file'; re-run `toolkit export`")
     return entry
+
+
+def parity_passed(manifest: dict[str, Any]) -> bool:
+    """Whether a bundle's fp32 graph passed its export-time parity check (the promotion gate's input).
+
+    Parity is recorded per variant (`manifest["parity"][variant]["passed"]`); fp32 is the one that gates.
+    """
+    fp32 = manifest.get("parity", {}).get("fp32", {})
+    return isinstance(fp32, dict) and fp32.get("passed") is True

@@ -119,6 +119,15 @@ def test_runtime_refuses_variants_not_approved(exported) -> None:  # type: ignor
     assert TextEncoder(bundle).approved
 
 
+def test_parity_passed_reads_the_fp32_record(exported) -> None:  # type: ignore[no-untyped-def]
+    from toolkit.export.manifest import parity_passed
+
+    _, _, manifest = exported
+    assert parity_passed(manifest)
+    failed = {**manifest, "parity": {**manifest["parity"], "fp32": {**manifest["parity"]["fp32"], "passed": False}}}
+    assert not parity_passed(failed) and not parity_passed({"parity": {"passed": True}})
+
+
 def _copy(bundle: Path, dst: Path) -> Path:
     shutil.copytree(bundle, dst)
     return dst
