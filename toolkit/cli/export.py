@@ -33,7 +33,8 @@ def register(app: typer.Typer) -> None:
 
 APPROVE_HELP = (
     "KIND:PATH, repeatable, as `toolkit eval --benchmark`: re-score fp32 torch and every variant on these "
-    "items; a variant is approved only within --approve-tolerance points on every score."
+    "items (retrieval/domain read the catalog at --db); a variant is approved only within "
+    "--approve-tolerance points on every score (composition, retrieval R@5, zero-shot top-1)."
 )
 
 
