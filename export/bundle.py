@@ -6,8 +6,10 @@ Layout:
     manifest.json, manifest.sha256
 
 The fp32 variant must pass parity (cosine >= 0.9999) or the export is refused and nothing is left
-behind in the output folder; reduced-precision variants have their parity recorded and are approved
-later against evaluation scores (`toolkit.export.parity.approve_variants`).
+behind in the output folder. Each variant's manifest record says whether it is approved for serving:
+with an `ApprovalPlan` every variant is re-scored on evaluation items against the torch model
+(`toolkit.export.approval`); without one only fp32 is approved (by parity). The runtime loads only
+approved variants unless told otherwise.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ import torch
 from toolkit import __version__
 from toolkit.adapters.base import ClipAdapter
 from toolkit.clip_tokenizer import TokenizerSettings
-from toolkit.export.manifest import BundleError, sha256_file, verify_bundle, write_manifest
+from toolkit.export.approval import ApprovalPlan, approve_bundle_variants, unevaluated_records
+from toolkit.export.manifest import sha256_file, variant_entry, verify_bundle, write_manifest
 from toolkit.export.onnx_image import export_image_encoder
 from toolkit.export.onnx_text import (
     INPUT_NAME,
@@ -135,11 +138,13 @@ def export_bundle(
     provenance: Provenance = Provenance(),
     with_image: bool = False,
     parity_captions: Sequence[str] = (),
+    approval: ApprovalPlan | None = None,
 ) -> dict[str, Any]:
     """Export, optimise, parity-check and write the bundle to `out_dir` (must be empty or absent).
 
     `with_image` adds the frozen image encoder (fp32) for deployments that embed new images.
     `parity_captions` (e.g. the catalog's held-out split) are checked on top of the built-in edge cases.
+    `approval` re-scores every variant on evaluation items and records approval per variant.
     """
     from toolkit.runtime import TextEncoder
 
@@ -170,7 +175,8 @@ def export_bundle(
             "output_name": OUTPUT_NAME,
             "input_dtype": "int64",
             "tokenizer": asdict(settings),
-            "variants": {v: p.name for v, p in paths.items()},
+            # approval is decided below; until then no variant is approved
+            "variants": {v: {"file": p.name, "approved": False, "reasons": ["pending"]} for v, p in paths.items()},
             "source_run": provenance.source_run,
             "base_weights_sha256": provenance.base_weights_sha256,
             "weights_sha256": provenance.weights_sha256,
@@ -181,7 +187,7 @@ def export_bundle(
         if image_section is not None:
             manifest["image_encoder"] = image_section
         write_manifest(stage, manifest)
-        encoders = {v: TextEncoder(stage, v) for v in paths}
+        encoders = {v: TextEncoder(stage, v, allow_unapproved=True) for v in paths}
         results = check_parity(
             lambda texts: adapter.tokenize(texts).numpy(),
             _torch_encoder(adapter),
@@ -195,6 +201,12 @@ def export_bundle(
                 f"tokens identical: {fp32.tokens_identical}, max abs diff {fp32.max_abs_diff:.2e}"
             )
         manifest["parity"] = parity_report(results)
+        if approval is None:
+            records, manifest["approval"] = unevaluated_records(list(paths)), None
+        else:
+            records, manifest["approval"] = approve_bundle_variants(adapter, stage, list(paths), approval)
+        for variant, record in records.items():
+            manifest["variants"][variant] = {"file": paths[variant].name, **record}
         write_manifest(stage, manifest)
         verify_bundle(stage)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -219,7 +231,8 @@ def log_bundle_to_mlflow(
 ) -> str:
     """Log a verified bundle to the active MLflow run: the ONNX flavour model plus every bundle file.
 
-    Returns the logged model's URI. Parity numbers are logged as metrics (parity/<variant>/<name>).
+    Returns the logged model's URI. Parity numbers are logged as metrics (parity/<variant>/<name>), and
+    approval as approval/<variant>/approved (1 or 0) plus approval/<variant>/<score> when re-scored.
     """
     import mlflow
     import mlflow.onnx
@@ -228,11 +241,7 @@ def log_bundle_to_mlflow(
     if mlflow.active_run() is None:
         raise RuntimeError("no active MLflow run: call inside `with mlflow.start_run():`")
     manifest = verify_bundle(bundle_dir)
-    if variant not in manifest["variants"]:
-        raise BundleError(
-            f"{bundle_dir}: no {variant!r} variant to log; it has {', '.join(manifest['variants'])}"
-        )
-    onnx_model = onnx.load(str(bundle_dir / manifest["variants"][variant]))
+    onnx_model = onnx.load(str(bundle_dir / variant_entry(manifest, variant, bundle_dir)["file"]))
     info = mlflow.onnx.log_model(
         onnx_model,
         name=model_name,
@@ -247,4 +256,10 @@ def log_bundle_to_mlflow(
                 f"parity/{name}/max_abs_diff": result["max_abs_diff"],
             }
         )
+    for name, entry in manifest["variants"].items():
+        scores = {f"approval/{name}/{score}": value for score, value in entry.get("scores", {}).items()}
+        mlflow.log_metrics({f"approval/{name}/approved": float(entry.get("approved") is True), **scores})
+    reference = (manifest.get("approval") or {}).get("reference_scores", {})
+    if reference:
+        mlflow.log_metrics({f"approval/reference/{score}": value for score, value in reference.items()})
     return str(info.model_uri)

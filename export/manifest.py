@@ -14,7 +14,7 @@ from typing import Any
 
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.sha256"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: variants are objects {file, approved, ...} instead of file names
 
 
 class BundleError(RuntimeError):
@@ -79,3 +79,23 @@ def verify_bundle(bundle_dir: Path) -> dict[str, Any]:
     if problems:
         raise BundleError(f"bundle {bundle_dir} refused: " + "; ".join(problems))
     return manifest
+
+
+def variant_entry(manifest: dict[str, Any], variant: str, bundle_dir: Path) -> dict[str, Any]:
+    """The manifest's record of one variant: {"file", "approved", "reasons", ["scores", "drops"]}."""
+    variants: dict[str, Any] = manifest.get("variants", {})
+    if variant not in variants:
+        raise BundleError(f"{bundle_dir}: no {variant!r} variant; it has {', '.join(variants) or 'none'}")
+    entry = variants[variant]
+    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+        raise BundleError(f"{bundle_dir / MANIFEST}: variants.{variant} has no 'file'; re-run `toolkit export`")
+    return entry
+
+
+def parity_passed(manifest: dict[str, Any]) -> bool:
+    """Whether a bundle's fp32 graph passed its export-time parity check (the promotion gate's input).
+
+    Parity is recorded per variant (`manifest["parity"][variant]["passed"]`); fp32 is the one that gates.
+    """
+    fp32 = manifest.get("parity", {}).get("fp32", {})
+    return isinstance(fp32, dict) and fp32.get("passed") is True

@@ -117,9 +117,10 @@ def shadow_report(
     index, ids = load_index(index_path, ids_path)
     if not 1 <= k <= len(ids):
         raise ValueError(f"--k {k} must be between 1 and the index size {len(ids)}")
+    # A shadow comparison serves nothing: it is how an unapproved challenger gets judged.
     encoders = {
-        "champion": TextEncoder(champion_dir, variant),
-        "challenger": TextEncoder(challenger_dir, variant),
+        "champion": TextEncoder(champion_dir, variant, allow_unapproved=True),
+        "challenger": TextEncoder(challenger_dir, variant, allow_unapproved=True),
     }
     for role, encoder in encoders.items():
         if encoder.embed_dim != index.shape[1]:

@@ -99,12 +99,33 @@ def test_trim_to_longest_eot_by_hand() -> None:
 @pytest.mark.parametrize("variant", ["fp32", "fp16"])
 def test_trimmed_batch_equals_full_context(exported, variant: str) -> None:  # type: ignore[no-untyped-def]
     _, bundle, _ = exported
-    trimmed = TextEncoder(bundle, variant)
-    full = TextEncoder(bundle, variant, trim=False)
+    trimmed = TextEncoder(bundle, variant, allow_unapproved=True)
+    full = TextEncoder(bundle, variant, trim=False, allow_unapproved=True)
     texts = ["a cat", "a much longer caption about two dogs chasing a ball across a park", "x"]
     ids = trimmed.tokenize(texts)
     assert trim_to_longest_eot(ids, trimmed.eot_id).shape[1] < ids.shape[1]  # trimming does happen
     np.testing.assert_allclose(trimmed.encode_ids(ids), full.encode_ids(ids), atol=1e-6)
+
+
+def test_runtime_refuses_variants_not_approved(exported) -> None:  # type: ignore[no-untyped-def]
+    _, bundle, manifest = exported
+    # exported without evaluation items: fp32 is approved by parity, reduced precision is not
+    assert manifest["approval"] is None
+    assert manifest["variants"]["fp32"]["approved"] is True
+    assert manifest["variants"]["fp16"]["approved"] is False
+    with pytest.raises(BundleError, match=r"'int8' is not approved \(not re-scored on evaluation items"):
+        TextEncoder(bundle, "int8")
+    assert not TextEncoder(bundle, "int8", allow_unapproved=True).approved
+    assert TextEncoder(bundle).approved
+
+
+def test_parity_passed_reads_the_fp32_record(exported) -> None:  # type: ignore[no-untyped-def]
+    from toolkit.export.manifest import parity_passed
+
+    _, _, manifest = exported
+    assert parity_passed(manifest)
+    failed = {**manifest, "parity": {**manifest["parity"], "fp32": {**manifest["parity"]["fp32"], "passed": False}}}
+    assert not parity_passed(failed) and not parity_passed({"parity": {"passed": True}})
 
 
 def _copy(bundle: Path, dst: Path) -> Path:
@@ -114,7 +135,7 @@ def _copy(bundle: Path, dst: Path) -> Path:
 
 def test_one_changed_byte_in_any_file_is_refused(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _, bundle, _ = exported
-    assert verify_bundle(bundle)["format_version"] == 1
+    assert verify_bundle(bundle)["format_version"] == 2
     names = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file())
     assert "manifest.json" in names and "manifest.sha256" in names
     for i, name in enumerate(names):
@@ -347,7 +368,9 @@ def test_export_cli_writes_a_bundle_and_rejects_bad_variants(tiny_config_path: P
         ],
     )
     assert ok.exit_code == 0, ok.output
-    assert json.loads(ok.stdout)["variants"] == {"fp32": "text_encoder.fp32.onnx"}
+    assert json.loads(ok.stdout)["variants"] == {
+        "fp32": {"file": "text_encoder.fp32.onnx", "approved": True, "basis": "parity", "reasons": []}
+    }
     written = verify_bundle(tmp_path / "b")
     assert written["eval_metrics"] == {"retrieval_r5": 41.0}
     assert written["parity"]["fp32"]["captions"] == len(HELD_OUT_CAPTIONS) + 2

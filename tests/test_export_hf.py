@@ -1,98 +1,104 @@
-"""A tiny random Hugging Face CLIPModel through the same export, parity and runtime path."""
+"""The real Hugging Face adapter (a tiny random CLIP folder) through export, parity, runtime and approval."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from eval_fixtures import write_sugarcrepe
+from hf_tiny import make_tiny_hf_clip
 
+from toolkit.adapters.hf_clip import HFClipAdapter
+from toolkit.adapters.loading import load_model
+from toolkit.export.manifest import BundleError
 from toolkit.export.parity import HELD_OUT_CAPTIONS
 from toolkit.runtime import TextEncoder
 
-CONTEXT = 32
 
-
-class TinyHFAdapter:
-    """The slice of the ClipAdapter interface export uses, over a transformers CLIPModel."""
-
-    family = "hf"
-
-    def __init__(self, model, tokenizer) -> None:  # type: ignore[no-untyped-def]
-        self.model, self.tokenizer = model.eval(), tokenizer
-        self.context_length = CONTEXT
-        self.embed_dim = int(model.config.projection_dim)
-
-    def tokenize(self, texts):  # type: ignore[no-untyped-def]
-        return self.tokenizer(
-            list(texts), padding="max_length", truncation=True, max_length=CONTEXT, return_tensors="pt"
-        )["input_ids"]
-
-    def encode_text(self, tokens, normalize: bool = True):  # type: ignore[no-untyped-def]
-        # transformers' own pooling (pooler_output), independent of the export wrapper
-        pooled = self.model.text_model(input_ids=tokens).pooler_output
-        features = self.model.text_projection(pooled)
-        return F.normalize(features, dim=-1) if normalize else features
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_hf_clip(tmp_path_factory.mktemp("hf") / "tiny-clip")
 
 
 @pytest.fixture(scope="module")
-def hf_adapter(tmp_path_factory: pytest.TempPathFactory) -> TinyHFAdapter:
-    import open_clip
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-    folder = tmp_path_factory.mktemp("hf")
-    reference = open_clip.SimpleTokenizer()
-    names = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
-    vocab = {names.get(token, token): index for token, index in reference.encoder.items()}
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    merges = sorted(reference.bpe_ranks, key=reference.bpe_ranks.__getitem__)
-    (folder / "merges.txt").write_text(
-        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
-    )
-    tokenizer = CLIPTokenizer.from_pretrained(str(folder), model_max_length=CONTEXT)
-    config = CLIPConfig(
-        text_config={
-            "vocab_size": 49408,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "max_position_embeddings": CONTEXT,
-            "eos_token_id": 49407,
-            "bos_token_id": 49406,
-            "pad_token_id": 49407,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
-        projection_dim=16,
-    )
-    torch.manual_seed(0)
-    return TinyHFAdapter(CLIPModel(config), tokenizer)
+def hf_adapter(hf_folder: Path) -> HFClipAdapter:
+    adapter = load_model(f"hf:{hf_folder}")
+    assert isinstance(adapter, HFClipAdapter)
+    return adapter
 
 
-def test_hf_bundle_parity_every_variant(hf_adapter: TinyHFAdapter, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def sugarcrepe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_sugarcrepe(tmp_path_factory.mktemp("sugarcrepe"))
+
+
+def test_hf_bundle_parity_every_variant(hf_adapter: HFClipAdapter, tmp_path: Path) -> None:
     from toolkit.export.bundle import export_bundle
 
-    manifest = export_bundle(hf_adapter, tmp_path / "bundle", ["fp32", "fp16", "int8"])  # type: ignore[arg-type]
+    manifest = export_bundle(hf_adapter, tmp_path / "bundle", ["fp32", "fp16", "int8"])
     parity = manifest["parity"]
-    assert manifest["pool"] == "eos" and manifest["eot_id"] == 49407
-    assert manifest["tokenizer"]["cleaning"] == "hf" and manifest["tokenizer"]["pad_id"] == 49407
+    eos = int(hf_adapter.tokenizer.eos_token_id)
+    assert manifest["family"] == "hf" and manifest["pool"] == "eos" and manifest["eot_id"] == eos
+    assert manifest["tokenizer"]["cleaning"] == "hf" and manifest["tokenizer"]["pad_id"] == eos
+    assert manifest["context_length"] == 32 and manifest["embed_dim"] == 16
     assert all(r["tokens_identical"] for r in parity.values()), parity
-    assert parity["fp32"]["min_cosine"] >= 0.9999
+    assert parity["fp32"]["min_cosine"] >= 0.9999 and parity["fp32"]["captions"] == len(HELD_OUT_CAPTIONS)
     assert parity["fp16"]["min_cosine"] >= 0.999 and parity["int8"]["min_cosine"] >= 0.99
 
-    # pad == <eot> here: trimming must still find the first <eot> of each row
+    # The adapter attends with an explicit mask up to the first <eot> (pad == <eot> here); the graph
+    # relies on causality and the runtime trims after the longest <eot>: both must agree.
     encoder = TextEncoder(tmp_path / "bundle")
     texts = list(HELD_OUT_CAPTIONS[:6])
+    np.testing.assert_array_equal(encoder.tokenize(texts), hf_adapter.tokenize(texts).numpy())
     with torch.inference_mode():
         reference = hf_adapter.encode_text(hf_adapter.tokenize(texts)).numpy()
     np.testing.assert_allclose(encoder.encode(texts), reference, atol=1e-5)
+
+
+def _approval_export(adapter: HFClipAdapter, bundle: Path, sugarcrepe_dir: Path, tolerance: float):  # type: ignore[no-untyped-def]
+    from toolkit.benchmarks import BenchmarkSpec, load_benchmark
+    from toolkit.export.approval import ApprovalPlan
+    from toolkit.export.bundle import export_bundle
+
+    spec = f"sugarcrepe:{sugarcrepe_dir}"
+    plan = ApprovalPlan((load_benchmark(BenchmarkSpec("sugarcrepe", str(sugarcrepe_dir))),), (spec,), tolerance)
+    return export_bundle(adapter, bundle, ["fp32", "fp16", "int8"], approval=plan)
+
+
+def _reference_scores(model: str, sugarcrepe_dir: Path) -> dict[str, float]:
+    """What `toolkit eval` reports for the torch model, reduced to the gate metrics."""
+    from toolkit.benchmarks import BenchmarkSpec, load_benchmark
+    from toolkit.evaluate import evaluate
+    from toolkit.governance.gates import gate_metrics_from_results
+
+    bench = load_benchmark(BenchmarkSpec("sugarcrepe", str(sugarcrepe_dir)))
+    results = evaluate([model], [bench]).results[model]
+    return gate_metrics_from_results({f"sugarcrepe:{name}": value for name, value in results.items()})
+
+
+def test_variants_are_approved_from_real_scores(
+    hf_adapter: HFClipAdapter, hf_folder: Path, sugarcrepe_dir: Path, tmp_path: Path
+) -> None:
+    reference = _reference_scores(f"hf:{hf_folder}", sugarcrepe_dir)
+    assert set(reference) == {"composition"}
+    # -1 point: a variant must *beat* fp32 torch by a point to pass, so fp32 (equal scores) is refused
+    strict = _approval_export(hf_adapter, tmp_path / "strict", sugarcrepe_dir, tolerance=-1.0)
+    assert strict["approval"]["reference_scores"] == pytest.approx(reference)
+    assert strict["approval"]["tolerance_points"] == -1.0
+    records = strict["variants"]
+    assert records["fp32"]["scores"] == pytest.approx(reference) and records["fp32"]["drops"]["composition"] == 0.0
+    for name, record in records.items():
+        drop = reference["composition"] - record["scores"]["composition"]
+        assert record["drops"]["composition"] == pytest.approx(drop)
+        assert record["approved"] is (drop <= -1.0), (name, record)
+        assert record["basis"] == "evaluation"
+    assert records["fp32"]["approved"] is False and "composition" in records["fp32"]["reasons"][0]
+    with pytest.raises(BundleError, match="'fp32' is not approved"):
+        TextEncoder(tmp_path / "strict")
+
+    lenient = _approval_export(hf_adapter, tmp_path / "lenient", sugarcrepe_dir, tolerance=1000.0)
+    assert all(record["approved"] and not record["reasons"] for record in lenient["variants"].values())
+    assert {n: r["scores"] for n, r in lenient["variants"].items()} == {n: r["scores"] for n, r in records.items()}
+    assert TextEncoder(tmp_path / "lenient", "int8").approved

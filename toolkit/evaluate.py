@@ -302,3 +302,15 @@ def evaluate(models: Sequence[str], benchmarks: Sequence[Benchmark], config: Eva
             report.counts[model][name] = scored.counts
             report.failures[model] += scored.failures
     return report
+
+
+def score_benchmarks(encoder: Encoder, benchmarks: Sequence[Benchmark],
+                     config: EvalConfig | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """One encoder's `{benchmark name: {subset: {metric: value}}}`, names from `benchmark_names`.
+
+    For callers that encode texts some other way (e.g. an exported ONNX variant, see
+    `toolkit.export.approval`): any `Encoder` subclass is scored by the same metric code.
+    """
+    config = config or EvalConfig()
+    return {name: score_benchmark(name, bench, encoder, config).metrics
+            for name, bench in zip(benchmark_names(benchmarks), benchmarks, strict=True)}

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.clip_tokenizer import ClipBpeTokenizer, TokenizerSettings
-from toolkit.export.manifest import BundleError, verify_bundle
+from toolkit.export.manifest import BundleError, variant_entry, verify_bundle
 
 
 def trim_to_longest_eot(ids: np.ndarray, eot_id: int) -> np.ndarray:
@@ -45,15 +45,21 @@ class TextEncoder:
         require_ftfy: bool = False,
         trim: bool = True,
         intra_op_threads: int | None = None,
+        allow_unapproved: bool = False,
     ) -> None:
         import onnxruntime as ort
 
         self.bundle_dir = Path(bundle_dir)
         self.manifest: dict[str, Any] = verify_bundle(self.bundle_dir)
-        variants: dict[str, str] = self.manifest["variants"]
-        if variant not in variants:
-            raise BundleError(f"{self.bundle_dir}: no {variant!r} variant; it has {', '.join(variants)}")
+        entry = variant_entry(self.manifest, variant, self.bundle_dir)
+        if entry.get("approved") is not True and not allow_unapproved:
+            why = "; ".join(entry.get("reasons", [])) or "no approval recorded"
+            raise BundleError(
+                f"{self.bundle_dir}: variant {variant!r} is not approved ({why}); re-export with "
+                "`toolkit export --approve-on KIND:PATH`, or pass allow_unapproved=True outside serving"
+            )
         self.variant = variant
+        self.approved = entry.get("approved") is True
         self.tokenizer = ClipBpeTokenizer(
             TokenizerSettings(**self.manifest["tokenizer"]), self.bundle_dir, require_ftfy=require_ftfy
         )
@@ -66,7 +72,7 @@ class TextEncoder:
         if intra_op_threads is not None:
             options.intra_op_num_threads = intra_op_threads
         self.session = ort.InferenceSession(
-            str(self.bundle_dir / variants[variant]), options, providers=["CPUExecutionProvider"]
+            str(self.bundle_dir / entry["file"]), options, providers=["CPUExecutionProvider"]
         )
         self._input = str(self.manifest["input_name"])
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from toolkit.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_REFUSED,
+    DbOption,
     JsonOption,
     console,
     errors_to_exit,
@@ -29,6 +31,13 @@ def register(app: typer.Typer) -> None:
     app.add_typer(rollout, name="rollout")
 
 
+APPROVE_HELP = (
+    "KIND:PATH, repeatable, as `toolkit eval --benchmark`: re-score fp32 torch and every variant on these "
+    "items (retrieval/domain read the catalog at --db); a variant is approved only within "
+    "--approve-tolerance points on every score (composition, retrieval R@5, zero-shot top-1)."
+)
+
+
 def export_command(
     model: Annotated[
         str,
@@ -45,12 +54,16 @@ def export_command(
             help="Comma list of fp32,fp16,int8 (fp32 is always built: it is the parity reference).",
         ),
     ] = "fp32",
-    source_run: Annotated[str | None, typer.Option("--source-run", help="Training run id to record.")] = None,
+    source_run: Annotated[
+        str | None,
+        typer.Option("--source-run", help="Training run id to record (default: mlflow_run_id of a run folder)."),
+    ] = None,
     base_weights: Annotated[
         Path | None,
         typer.Option(
             "--base-weights",
-            help="Base (pre-fine-tuning) weights file; its SHA-256 ties the bundle to image indexes.",
+            help="Base (pre-fine-tuning) weights file; its SHA-256 ties the bundle to image indexes "
+            "(default: base_weights_sha256 of a run folder).",
         ),
     ] = None,
     eval_metrics: Annotated[
@@ -65,6 +78,15 @@ def export_command(
             "parity on top of the built-in edge cases.",
         ),
     ] = None,
+    approve_on: Annotated[list[str] | None, typer.Option("--approve-on", help=APPROVE_HELP)] = None,
+    approve_tolerance: Annotated[
+        float, typer.Option("--approve-tolerance", help="Points a variant may lose on any approval score.")
+    ] = 0.5,
+    images: Annotated[
+        Path | None,
+        typer.Option("--images", help="Images folder for --approve-on benchmarks, as `toolkit eval --images`."),
+    ] = None,
+    db: DbOption = None,
     with_image: Annotated[
         bool, typer.Option("--with-image", help="Also export the frozen image encoder (fp32).")
     ] = False,
@@ -74,21 +96,29 @@ def export_command(
             "--allow-random-init", help="Accept a spec without weights (benchmarks and tests only)."
         ),
     ] = False,
+    track: Annotated[bool, typer.Option(help="Record the export as an MLflow run (kind=export).")] = True,
     json_out: JsonOption = False,
 ) -> None:
-    """Export the text encoder to ONNX with parity checks and write a verified bundle."""
+    """Export the text encoder to ONNX with parity checks and write a verified bundle.
+
+    With --approve-on, fp16/int8 variants are re-scored on evaluation items and approved only within
+    tolerance; the runtime refuses unapproved variants. Without it only fp32 is approved.
+    """
     from toolkit.adapters.base import ModelLoadError
-    from toolkit.adapters.loading import load_model, parse_model_spec
+    from toolkit.adapters.loading import load_model, parse_model_spec, read_model_card
+    from toolkit.benchmarks import BenchmarkError
     from toolkit.export.bundle import ParityError, Provenance, export_bundle, file_sha256
     from toolkit.export.manifest import BundleError
     from toolkit.export.onnx_text import ExportError
     from toolkit.export.optimize import parse_variants
+    from toolkit.outputs import weights_sha256
 
     with errors_to_exit(
         {
             ValueError: EXIT_BAD_INPUT,
             ModelLoadError: EXIT_BAD_INPUT,
             ExportError: EXIT_BAD_INPUT,
+            BenchmarkError: EXIT_BAD_INPUT,
             ParityError: EXIT_REFUSED,
             BundleError: EXIT_REFUSED,
             OSError: EXIT_BAD_INPUT,
@@ -98,27 +128,71 @@ def export_command(
         metrics = _read_metrics(eval_metrics) if eval_metrics else {}
         extra_captions = _read_lines(parity_captions) if parity_captions else []
         spec = parse_model_spec(model)
+        card = read_model_card(Path(spec.target)) if spec.family == "run" else {}
         adapter = load_model(model, allow_random_init=allow_random_init)
+        plan = _approval_plan(approve_on or [], approve_tolerance, images, db)
         provenance = Provenance(
-            source_run=source_run,
-            base_weights_sha256=file_sha256(base_weights),
-            weights_sha256=file_sha256(spec.weights),
+            source_run=source_run or card.get("mlflow_run_id"),
+            base_weights_sha256=file_sha256(base_weights) or card.get("base_weights_sha256"),
+            weights_sha256=weights_sha256(model),
             eval_metrics=metrics,
         )
-        with console.status(f"exporting {model} ({', '.join(chosen)}) and checking parity"):
-            manifest = export_bundle(
-                adapter, out, chosen, provenance, with_image=with_image, parity_captions=extra_captions
-            )
-    summary = {"bundle": str(out), "variants": manifest["variants"], "parity": manifest["parity"]}
+        params = {"model": model, "variants": ",".join(chosen), "with_image": with_image,
+                  "approve_on": approve_on or [], "approve_tolerance": approve_tolerance}
+
+        def run_export() -> dict[str, Any]:
+            with console.status(f"exporting {model} ({', '.join(chosen)}) and checking parity"):
+                return export_bundle(
+                    adapter, out, chosen, provenance, with_image=with_image, parity_captions=extra_captions,
+                    approval=plan,
+                )
+
+        manifest, run_id = _tracked_export(run_export, provenance, params, out) if track else (run_export(), None)
+    summary = {"bundle": str(out), "variants": manifest["variants"], "parity": manifest["parity"],
+               "approval": manifest["approval"], "mlflow_run_id": run_id}
     if json_out:
         print_json(summary)
         return
     for name, result in manifest["parity"].items():
+        approved = "approved" if manifest["variants"][name]["approved"] else "NOT approved"
         typer.echo(
             f"{name}: min cosine {result['min_cosine']:.6f}, max abs diff {result['max_abs_diff']:.2e}, "
-            f"tokens identical {result['tokens_identical']}"
+            f"tokens identical {result['tokens_identical']}; {approved}"
         )
-    typer.echo(f"bundle written to {out}")
+    typer.echo(f"bundle written to {out}" + (f" (MLflow run {run_id})" if run_id else ""))
+
+
+def _approval_plan(specs: list[str], tolerance: float, images: Path | None, db: str | None) -> Any:
+    from toolkit.benchmarks import load_benchmark, parse_benchmark_spec
+    from toolkit.export.approval import ApprovalPlan
+
+    if not specs:
+        return None
+    loaded = []
+    for text in specs:
+        with console.status(f"loading {text}"):
+            loaded.append(load_benchmark(parse_benchmark_spec(text), images, db))
+    return ApprovalPlan(tuple(loaded), tuple(specs), tolerance)
+
+
+def _tracked_export(run_export: Callable[[], dict[str, Any]], provenance: Any, params: dict[str, Any],
+                    out: Path) -> tuple[dict[str, Any], str]:
+    """Run the export inside an MLflow run (kind=export, parent = the training run) and log the bundle.
+
+    A failed export (parity, approval input) leaves the run FAILED, so refusals are on record too.
+    """
+    from toolkit.export.bundle import log_bundle_to_mlflow
+    from toolkit.export.manifest import MANIFEST, sha256_file
+    from toolkit.governance.tracking import Lineage, tracked_run
+
+    lineage = Lineage(kind="export", parent_run=provenance.source_run,
+                      base_weights_sha256=provenance.base_weights_sha256)
+    with tracked_run(lineage, params, run_name=f"export {out.name}") as run:
+        manifest = run_export()
+        run.log_params({"opset": manifest["opset"], "weights_sha256": manifest["weights_sha256"]})
+        log_bundle_to_mlflow(out)
+        run.set_tags({"toolkit.bundle_manifest_sha256": sha256_file(out / MANIFEST)})
+    return manifest, run.run_id
 
 
 def _read_lines(path: Path) -> list[str]:
