@@ -111,8 +111,10 @@ def register_model(
     if eval_run is not None:
         metrics["unreviewed_share"] = review_progress(_store(db), eval_run)["unreviewed_share"]
     if bundle is not None:
-        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
-        metrics["parity_passed"] = 1.0 if manifest.get("parity", {}).get("passed") else 0.0
+        from toolkit.export.manifest import BundleError, parity_passed, verify_bundle
+
+        with errors_to_exit({BundleError: EXIT_BAD_INPUT}):
+            metrics["parity_passed"] = 1.0 if parity_passed(verify_bundle(bundle)) else 0.0
     with errors_to_exit({RegistryError: EXIT_BAD_INPUT}):
         version = register_candidate(model_dir, name, metrics, lineage=Lineage(kind="register", parent_run=eval_run))
     if json_output:
