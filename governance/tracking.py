@@ -187,10 +187,14 @@ def ensure_experiment(name: str = DEFAULT_EXPERIMENT, tracking_uri: str | None =
 def tracked_run(lineage: Lineage, params: dict[str, Any] | None = None, *, run_name: str | None = None,
                 experiment: str = DEFAULT_EXPERIMENT, tracking_uri: str | None = None) -> Iterator[TrackedRun]:
     """Open an MLflow run with lineage tags; it ends FAILED if the body raises."""
+    import os
+
     import mlflow
 
     from toolkit.store.db import current_actor
 
+    # MLflow writes "View run at …" to stdout for server URIs; our stdout is reserved for --json output.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     experiment_id = ensure_experiment(experiment, tracking_uri)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
                           tags=lineage.tags(current_actor())) as active:
