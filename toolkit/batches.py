@@ -114,13 +114,36 @@ class CatalogBatchSource:
 
     def __init__(self, records: Sequence[Any], adapter: Any, global_batch_size: int, seed: int,
                  rank: int = 0, world_size: int = 1, num_workers: int = 0, snapshot_hash: str = "",
-                 sample_config: Any = None, excluded: Sequence[str] = ()) -> None:
-        from toolkit.data import ClicCollate, ClicDataset, EpochBatches, PlainCollate, PlainDataset
+                 sample_config: Any = None, excluded: Sequence[str] = (), tile_root: Any = None) -> None:
+        from toolkit.data import (
+            ClicCollate,
+            ClicDataset,
+            EpochBatches,
+            PlainCollate,
+            PlainDataset,
+            load_half_tiles,
+        )
 
         self._epoch_batches = EpochBatches
         self.records = list(records)
-        self.clic = ClicDataset(self.records, adapter.image_norm, seed, sample_config, excluded=excluded)
-        self.plain = PlainDataset(self.records, adapter.image_transform())
+        transform = adapter.image_transform()
+        tile_loader: Any = load_half_tiles
+        crop_loader: Any = None
+        # Where pixels come from (not part of describe(): batches are identical either way, so a run
+        # may resume with the cache switched on or off).
+        self.data_path = {"clic": "decode", "plain": "decode"}
+        if tile_root is not None:
+            from toolkit.tile_cache import CachedCrops, CachedHalfTiles, split_crop_transform
+
+            tile_loader = CachedHalfTiles(tile_root)
+            self.data_path["clic"] = f"tiles:{tile_root}"
+            tensor_stage = split_crop_transform(transform, adapter.image_norm.size)
+            if tensor_stage is not None:
+                crop_loader = CachedCrops(tile_root, tensor_stage)
+                self.data_path["plain"] = f"tiles:{tile_root}"
+        self.clic = ClicDataset(self.records, adapter.image_norm, seed, sample_config, excluded=excluded,
+                                tile_loader=tile_loader)
+        self.plain = PlainDataset(self.records, transform, image_loader=crop_loader)
         self.clic_collate, self.plain_collate = ClicCollate(adapter.tokenize), PlainCollate(adapter.tokenize)
         self.global_batch_size, self.seed = global_batch_size, seed
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers

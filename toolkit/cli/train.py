@@ -31,6 +31,9 @@ def _bad_input_errors() -> dict[type[BaseException], int]:
 
     errors[TrainingDataError] = EXIT_BAD_INPUT
     errors[StoreError] = EXIT_BAD_INPUT
+    from toolkit.tiles import TileError
+
+    errors[TileError] = EXIT_BAD_INPUT
     return errors
 
 

@@ -1,0 +1,93 @@
+"""Training reads the tile cache (see toolkit.tiles): a drop-in `TileLoader` for ClicDataset and an image
+loader for PlainDataset's steps, plus the `data.tiles` policy (auto | off | require).
+
+The plain steps use cached crops only when the model's eval transform is, before ToTensor, exactly
+Resize(S, bicubic) + CenterCrop(S) (open_clip's and HF CLIP's): then the crop *is* that stage's output and
+the rest of the transform (ToTensor, Normalize) runs on it unchanged. Anything else keeps full decodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image as PILImage
+
+from toolkit.data import ImageLoadError, tile_tensor
+from toolkit.samples import TrainingRecord
+from toolkit.tiles import TileError, crop_path, find_tile_index, half_tile_path, half_tile_sizes, tiles_root
+
+TILE_POLICIES = ("auto", "off", "require")
+
+
+def _read_png(path: Path, record: TrainingRecord) -> PILImage.Image:
+    try:
+        with PILImage.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError) as err:
+        raise ImageLoadError(f"tile {path} of image {record.image_id} ({record.image_path}) is missing or "
+                             f"unreadable: {err}; re-run `toolkit data prepare`") from err
+
+
+class CachedHalfTiles:
+    """TileLoader reading `<sha>.half.png` files: same tensors as `toolkit.data.load_half_tiles`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __call__(self, first: TrainingRecord, second: TrainingRecord, aspect: str,
+                 size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        tiles = []
+        for record, shape in zip((first, second), half_tile_sizes(aspect, size), strict=True):
+            tile = tile_tensor(_read_png(half_tile_path(self.root, record.sha256), record))
+            if tuple(tile.shape[1:]) != shape:
+                raise ImageLoadError(f"tile for image {record.image_id} ({record.image_path}) is "
+                                     f"{tuple(tile.shape[1:])}, expected {shape}; re-run `toolkit data prepare`")
+            tiles.append(tile)
+        return tiles[0], tiles[1]
+
+
+class CachedCrops:
+    """PlainDataset image loader: `<sha>.crop.png` through the transform's tensor stage."""
+
+    def __init__(self, root: Path, tensor_stage: Callable[[Any], torch.Tensor]) -> None:
+        self.root, self.tensor_stage = root, tensor_stage
+
+    def __call__(self, record: TrainingRecord) -> torch.Tensor:
+        return self.tensor_stage(_read_png(crop_path(self.root, record.sha256), record))
+
+
+def split_crop_transform(transform: Any, size: int) -> Callable[[Any], torch.Tensor] | None:
+    """The part of `transform` after its Resize(size, bicubic) + CenterCrop(size) PIL stage, or None when
+    the transform is not of that shape (then cached crops would not be what it computes)."""
+    from torchvision import transforms as T
+
+    steps = list(getattr(transform, "transforms", []))
+    names = [type(s).__name__ for s in steps]
+    if len(steps) < 3 or names[:2] != ["Resize", "CenterCrop"]:
+        return None
+    resize, crop = steps[0], steps[1]
+    resize_size = resize.size if isinstance(resize.size, int) else list(resize.size)
+    crop_size = list(crop.size)
+    if (resize_size not in (size, [size]) or crop_size != [size, size] or resize.max_size is not None
+            or resize.interpolation != T.InterpolationMode.BICUBIC):
+        return None
+    return T.Compose(steps[2:])
+
+
+def resolve_tile_cache(policy: str, workspace: Path, snapshot_hash: str, size: int) -> Path | None:
+    """The tile root to train from under `policy`, or None for the plain path."""
+    if policy not in TILE_POLICIES:
+        raise TileError(f"data tiles policy must be one of {', '.join(TILE_POLICIES)}, got {policy!r}")
+    if policy == "off":
+        return None
+    index = find_tile_index(workspace, snapshot_hash, size)
+    if index is None:
+        if policy == "require":
+            raise TileError(f"no finished tile cache for snapshot {snapshot_hash[:12]} at size {size} under "
+                            f"{tiles_root(workspace, size)}; run `toolkit data prepare --snapshot "
+                            f"{snapshot_hash[:12]} --size {size}` or set tiles = \"auto\"")
+        return None
+    return tiles_root(workspace, size)
