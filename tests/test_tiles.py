@@ -19,7 +19,7 @@ from toolkit.samples import load_training_records
 from toolkit.snapshot import create_snapshot
 from toolkit.store.db import Store, open_store
 from toolkit.store.models import Caption, Image, IngestBatch, Sentence
-from toolkit.tile_cache import resolve_tile_cache
+from toolkit.tile_cache import TileCache, resolve_tile_cache
 from toolkit.tiles import (
     TileError,
     find_tile_index,
@@ -93,20 +93,22 @@ def _snapshot_hash(store: Store) -> str:
         return resolve_snapshot(session, "latest").content_hash
 
 
-def _batches(store: Store, spec: str, tile_root: Path | None) -> list:  # type: ignore[type-arg]
+def _batches(store: Store, spec: str, cache: TileCache | None) -> list:  # type: ignore[type-arg]
     with store.session() as session:
         records = load_training_records(session, "latest")
     source = CatalogBatchSource(records, load_model(spec, allow_random_init=True), 2, seed=7,
-                                tile_root=tile_root)
+                                tile_cache=cache)
     return list(source.batches(0, 0, [CLIC, PLAIN])) + list(source.batches(1, 0, [PLAIN, CLIC]))
 
 
+@pytest.mark.parametrize("fmt", ["png", "npy"])
 def test_fast_and_plain_paths_give_bit_identical_batches(store: Store, tiny_open_clip_spec: str,
-                                                        tmp_path: Path) -> None:
-    report = prepare_tiles(store, "latest", SIZE, tmp_path / "ws")
+                                                        tmp_path: Path, fmt: str) -> None:
+    report = prepare_tiles(store, "latest", SIZE, tmp_path / "ws", fmt=fmt)
     assert (report.images, report.files_written, report.errors) == (4, 8, [])
-    root = tiles_root(tmp_path / "ws", SIZE)
-    plain, fast = _batches(store, tiny_open_clip_spec, None), _batches(store, tiny_open_clip_spec, root)
+    cache = resolve_tile_cache("require", tmp_path / "ws", _snapshot_hash(store), SIZE)
+    assert cache == TileCache(tiles_root(tmp_path / "ws", SIZE), fmt)
+    plain, fast = _batches(store, tiny_open_clip_spec, None), _batches(store, tiny_open_clip_spec, cache)
     assert len(plain) == len(fast) == 4
     for slow_batch, fast_batch in zip(plain, fast, strict=True):
         assert torch.equal(slow_batch.images, fast_batch.images)
@@ -116,8 +118,8 @@ def test_fast_and_plain_paths_give_bit_identical_batches(store: Store, tiny_open
     with store.session() as session:
         records = load_training_records(session, "latest")
     source = CatalogBatchSource(records, load_model(tiny_open_clip_spec, allow_random_init=True), 2, 7,
-                                tile_root=root)
-    assert source.data_path == {"clic": f"tiles:{root}", "plain": f"tiles:{root}"}
+                                tile_cache=cache)
+    assert source.data_path == {"clic": f"tiles:{cache}", "plain": f"tiles:{cache}"}
 
 
 def test_the_equality_check_catches_another_resize_filter_or_aspect(store: Store, tiny_open_clip_spec: str,
@@ -131,12 +133,12 @@ def test_the_equality_check_catches_another_resize_filter_or_aspect(store: Store
     half = half_tile_path(root, wide.sha256)
     PILImage.open(wide.image_path).convert("RGB").resize((SIZE, SIZE // 2), PILImage.Resampling.BILINEAR
                                                         ).save(half)
-    fast = _batches(store, tiny_open_clip_spec, root)
+    fast = _batches(store, tiny_open_clip_spec, TileCache(root))
     assert not all(torch.equal(a.images, b.images) for a, b in zip(plain, fast, strict=True))
     # A tile of the wrong aspect (tall shape for a wide image) is refused, naming the image.
     PILImage.open(wide.image_path).convert("RGB").resize((SIZE // 2, SIZE)).save(half)
     with pytest.raises(Exception, match=r"w1\.jpg.*expected \(16, 32\)"):
-        _batches(store, tiny_open_clip_spec, root)
+        _batches(store, tiny_open_clip_spec, TileCache(root))
 
 
 def test_prepare_is_idempotent_and_marks_the_snapshot_finished(store: Store, tmp_path: Path) -> None:
@@ -176,7 +178,7 @@ def test_tile_policy(store: Store, tmp_path: Path) -> None:
     with pytest.raises(TileError, match=f"prepare --snapshot {snapshot_hash[:12]} --size {SIZE}"):
         resolve_tile_cache("require", workspace, snapshot_hash, SIZE)
     prepare_tiles(store, "latest", SIZE, workspace)
-    assert resolve_tile_cache("auto", workspace, snapshot_hash, SIZE) == tiles_root(workspace, SIZE)
+    assert resolve_tile_cache("auto", workspace, snapshot_hash, SIZE) == TileCache(tiles_root(workspace, SIZE))
     assert resolve_tile_cache("off", workspace, snapshot_hash, SIZE) is None
     assert resolve_tile_cache("auto", workspace, snapshot_hash, 64) is None  # another model size
     with pytest.raises(TileError, match="even input size"):

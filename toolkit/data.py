@@ -101,7 +101,7 @@ def compose_pair(first: torch.Tensor, second: torch.Tensor, aspect: str, norm: I
                          f"3×{norm.size}×{norm.size} {aspect} image")
     mean = torch.tensor(norm.mean, dtype=image.dtype).view(3, 1, 1)
     std = torch.tensor(norm.std, dtype=image.dtype).view(3, 1, 1)
-    return (image - mean) / std
+    return image.sub_(mean).div_(std)  # in place on the fresh concatenation: no two more S×S temporaries
 
 
 def _key(key: SampleKey | int) -> SampleKey:

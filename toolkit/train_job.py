@@ -56,12 +56,12 @@ def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConf
     adapter = load_model(base)  # before anything is created: a bad model leaves no trace
     device = dist_utils.init_distributed(config.device)
     records, snapshot_hash, counts, excluded = _catalog_inputs(db_url, snapshot_ref)
-    tile_root = resolve_tile_cache(config.tiles, workspace_dir(workspace), snapshot_hash,
+    tile_cache = resolve_tile_cache(config.tiles, workspace_dir(workspace), snapshot_hash,
                                    adapter.image_norm.size)
     source = CatalogBatchSource(records, adapter, config.batch_size, config.seed, dist_utils.rank(),
                                 dist_utils.world_size(), config.num_workers, snapshot_hash,
                                 SampleConfig(generators=config.generators), excluded=sorted(excluded),
-                                tile_root=tile_root)
+                                tile_cache=tile_cache, pin_memory=device.type == "cuda")
     provenance: dict[str, Any] = {
         "base": base, "base_weights_sha256": weights_sha256(base), "snapshot": snapshot_hash,
         "toolkit_version": __version__, "world_size": dist_utils.world_size(),

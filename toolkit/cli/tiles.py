@@ -18,9 +18,11 @@ def prepare(
     db: DbOption = None,
     workers: Annotated[int, typer.Option(help="Processes tiling in parallel.")] = 1,
     split: Annotated[list[str] | None, typer.Option(help="Split(s) to tile; repeat for several.")] = None,
+    tile_format: Annotated[str, typer.Option("--format", help="png (lossless, ~36 KB per 224px half-tile) or "
+                                             "npy (raw, 2× the disk, no decode cost).")] = "png",
     json_output: JsonOption = False,
 ) -> None:
-    """Pre-size every image of a snapshot once (lossless PNG half-tiles and crops, content-addressed in
+    """Pre-size every image of a snapshot once (lossless half-tiles and crops, content-addressed in
     the workspace) so `toolkit train` decodes small tiles instead of full photos. Batches are identical.
 
     Idempotent (a re-run writes nothing new) and crash-safe (temp file + rename). Each source file's
@@ -45,7 +47,7 @@ def prepare(
 
             with errors_to_exit({SnapshotError: EXIT_BAD_INPUT, TileError: EXIT_BAD_INPUT}):
                 report = prepare_tiles(store, snapshot, size, workspace_dir(), workers,
-                                       tuple(split or ("train",)), show)
+                                       tuple(split or ("train",)), show, fmt=tile_format)
     finally:
         store.close()
     if json_output:
