@@ -87,11 +87,11 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, lr: float, min_lr:
     return (min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))) / lr
 
 
-def compiled_text_encoder(adapter: ClipAdapter) -> Any:
+def compiled_text_encoder(adapter: ClipAdapter, backend: str = "inductor") -> Any:
     """`adapter.encode_text` through torch.compile. Attention already runs fused: open_clip and HF CLIP
     reach F.scaled_dot_product_attention. Shapes stay static (5B texts on CLIC steps, B on plain steps),
     so there are two graphs and no dynamic-shape guards."""
-    return torch.compile(adapter.encode_text, dynamic=False)
+    return torch.compile(adapter.encode_text, dynamic=False, backend=backend)
 
 
 def _no_weight_decay(name: str, param: nn.Parameter) -> bool:
