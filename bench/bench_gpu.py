@@ -325,11 +325,13 @@ def card_name(device: torch.device) -> str:
 
 
 def commit() -> str:
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("BENCH_COMMIT", "unknown")
+        return "unknown"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -361,6 +363,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {c['model']} | {c['batch']} | {c['compiled']} | {c['samples_per_s']:,} | {c['tflops']} | "
                      f"{c['mfu']:.1%} | {c['peak_memory_gib']} | {c['flops_per_sample_g']['clic']}, "
                      f"{c['flops_per_sample_g']['plain']} |")
+    lines += [f"| {skipped} | | | | | | | |" for skipped in result.get("skipped", [])]
     lines += ["", "MFU = analytic FLOPs (bench/flops.py: matmuls of text fwd+bwd = 3× fwd, frozen vision fwd, "
               f"context 77 counted in full) / step time / {result['end_to_end'][0]['peak_tflops']} TFLOP/s."]
     return "\n".join(lines) + "\n"
@@ -378,10 +381,12 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="for cards not in the table")
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--models", default="ViT-B-32:200,ViT-L-14:128", help="end-to-end arch:batch list")
+    parser.add_argument("--budget-s", type=float, default=470.0,
+                        help="skip remaining end-to-end models once this much wall time is spent")
     args = parser.parse_args()
     sizes = dict(images=24, data_samples=32, data_batch=8, step_batch=4, max_batch=8, warmup=3, steps=2,
                  e2e_warmup=2, e2e_steps=2) if args.smoke else dict(
-                 images=1024, data_samples=6000, data_batch=200, step_batch=200, max_batch=3200, warmup=5,
+                 images=512, data_samples=6000, data_batch=200, step_batch=200, max_batch=3200, warmup=5,
                  steps=20, e2e_warmup=6, e2e_steps=30)
     for key, value in sizes.items():
         setattr(args, key, value)
@@ -416,8 +421,14 @@ def main() -> None:
         result["step_time"] = step_time(arch_b, smoke_config, texts, device, args)
         compile_text = result["step_time"]["compiled_speedup"] > 1.0
         cache = TileCache(tiles_root(work, norm.size), "png")
-        result["end_to_end"] = [end_to_end("smoke" if args.smoke else arch, batch, smoke_config, records, cache,
-                                           device, work, compile_text, args) for arch, batch in _models(args)]
+        result["end_to_end"], result["skipped"] = [], []
+        for arch, batch in _models(args):
+            if time.perf_counter() - begun > args.budget_s - 120:
+                result["skipped"].append(f"{arch} B={batch}: over the --budget-s of {args.budget_s:.0f} s")
+                log(f"(c) skipped {arch}: time budget")
+                continue
+            result["end_to_end"].append(end_to_end("smoke" if args.smoke else arch, batch, smoke_config, records,
+                                                   cache, device, work, compile_text, args))
     result["seconds"] = round(time.perf_counter() - begun, 1)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = args.out_dir / f"gpu-{args.card}{'-smoke' if args.smoke else ''}"

@@ -45,7 +45,7 @@ def _sentence(rng: random.Random, long: bool) -> TaggedSentence:
 
 
 def caption_sentences(rng: random.Random) -> tuple[TaggedSentence, ...]:
-    return (_sentence(rng, True),) + tuple(_sentence(rng, rng.random() < 0.5) for _ in range(rng.randint(2, 3)))
+    return (_sentence(rng, True), *tuple(_sentence(rng, rng.random() < 0.5) for _ in range(rng.randint(2, 3))))
 
 
 def photo_jpeg(width: int, height: int, seed: int) -> bytes:
