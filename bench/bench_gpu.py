@@ -365,7 +365,7 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{c['flops_per_sample_g']['plain']} |")
     lines += [f"| {skipped} | | | | | | | |" for skipped in result.get("skipped", [])]
     lines += ["", "MFU = analytic FLOPs (bench/flops.py: matmuls of text fwd+bwd = 3× fwd, frozen vision fwd, "
-              f"context 77 counted in full) / step time / {result['end_to_end'][0]['peak_tflops']} TFLOP/s."]
+              f"context 77 counted in full) / step time / {result['peak_tflops']} TFLOP/s."]
     return "\n".join(lines) + "\n"
 
 
@@ -392,12 +392,14 @@ def main() -> None:
         setattr(args, key, value)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     args.card = card_name(device)
+    peak_tflops = PEAK_BF16_TFLOPS.get(args.card, args.peak_tflops)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     begun = time.perf_counter()
     result: dict[str, Any] = {"card": args.card, "device": torch.cuda.get_device_name(0) if device.type == "cuda"
                               else "cpu", "commit": commit(), "torch": torch.__version__, "smoke": args.smoke,
-                              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu_count": os.cpu_count()}
+                              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu_count": os.cpu_count(),
+                              "peak_tflops": peak_tflops}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         smoke_config = None

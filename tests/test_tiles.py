@@ -222,3 +222,13 @@ def test_training_requires_and_uses_the_cache(store: Store, catalog_url: str, ti
                                track=False, workspace=tmp_path / "ws")
     card = json.loads((result.out_dir / "model.json").read_text())
     assert result.global_step == 2 and card["data_path"]["clic"].startswith("tiles:")
+
+
+def test_tiles_and_compile_are_settings_that_do_not_change_the_run_fingerprint() -> None:
+    from toolkit.train_config import ConfigError, TrainConfig
+
+    base = TrainConfig()
+    assert base.tiles == "auto" and base.compile_text is False
+    assert TrainConfig(tiles="off", compile_text=True).fingerprint() == base.fingerprint()
+    with pytest.raises(ConfigError, match="tiles must be auto, off or require"):
+        TrainConfig(tiles="sometimes")

@@ -39,7 +39,7 @@ def _read_rgb(path: Path, fmt: str, record: TrainingRecord) -> np.ndarray:
     """uint8 [h, w, 3] of a tile file."""
     try:
         if fmt == "npy":
-            array = np.load(path, allow_pickle=False)
+            array: np.ndarray = np.load(path, allow_pickle=False)
             if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
                 raise ValueError(f"holds {array.dtype} {array.shape}, not uint8 [h, w, 3]")
             return array
@@ -100,7 +100,8 @@ def split_crop_transform(transform: Any, size: int) -> Callable[[Any], torch.Ten
     if (resize_size not in (size, [size]) or crop_size != [size, size] or resize.max_size is not None
             or resize.interpolation != T.InterpolationMode.BICUBIC):
         return None
-    return T.Compose(steps[2:])
+    tensor_stage: Callable[[Any], torch.Tensor] = T.Compose(steps[2:])
+    return tensor_stage
 
 
 def resolve_tile_cache(policy: str, workspace: Path, snapshot_hash: str, size: int) -> TileCache | None:
