@@ -160,7 +160,8 @@ def test_prepare_is_idempotent_and_marks_the_snapshot_finished(store: Store, tmp
 def test_changed_or_missing_images_are_named_and_leave_the_cache_unfinished(store: Store,
                                                                            tmp_path: Path) -> None:
     images = tmp_path / "images"
-    (images / "w2.png").write_bytes((images / "w2.png").read_bytes() + b"tampered")
+    originals = {name: (images / name).read_bytes() for name in ("w2.png", "t1.jpg")}
+    (images / "w2.png").write_bytes(originals["w2.png"] + b"tampered")
     (images / "t1.jpg").unlink()
     report = prepare_tiles(store, "latest", SIZE, tmp_path / "ws")
     assert len(report.errors) == 2
@@ -170,6 +171,12 @@ def test_changed_or_missing_images_are_named_and_leave_the_cache_unfinished(stor
     assert find_tile_index(tmp_path / "ws", _snapshot_hash(store), SIZE) is None
     with pytest.raises(TileError, match="toolkit data prepare"):
         resolve_tile_cache("require", tmp_path / "ws", _snapshot_hash(store), SIZE)
+    # Once the files are back, a re-run tiles only what is missing and marks the cache finished.
+    for name, data in originals.items():
+        (images / name).write_bytes(data)
+    rerun = prepare_tiles(store, "latest", SIZE, tmp_path / "ws")
+    assert (rerun.errors, rerun.files_written, rerun.images_skipped) == ([], 4, 2)
+    assert find_tile_index(tmp_path / "ws", _snapshot_hash(store), SIZE) is not None
 
 
 def test_tile_policy(store: Store, tmp_path: Path) -> None:
@@ -232,3 +239,27 @@ def test_tiles_and_compile_are_settings_that_do_not_change_the_run_fingerprint()
     assert TrainConfig(tiles="off", compile_text=True).fingerprint() == base.fingerprint()
     with pytest.raises(ConfigError, match="tiles must be auto, off or require"):
         TrainConfig(tiles="sometimes")
+
+
+@pytest.mark.parametrize("width,height", [(45, 31), (31, 45), (32, 32), (200, 33), (33, 17)])
+def test_cached_crop_is_torchvision_resize_and_center_crop(width: int, height: int) -> None:
+    from torchvision import transforms as T
+
+    from toolkit.tiles import resize_center_crop
+
+    image = _photo(width, height, seed=width)
+    stage = T.Compose([T.Resize(SIZE, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(SIZE)])
+    assert np.array_equal(np.asarray(resize_center_crop(image, SIZE)), np.asarray(stage(image)))
+
+
+def test_crops_are_used_only_for_a_resize_and_center_crop_transform() -> None:
+    from torchvision import transforms as T
+
+    from toolkit.tile_cache import split_crop_transform
+
+    tail = [T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)]
+    bicubic = T.Resize(SIZE, interpolation=T.InterpolationMode.BICUBIC)
+    assert split_crop_transform(T.Compose([bicubic, T.CenterCrop(SIZE), *tail]), SIZE) is not None
+    assert split_crop_transform(T.Compose([T.Resize(SIZE), T.CenterCrop(SIZE), *tail]), SIZE) is None  # bilinear
+    assert split_crop_transform(T.Compose([bicubic, T.CenterCrop(SIZE), *tail]), 64) is None  # another size
+    assert split_crop_transform(T.Compose([T.CenterCrop(SIZE), bicubic, *tail]), SIZE) is None  # other order

@@ -16,7 +16,8 @@ Batch contract (the trainer and the CLIC loss rely on it):
 
 Samples are pure functions of (seed, epoch, index) (see toolkit.samples): use `EpochBatches` as the
 DataLoader's `batch_sampler` and any `num_workers`. Pixels come through `TileLoader`, one small
-function, so a tile cache can replace PIL decoding without touching anything else.
+function: `load_half_tiles` decodes the image files, `toolkit.tile_cache.CachedHalfTiles` reads the tile
+cache that `toolkit data prepare` writes, with the same resize (`toolkit.tiles`), so the same bits.
 """
 
 from __future__ import annotations
