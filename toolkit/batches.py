@@ -114,16 +114,41 @@ class CatalogBatchSource:
 
     def __init__(self, records: Sequence[Any], adapter: Any, global_batch_size: int, seed: int,
                  rank: int = 0, world_size: int = 1, num_workers: int = 0, snapshot_hash: str = "",
-                 sample_config: Any = None, excluded: Sequence[str] = ()) -> None:
-        from toolkit.data import ClicCollate, ClicDataset, EpochBatches, PlainCollate, PlainDataset
+                 sample_config: Any = None, excluded: Sequence[str] = (), tile_cache: Any = None,
+                 pin_memory: bool = False) -> None:
+        from toolkit.data import (
+            ClicCollate,
+            ClicDataset,
+            EpochBatches,
+            PlainCollate,
+            PlainDataset,
+            load_half_tiles,
+        )
 
         self._epoch_batches = EpochBatches
         self.records = list(records)
-        self.clic = ClicDataset(self.records, adapter.image_norm, seed, sample_config, excluded=excluded)
-        self.plain = PlainDataset(self.records, adapter.image_transform())
+        transform = adapter.image_transform()
+        tile_loader: Any = load_half_tiles
+        crop_loader: Any = None
+        # Where pixels come from (not part of describe(): batches are identical either way, so a run
+        # may resume with the cache switched on or off).
+        self.data_path = {"clic": "decode", "plain": "decode"}
+        if tile_cache is not None:  # a toolkit.tile_cache.TileCache
+            from toolkit.tile_cache import CachedCrops, CachedHalfTiles, split_crop_transform
+
+            tile_loader = CachedHalfTiles(tile_cache)
+            self.data_path["clic"] = f"tiles:{tile_cache}"
+            tensor_stage = split_crop_transform(transform, adapter.image_norm.size)
+            if tensor_stage is not None:
+                crop_loader = CachedCrops(tile_cache, tensor_stage)
+                self.data_path["plain"] = f"tiles:{tile_cache}"
+        self.clic = ClicDataset(self.records, adapter.image_norm, seed, sample_config, excluded=excluded,
+                                tile_loader=tile_loader)
+        self.plain = PlainDataset(self.records, transform, image_loader=crop_loader)
         self.clic_collate, self.plain_collate = ClicCollate(adapter.tokenize), PlainCollate(adapter.tokenize)
         self.global_batch_size, self.seed = global_batch_size, seed
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
+        self.pin_memory = pin_memory  # page-locked batches let the trainer's non_blocking copies overlap
         self.snapshot_hash = snapshot_hash
         self._num_batches = len(EpochBatches(len(self.records), global_batch_size, seed, 0, rank, world_size))
 
@@ -145,8 +170,8 @@ class CatalogBatchSource:
         clic_keys = [keys for keys, kind in zip(slots, kinds, strict=False) if kind == CLIC]
         plain_keys = [keys for keys, kind in zip(slots, kinds, strict=False) if kind == PLAIN]
         clic_iter = iter(DataLoader(self.clic, batch_sampler=clic_keys, collate_fn=self.clic_collate,
-                                    num_workers=self.num_workers))
+                                    num_workers=self.num_workers, pin_memory=self.pin_memory))
         plain_iter = iter(DataLoader(self.plain, batch_sampler=plain_keys, collate_fn=self.plain_collate,
-                                     num_workers=self.num_workers))
+                                     num_workers=self.num_workers, pin_memory=self.pin_memory))
         for kind in kinds[: len(slots)]:
             yield next(clic_iter) if kind == CLIC else next(plain_iter)

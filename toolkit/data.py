@@ -16,7 +16,8 @@ Batch contract (the trainer and the CLIC loss rely on it):
 
 Samples are pure functions of (seed, epoch, index) (see toolkit.samples): use `EpochBatches` as the
 DataLoader's `batch_sampler` and any `num_workers`. Pixels come through `TileLoader`, one small
-function, so a tile cache can replace PIL decoding without touching anything else.
+function: `load_half_tiles` decodes the image files, `toolkit.tile_cache.CachedHalfTiles` reads the tile
+cache that `toolkit data prepare` writes, with the same resize (`toolkit.tiles`), so the same bits.
 """
 
 from __future__ import annotations
@@ -46,12 +47,13 @@ from toolkit.samples import (
     plan_clic_sample,
     sample_rng,
 )
+from toolkit.tiles import half_tile_sizes, open_rgb, resize_half_tile
 
 __all__ = [
     "ClicBatch", "ClicCollate", "ClicDataset", "ClicSample", "EpochBatches", "ImageLoadError", "PlainBatch",
     "PlainCollate", "PlainDataset", "PlainSample", "SampleConfig", "SampleKey", "TileLoader",
     "TrainingRecord", "compose_pair", "half_tile_sizes", "load_half_tiles", "load_training_records",
-    "missing_image_files",
+    "missing_image_files", "tile_tensor",
 ]
 
 Tokenize = Callable[[Sequence[str]], torch.Tensor]
@@ -65,22 +67,17 @@ class ImageLoadError(TrainingDataError):
 
 def _open_rgb(record: TrainingRecord, draft_size: tuple[int, int] | None = None) -> PILImage.Image:
     try:
-        image = PILImage.open(record.image_path)
-        if draft_size is not None:
-            image.draft("RGB", draft_size)  # JPEG: decode at a reduced scale that still covers the tile
-        return image.convert("RGB")
+        return open_rgb(record.image_path, draft_size)
     except (OSError, ValueError) as err:
         raise ImageLoadError(f"cannot read image {record.image_path} (image {record.image_id}, caption "
                              f"{record.caption_id}): {err}; restore the file or re-ingest") from err
 
 
-def half_tile_sizes(aspect: str, size: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(height, width) of the first and second tile: wide tiles stack vertically, tall ones side by side.
-    An odd S gives the second tile the extra row/column."""
-    half = size // 2
-    if aspect == "wide":
-        return (half, size), (size - half, size)
-    return (size, half), (size, size - half)
+def tile_tensor(image: PILImage.Image) -> torch.Tensor:
+    """RGB PIL image -> float [3, h, w] in [0, 1] (the one conversion both data paths use)."""
+    width, height = image.size
+    array = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    return array.view(height, width, 3).permute(2, 0, 1).float().div_(255.0)
 
 
 def load_half_tiles(first: TrainingRecord, second: TrainingRecord, aspect: str,
@@ -88,9 +85,12 @@ def load_half_tiles(first: TrainingRecord, second: TrainingRecord, aspect: str,
     """Decode both images and resize each to its half-tile (bicubic, aspect squeezed like the reference)."""
     tiles = []
     for record, (height, width) in zip((first, second), half_tile_sizes(aspect, size), strict=True):
-        image = _open_rgb(record, (width, height)).resize((width, height), PILImage.Resampling.BICUBIC)
-        array = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-        tiles.append(array.view(height, width, 3).permute(2, 0, 1).float().div_(255.0))
+        try:
+            image = resize_half_tile(record.image_path, height, width)
+        except (OSError, ValueError) as err:
+            raise ImageLoadError(f"cannot read image {record.image_path} (image {record.image_id}, caption "
+                                 f"{record.caption_id}): {err}; restore the file or re-ingest") from err
+        tiles.append(tile_tensor(image))
     return tiles[0], tiles[1]
 
 
@@ -102,7 +102,7 @@ def compose_pair(first: torch.Tensor, second: torch.Tensor, aspect: str, norm: I
                          f"3×{norm.size}×{norm.size} {aspect} image")
     mean = torch.tensor(norm.mean, dtype=image.dtype).view(3, 1, 1)
     std = torch.tensor(norm.std, dtype=image.dtype).view(3, 1, 1)
-    return (image - mean) / std
+    return image.sub_(mean).div_(std)  # in place on the fresh concatenation: no two more S×S temporaries
 
 
 def _key(key: SampleKey | int) -> SampleKey:
@@ -214,14 +214,17 @@ class PlainSample:
 class PlainDataset(Dataset[PlainSample]):
     """Single images with their first sentence, for the plain CLIP steps.
 
-    `transform` is the model's eval preprocessing (`adapter.image_transform()`).
+    `transform` is the model's eval preprocessing (`adapter.image_transform()`); `image_loader`, when
+    given, replaces "decode the file, then transform" (a tile cache of pre-cropped images).
     """
 
     def __init__(self, records: Sequence[TrainingRecord], transform: Callable[[Any], torch.Tensor],
-                 lowercase: bool = True) -> None:
+                 lowercase: bool = True,
+                 image_loader: Callable[[TrainingRecord], torch.Tensor] | None = None) -> None:
         self.records = list(records)
         self.transform = transform
         self.lowercase = lowercase
+        self.image_loader = image_loader
 
     def __len__(self) -> int:
         return len(self.records)
@@ -229,7 +232,9 @@ class PlainDataset(Dataset[PlainSample]):
     def __getitem__(self, key: SampleKey | int) -> PlainSample:
         key = _key(key)
         record = self.records[key.index]
-        return PlainSample(key, self.transform(_open_rgb(record)), plain_text(record, self.lowercase))
+        image = (self.image_loader(record) if self.image_loader is not None
+                 else self.transform(_open_rgb(record)))
+        return PlainSample(key, image, plain_text(record, self.lowercase))
 
 
 @dataclass

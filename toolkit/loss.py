@@ -75,8 +75,10 @@ class ClicLoss(nn.Module):
 
         if w.use_cont:
             all_images = all_gather_with_grad(image_features)
-            # One gather for all texts: [world, 5, B, D], then pick set i from every rank.
-            all_texts = all_gather_with_grad(text_features).view(world_size(), TEXTS_PER_IMAGE, batch, -1)
+            # One gather for the four positive sets only ([world, 4, B, D]; the negatives never enter
+            # this softmax, so they are not sent), then pick set i from every rank.
+            all_texts = all_gather_with_grad(text_features[: NUM_POSITIVE_SETS * batch]).view(
+                world_size(), NUM_POSITIVE_SETS, batch, -1)
             targets = _local_targets(batch, image_features.device)
             per_set = []
             for i, positive in enumerate(positives):

@@ -61,6 +61,7 @@ class TrainingRecord:
     width: int
     height: int
     sentences: tuple[TaggedSentence, ...]
+    sha256: str = ""  # of the image file's bytes: the tile cache's key
 
     @property
     def aspect(self) -> str:
@@ -95,7 +96,7 @@ def load_training_records(session: Session, snapshot: Snapshot | str, split: str
         snapshot = resolve_snapshot(session, snapshot)
     rows = session.execute(
         select(SnapshotMember.caption_id, Image.id, Image.images_root, Image.path, Image.width, Image.height,
-               Sentence.tokens, Sentence.pos, Sentence.text)
+               Image.sha256, Sentence.tokens, Sentence.pos, Sentence.text)
         .join(Image, Image.id == SnapshotMember.image_id)
         .join(Sentence, Sentence.caption_id == SnapshotMember.caption_id)
         .where(SnapshotMember.snapshot_id == snapshot.id, SnapshotMember.split == split)
@@ -108,14 +109,14 @@ def load_training_records(session: Session, snapshot: Snapshot | str, split: str
 
     def flush() -> None:
         if current is not None and sentences:
-            caption_id, image_id, root, path, width, height = current
+            caption_id, image_id, root, path, width, height, sha256 = current
             records.append(TrainingRecord(caption_id, image_id, Path(root) / path, width, height,
-                                          tuple(sentences)))
+                                          tuple(sentences), sha256))
 
-    for caption_id, image_id, root, path, width, height, tokens, pos, text in rows:
+    for caption_id, image_id, root, path, width, height, sha256, tokens, pos, text in rows:
         if current is None or current[0] != caption_id:
             flush()
-            current, sentences = [caption_id, image_id, root, path, width, height], []
+            current, sentences = [caption_id, image_id, root, path, width, height, sha256], []
         sentence = _stored_sentence(tokens, pos, text)
         if word_range is None or word_range[0] <= sentence.word_count() <= word_range[1]:
             sentences.append(sentence)

@@ -10,6 +10,8 @@ Features and their trade-offs:
 - Steps alternate: even = CLIC batch + ClicLoss, odd = plain CLIP loss on single images
   (`alternate_plain_steps=False` trains on CLIC batches only).
 - logit_scale is clamped on the real parameter to <= ln(max_logit_scale) after every step.
+- Optional torch.compile of the text tower (`compile_text`, off by default: compiling costs seconds to
+  minutes up front and pays only on long GPU runs).
 - bf16 autocast on CUDA, fp32 on CPU. Gradient accumulation over `grad_accum` micro-batches.
 - DDP via torchrun: embeddings all-gathered with gradient; gradients of the trainable parameters are
   averaged explicitly once per optimizer step. We do not wrap in DistributedDataParallel because the
@@ -52,7 +54,8 @@ from toolkit.loss import ClicLoss, ClicLossWeights, ClipLoss
 from toolkit.outputs import OutputExistsError, atomic_output_dir, write_model_folder
 from toolkit.train_config import TrainConfig
 
-__all__ = ["ClicRecipe", "RunTracker", "TrainConfig", "TrainResult", "run_training", "work_dir_for"]
+__all__ = ["ClicRecipe", "RunTracker", "TrainConfig", "TrainResult", "compiled_text_encoder", "run_training",
+           "work_dir_for"]
 RESOLVED_CONFIG_FILE = "train-config.json"
 
 
@@ -84,6 +87,13 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, lr: float, min_lr:
     return (min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))) / lr
 
 
+def compiled_text_encoder(adapter: ClipAdapter, backend: str = "inductor") -> Any:
+    """`adapter.encode_text` through torch.compile. Attention already runs fused: open_clip and HF CLIP
+    reach F.scaled_dot_product_attention. Shapes stay static (5B texts on CLIC steps, B on plain steps),
+    so there are two graphs and no dynamic-shape guards."""
+    return torch.compile(adapter.encode_text, dynamic=False, backend=backend)
+
+
 def _no_weight_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim < 2 or "bias" in name or "ln" in name or "bn" in name
 
@@ -113,6 +123,7 @@ class ClicRecipe:
         if cfg.lora.rank > 0:
             self._apply_lora()
         self.trainable = [(n, p) for n, p in self.adapter.model.named_parameters() if p.requires_grad]
+        self.encode_text = compiled_text_encoder(self.adapter) if cfg.compile_text else self.adapter.encode_text
         decay = [p for n, p in self.trainable if not _no_weight_decay(n, p)]
         no_decay = [p for n, p in self.trainable if _no_weight_decay(n, p)]
         self.optimizer = torch.optim.AdamW(
@@ -194,7 +205,7 @@ class ClicRecipe:
                             enabled=self.autocast_dtype is not None):
             with torch.no_grad():
                 image_features = self.adapter.encode_image(images)
-            text_features = self.adapter.encode_text(tokens)
+            text_features = self.encode_text(tokens)
             loss_fn = self.clic_loss if kind == CLIC else self.clip_loss
             loss: tuple[torch.Tensor, dict[str, torch.Tensor]] = loss_fn(
                 image_features.float(), text_features.float(), self.adapter.logit_scale)

@@ -60,6 +60,10 @@ class TrainConfig:
     log_every: int = 10
     progress: bool = True
     generators: tuple[str, ...] = ("swap_across",)  # hard-negative generators (toolkit.negatives)
+    # Tile cache (`toolkit data prepare`): auto = use it when finished for the snapshot and model size,
+    # off = always decode the image files, require = refuse to start without it. Batches are identical.
+    tiles: str = "auto"
+    compile_text: bool = False  # torch.compile the text tower (pays on GPU; first steps slower)
     loss: LossSettings = field(default_factory=LossSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
 
@@ -75,6 +79,7 @@ class TrainConfig:
             (self.device in ("cpu", "cuda"), "device must be cpu or cuda"),
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
             (self.max_logit_scale > 1, "max_logit_scale must be > 1"),
+            (self.tiles in ("auto", "off", "require"), "tiles must be auto, off or require"),
         ]
         for ok, message in checks:
             if not ok:
@@ -84,9 +89,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def fingerprint(self) -> str:
-        """Hash of everything that shapes the optimisation (not logging, workers or checkpoint cadence)."""
+        """Hash of everything that shapes the optimisation (not logging, workers, checkpoint cadence, nor how
+        pixels are read or kernels compiled)."""
         relevant = {k: v for k, v in self.to_dict().items()
-                    if k not in ("num_workers", "log_every", "progress", "checkpoint_every")}
+                    if k not in ("num_workers", "log_every", "progress", "checkpoint_every", "tiles",
+                                 "compile_text")}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod

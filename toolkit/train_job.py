@@ -40,23 +40,32 @@ def _catalog_inputs(db_url: str, snapshot_ref: str) -> tuple[list[Any], str, dic
 
 
 def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConfig, db_url: str, *,
-                      resume: bool = False, track: bool = True) -> TrainResult:
-    """Fine-tune `base` on a catalog snapshot's train split; writes `out` only when finished."""
+                      resume: bool = False, track: bool = True, workspace: Path | None = None) -> TrainResult:
+    """Fine-tune `base` on a catalog snapshot's train split; writes `out` only when finished.
+
+    Pixels come from the workspace's tile cache when `config.tiles` allows and it is finished for this
+    snapshot and the model's input size (`toolkit data prepare`), else from the image files.
+    """
     from toolkit.batches import CatalogBatchSource
+    from toolkit.config import workspace_dir
     from toolkit.samples import SampleConfig
+    from toolkit.tile_cache import resolve_tile_cache
 
     if out.exists():
         raise ConfigError(f"{out} already exists; choose a new --out folder (nothing is overwritten)")
     adapter = load_model(base)  # before anything is created: a bad model leaves no trace
     device = dist_utils.init_distributed(config.device)
     records, snapshot_hash, counts, excluded = _catalog_inputs(db_url, snapshot_ref)
+    tile_cache = resolve_tile_cache(config.tiles, workspace_dir(workspace), snapshot_hash,
+                                   adapter.image_norm.size)
     source = CatalogBatchSource(records, adapter, config.batch_size, config.seed, dist_utils.rank(),
                                 dist_utils.world_size(), config.num_workers, snapshot_hash,
-                                SampleConfig(generators=config.generators), excluded=sorted(excluded))
+                                SampleConfig(generators=config.generators), excluded=sorted(excluded),
+                                tile_cache=tile_cache, pin_memory=device.type == "cuda")
     provenance: dict[str, Any] = {
         "base": base, "base_weights_sha256": weights_sha256(base), "snapshot": snapshot_hash,
         "toolkit_version": __version__, "world_size": dist_utils.world_size(),
-        "excluded_negatives": len(excluded)}
+        "excluded_negatives": len(excluded), "data_path": source.data_path}
     tracking = _tracked(provenance, db_url, counts) if track and dist_utils.is_main_process() else nullcontext()
     with tracking as run:
         if run is not None:

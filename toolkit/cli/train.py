@@ -31,6 +31,9 @@ def _bad_input_errors() -> dict[type[BaseException], int]:
 
     errors[TrainingDataError] = EXIT_BAD_INPUT
     errors[StoreError] = EXIT_BAD_INPUT
+    from toolkit.tiles import TileError
+
+    errors[TileError] = EXIT_BAD_INPUT
     return errors
 
 
@@ -50,6 +53,10 @@ def train(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Global images per micro-batch, "
                                                    "split over torchrun processes.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda.")] = None,
+    tiles: Annotated[str | None, typer.Option("--tiles", help="Tile cache (`toolkit data prepare`): auto (use it "
+                                              "when finished for this snapshot and size), off, require.")] = None,
+    compile_text: Annotated[bool | None, typer.Option("--compile-text/--no-compile-text",
+                                                      help="torch.compile the text tower (GPU runs).")] = None,
     track: Annotated[bool, typer.Option(help="Track the run in MLflow ($MLFLOW_TRACKING_URI or the "
                                              "workspace store).")] = True,
 ) -> None:
@@ -64,7 +71,8 @@ def train(
 
     with errors_to_exit(_bad_input_errors()):
         config = TrainConfig.from_file(config_file) if config_file else TrainConfig()
-        config = config.with_overrides(max_steps=max_steps, batch_size=batch_size, device=device)
+        config = config.with_overrides(max_steps=max_steps, batch_size=batch_size, device=device, tiles=tiles,
+                                       compile_text=compile_text)
         result = train_on_snapshot(base, snapshot, out, config, resolve_db_url(db), resume=resume, track=track)
     if dist_utils.is_main_process():
         print_json({"out": str(result.out_dir), "global_step": result.global_step,

@@ -1,0 +1,73 @@
+"""`toolkit data prepare`: build the tile cache that lets training skip full-size image decodes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from toolkit.cli.common import EXIT_BAD_INPUT, DbOption, JsonOption, console, errors_to_exit, print_json
+
+
+def prepare(
+    snapshot: Annotated[str, typer.Option(help="Snapshot to prepare: latest, a hash (8+ chars) or a name.")]
+        = "latest",
+    size: Annotated[int, typer.Option(help="The model's square input size S (224 for ViT-B-32).")] = 224,
+    db: DbOption = None,
+    workers: Annotated[int, typer.Option(help="Processes tiling in parallel.")] = 1,
+    split: Annotated[list[str] | None, typer.Option(help="Split(s) to tile; repeat for several.")] = None,
+    tile_format: Annotated[str, typer.Option("--format", help="png (lossless, ~36 KB per 224px half-tile) or "
+                                             "npy (raw, 2× the disk, no decode cost).")] = "png",
+    json_output: JsonOption = False,
+) -> None:
+    """Pre-size every image of a snapshot once (lossless half-tiles and crops, content-addressed in
+    the workspace) so `toolkit train` decodes small tiles instead of full photos. Batches are identical.
+
+    Idempotent (a re-run writes nothing new) and crash-safe (temp file + rename). Each source file's
+    sha256 is checked against the catalog first. Exit codes: 0 done, 3 bad input or images at fault
+    (listed; the cache is then not marked finished, so training will not use it).
+    """
+    from toolkit.config import resolve_db_url, workspace_dir
+    from toolkit.snapshot import SnapshotError
+    from toolkit.store import open_store
+    from toolkit.store.db import StoreError
+    from toolkit.tiles import TileError, prepare_tiles
+
+    with errors_to_exit({StoreError: EXIT_BAD_INPUT}):
+        store = open_store(resolve_db_url(db))
+    try:
+        with Progress(TextColumn("tiling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=console, transient=True, disable=json_output) as progress:
+            task = progress.add_task("tiling", total=None)
+
+            def show(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            with errors_to_exit({SnapshotError: EXIT_BAD_INPUT, TileError: EXIT_BAD_INPUT}):
+                report = prepare_tiles(store, snapshot, size, workspace_dir(), workers,
+                                       tuple(split or ("train",)), show, fmt=tile_format)
+    finally:
+        store.close()
+    if json_output:
+        print_json(report.as_dict())
+    else:
+        table = Table(title=f"tiles for snapshot {report.snapshot[:16]} at {size}px: {report.root}")
+        for key in ("images", "files_written", "images_skipped", "bytes_written", "bytes_total", "seconds"):
+            table.add_row(key, str(getattr(report, key)))
+        console.print(table)
+    if report.errors:
+        for message in report.errors[:20]:
+            console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+        more = len(report.errors) - 20
+        console.print(f"{len(report.errors)} image(s) failed" + (f" ({more} more not shown)" if more > 0 else "")
+                      + "; the cache is not marked finished. Fix them and re-run (done tiles are kept).")
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def register(app: typer.Typer) -> None:
+    """Adds `prepare` to the `data` group; call after toolkit.cli.data's register."""
+    from toolkit.cli.data import data_app
+
+    data_app.command(name="prepare")(prepare)
