@@ -27,9 +27,10 @@ def _register() -> None:
     from toolkit.cli.export import register as register_export
     from toolkit.cli.governance import register as register_governance
     from toolkit.cli.negatives import register as register_negatives
+    from toolkit.cli.tiles import register as register_tiles
     from toolkit.cli.train import register as register_train
 
-    for register in (register_data, register_negatives, register_train, register_eval, register_governance,
+    for register in (register_data, register_tiles, register_negatives, register_train, register_eval, register_governance,
                      register_export):
         register(app)
 
