@@ -30,8 +30,8 @@ def _register() -> None:
     from toolkit.cli.tiles import register as register_tiles
     from toolkit.cli.train import register as register_train
 
-    for register in (register_data, register_tiles, register_negatives, register_train, register_eval, register_governance,
-                     register_export):
+    for register in (register_data, register_tiles, register_negatives, register_train, register_eval,
+                     register_governance, register_export):
         register(app)
 
 
