@@ -50,7 +50,7 @@ from toolkit.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from toolkit.loss import ClicLoss, ClicLossWeights, ClipLoss
+from toolkit.loss import ClicLoss, ClipLoss
 from toolkit.outputs import OutputExistsError, atomic_output_dir, write_model_folder
 from toolkit.train_config import TrainConfig
 
@@ -139,7 +139,7 @@ class ClicRecipe:
         warmup = max(1, round(cfg.warmup_epoch_fraction * min(self.steps_per_epoch, self.total_steps)))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, warmup, self.total_steps, cfg.lr, cfg.min_lr))
-        self.clic_loss = ClicLoss(ClicLossWeights(**vars(cfg.loss)))
+        self.clic_loss = ClicLoss(cfg.loss)
         self.clip_loss = ClipLoss()
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None

@@ -12,19 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolkit.loss import ClicLossWeights
+
 
 class ConfigError(ValueError):
     """A training config file or override is invalid; the message names the key."""
-
-
-@dataclass(frozen=True)
-class LossSettings:
-    cont: float = 0.5
-    sneg: float = 0.5
-    uni: float = 1.0
-    use_cont: bool = True
-    use_sneg: bool = True
-    use_uni: bool = True
 
 
 @dataclass(frozen=True)
@@ -64,7 +56,7 @@ class TrainConfig:
     # off = always decode the image files, require = refuse to start without it. Batches are identical.
     tiles: str = "auto"
     compile_text: bool = False  # torch.compile the text tower (pays on GPU; first steps slower)
-    loss: LossSettings = field(default_factory=LossSettings)
+    loss: ClicLossWeights = field(default_factory=ClicLossWeights)
     lora: LoraSettings = field(default_factory=LoraSettings)
 
     def __post_init__(self) -> None:
@@ -168,4 +160,7 @@ def _build(cls: Any, values: dict[str, Any], where: str) -> Any:
         if default is not None and not dataclasses.is_dataclass(default) and not isinstance(value, expected):
             raise ConfigError(f"{where}: {name} must be {expected.__name__}, got {value!r}")
         kwargs[name] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as err:  # a dataclass's own validation (e.g. every loss term switched off)
+        raise ConfigError(f"{where}: {err}") from err
