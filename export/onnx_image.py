@@ -7,8 +7,6 @@ export serves those that embed new images next to the text encoder. fp32 only.
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import torch
 from torch import nn
 
 from toolkit.adapters.base import ClipAdapter
-from toolkit.export.onnx_text import DEFAULT_OPSET, ExportError
+from toolkit.export.onnx_text import DEFAULT_OPSET, ExportError, save_onnx
 from toolkit.export.parity import FP32_MIN_COSINE, compare_embeddings
 
 IMAGE_FILE = "image_encoder.fp32.onnx"
@@ -45,22 +43,7 @@ def export_image_encoder(adapter: ClipAdapter, out_dir: Path, opset: int = DEFAU
     module = ImageEncoder(adapter).eval()
     example = torch.randn(2, 3, norm.size, norm.size, generator=torch.Generator().manual_seed(0))
     path = out_dir / IMAGE_FILE
-    with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):
-        program = torch.onnx.export(
-            module,
-            (example,),
-            dynamo=True,
-            opset_version=opset,
-            external_data=False,
-            input_names=[IMAGE_INPUT],
-            output_names=[IMAGE_OUTPUT],
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-            optimize=True,
-            verbose=False,
-        )
-        if program is None:
-            raise ExportError("torch.onnx.export returned no program for the image encoder")
-        program.save(str(path), external_data=False)
+    save_onnx(module, example, path, IMAGE_INPUT, IMAGE_OUTPUT, {0: torch.export.Dim("batch", min=1)}, opset)
     pixels = torch.randn(5, 3, norm.size, norm.size, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         reference = adapter.encode_image(pixels, normalize=True).float().numpy()

@@ -150,6 +150,21 @@ def text_encoder_module(adapter: ClipAdapter) -> tuple[nn.Module, TextEncoderFac
     return module, facts
 
 
+def save_onnx(module: nn.Module, example: torch.Tensor, out_path: Path, input_name: str, output_name: str,
+              dynamic_axes: dict[int, Any], opset: int) -> None:
+    """One single-file ONNX graph through the torch.export-based exporter (shared by text and image)."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    # The exporter prints progress on stdout; keep stdout for the CLI's --json output.
+    with torch.inference_mode(False), torch.no_grad(), contextlib.redirect_stdout(sys.stderr):
+        program = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset, external_data=False,
+                                    input_names=[input_name], output_names=[output_name],
+                                    dynamic_shapes=(dynamic_axes,), optimize=True, verbose=False)
+        if program is None:
+            raise ExportError(f"torch.onnx.export returned no program for {out_path.name}; this torch version "
+                              "is not supported")
+        program.save(str(out_path), external_data=False)
+
+
 def export_text_encoder(
     module: nn.Module, out_path: Path, example_ids: torch.Tensor, opset: int = DEFAULT_OPSET
 ) -> Path:
@@ -158,25 +173,8 @@ def export_text_encoder(
         raise ExportError(
             f"example ids must be int64 [batch, seq], got {example_ids.dtype} {tuple(example_ids.shape)}"
         )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    # The exporter prints progress on stdout; keep stdout for the CLI's --json output.
-    with torch.inference_mode(False), torch.no_grad(), contextlib.redirect_stdout(sys.stderr):
-        # The torch.export-based exporter: the TorchScript one bakes nn.MultiheadAttention's reshape
-        # sizes in as constants, which pins the sequence length. min=2: <sot> and <eot> at least.
-        batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2, max=4096)
-        program = torch.onnx.export(
-            module,
-            (example_ids,),
-            dynamo=True,
-            opset_version=opset,
-            external_data=False,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: batch, 1: seq},),
-            optimize=True,
-            verbose=False,
-        )
-        if program is None:
-            raise ExportError("torch.onnx.export returned no program; this torch version is not supported")
-        program.save(str(out_path), external_data=False)
+    # The torch.export-based exporter: the TorchScript one bakes nn.MultiheadAttention's reshape sizes in
+    # as constants, which pins the sequence length. min=2: <sot> and <eot> at least.
+    batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2, max=4096)
+    save_onnx(module, example_ids, out_path, INPUT_NAME, OUTPUT_NAME, {0: batch, 1: seq}, opset)
     return out_path
