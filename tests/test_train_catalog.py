@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from PIL import Image as PILImage
 
 from toolkit.adapters.loading import load_model
@@ -18,7 +17,6 @@ from toolkit.snapshot import create_snapshot
 from toolkit.store.db import open_store
 from toolkit.store.models import Caption, Image, IngestBatch, Sentence
 
-pytest.importorskip("toolkit.data", reason="the catalog data pipeline (toolkit.data) is not merged yet")
 ROOT = Path(__file__).resolve().parents[1]
 
 # (file, width, height, [(sentence, UPOS tags)]): two wide and two tall images, so each can be paired.
@@ -33,14 +31,14 @@ CATALOG = [
 ]
 
 
-def _catalog(url: str, root: Path) -> str:
+def _catalog(url: str, root: Path, entries: list[tuple[str, int, int, list[tuple[str, str]]]] = CATALOG) -> str:
     store = open_store(url)
     with store.session() as session:
         batch = IngestBatch(source_uri="test", source_kind="csv", source_sha256="0" * 64,
                             images_root=str(root), tagger="hand", actor="test", status="committed")
         session.add(batch)
         session.flush()
-        for index, (name, width, height, sentences) in enumerate(CATALOG):
+        for index, (name, width, height, sentences) in enumerate(entries):
             PILImage.new("RGB", (width, height), (40 * index, 100, 200)).save(root / name)
             image = Image(sha256=hashlib.sha256(name.encode()).hexdigest(), images_root=str(root), path=name,
                           width=width, height=height, format="PNG", num_bytes=(root / name).stat().st_size,
@@ -85,3 +83,31 @@ def test_train_cli_on_a_snapshot(tiny_open_clip_spec: str, catalog_url: str, tmp
     assert run["tags"]["base_weights_sha256"] == file_sha256(weights)
     assert run["datasets"][0]["digest"] == snapshot_hash[:36]
     assert "loss" in " ".join(run["metrics"]) and run["params"]["config.batch_size"] == "2"
+
+
+def _train(base: str, out: Path, db: str, snapshot: str = "latest") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "500"}
+    return subprocess.run([sys.executable, "-m", "toolkit", "train", "--base", base, "--snapshot", snapshot,
+                           "--out", str(out), "--db", db, "--max-steps", "1", "--batch-size", "2"],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_bad_snapshots_fail_clearly_and_leave_nothing(tiny_open_clip_spec: str, tmp_path: Path) -> None:
+    """A snapshot that does not exist, no snapshot at all, and one with too few images to pair."""
+    out = tmp_path / "runs" / "never"
+    empty_db = f"sqlite:///{tmp_path / 'empty.db'}"
+    none_yet = _train(tiny_open_clip_spec, out, empty_db)
+    assert none_yet.returncode == 3 and "no snapshot exists yet" in none_yet.stderr
+    (tmp_path / "images").mkdir()
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    _catalog(url, tmp_path / "images")
+    missing = _train(tiny_open_clip_spec, out, url, snapshot="deadbeefdeadbeef")
+    assert missing.returncode == 3 and "snapshot 'deadbeefdeadbeef' does not exist" in missing.stderr
+    # A catalog whose only tall image (c.png) has no partner of its aspect class.
+    (tmp_path / "lone").mkdir()
+    lone_url = f"sqlite:///{tmp_path / 'lone.db'}"
+    _catalog(lone_url, tmp_path / "lone", CATALOG[:3])
+    too_few = _train(tiny_open_clip_spec, out, lone_url)
+    assert too_few.returncode == 3 and "c.png" in too_few.stderr
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not any(runs.iterdir()), "a failed run left files behind"
