@@ -2,6 +2,7 @@
 
     toolkit demo generate --out DIR           scenes, manifests and held-out evaluation files
     toolkit demo pretrain --data DIR --out M  pretrain the base CLIP on DIR/pretrain (alt-text captions)
+    toolkit demo base --out M                 copy the committed base CLIP instead (same recipe, prebuilt)
     toolkit demo evaluate --data DIR --model M   swap-attribute, two-object retrieval, zero-shot
 """
 
@@ -77,6 +78,18 @@ def pretrain(
     else:
         for key, value in result.items():
             console.print(f"{key}: {value}")
+
+
+@demo_app.command("base")
+def base(
+    out: Annotated[Path, typer.Option("--out", help="New or empty folder for the base model.")],
+) -> None:
+    """Copy the committed base CLIP (what `toolkit demo pretrain` builds with default settings) to OUT."""
+    from toolkit.demo.pretrain import copy_bundled_base
+
+    with errors_to_exit({FileNotFoundError: EXIT_BAD_INPUT, FileExistsError: EXIT_BAD_INPUT}):
+        copy_bundled_base(out)
+    console.print(f"base model: {out}")
 
 
 @demo_app.command("evaluate")

@@ -36,6 +36,9 @@ DEMO_MODEL_CONFIG: dict[str, Any] = {
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
 }
 MAX_LOGIT_SCALE = math.log(100.0)
+# The committed base: `pretrain` with `PretrainConfig()` on `generate_demo_data` with `GenerateConfig()`,
+# 2 torch threads. A folder `load_model` reads (model.json + model.safetensors) plus pretrain.json.
+BUNDLED_BASE = Path(__file__).parent / "base"
 
 
 @dataclass(frozen=True)
@@ -52,11 +55,24 @@ class PretrainConfig:
     model_config: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(DEMO_MODEL_CONFIG)))
 
 
+def copy_bundled_base(out: Path) -> Path:
+    """Copy the committed base model to `out` (a new folder), so a pipeline can skip pretraining."""
+    import shutil
+
+    if not (BUNDLED_BASE / "model.json").is_file():
+        raise FileNotFoundError(f"the bundled base model is missing from {BUNDLED_BASE}; reinstall the "
+                                "toolkit or run `toolkit demo pretrain` to rebuild it")
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; pass a new folder for the base model")
+    shutil.copytree(BUNDLED_BASE, out, dirs_exist_ok=True)
+    return out
+
+
 def read_manifest(path: Path, limit: int | None = None) -> list[dict[str, str]]:
     """Rows of a JSONL manifest with `image` and `caption`; errors name the line at fault."""
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} does not exist; run `toolkit demo generate` first")
-    rows = []
+    rows: list[dict[str, str]] = []
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             if limit is not None and len(rows) >= limit:
@@ -103,7 +119,7 @@ def trim_padding(tokens: torch.Tensor) -> torch.Tensor:
     return tokens[:, :used]
 
 
-def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def encode_text_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
     """open_clip `CLIP.encode_text` on a trimmed context (positional embedding and mask sliced to fit)."""
     from open_clip.transformer import text_global_pool
 
@@ -124,7 +140,8 @@ def lr_at(step: int, config: PretrainConfig) -> float:
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """No decay on gains, biases, embeddings' scale-free params and the temperature (1-D tensors)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         (no_decay if param.ndim < 2 or "logit_scale" in name else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
