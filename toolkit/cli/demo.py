@@ -51,7 +51,7 @@ def generate(
 def pretrain(
     data: Annotated[Path, typer.Option("--data", help="Folder written by `toolkit demo generate`.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the base model (a MODEL for other verbs).")],
-    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 300,
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 800,
     batch_size: Annotated[int, typer.Option(help="Image–caption pairs per step.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed for initialisation and batch order.")] = 0,
     json_output: JsonOption = False,

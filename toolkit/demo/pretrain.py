@@ -1,8 +1,9 @@
 """Pretrain the demo's base CLIP on the alt-text corpus: both towers, plain symmetric contrastive loss.
 
 Recipe in brief:
-- Architecture: `DEMO_MODEL_CONFIG`, an open_clip custom model config (tiny ViT on 64 px images, a
-  3-layer text transformer, context 32, open_clip's SimpleTokenizer vocabulary).
+- Architecture: `DEMO_MODEL_CONFIG`, an open_clip custom model config: a 3-layer ViT (width 64) on
+  48 px inputs (the 64 px PNGs resized) in 8 px patches, a 2-layer text transformer (width 32),
+  context 32, open_clip's SimpleTokenizer vocabulary. 1.8 M parameters, 7 MB as fp32 safetensors.
 - Data: `<data>/pretrain/manifest.jsonl`, decoded once into memory (64 px PNGs are ~12 KB each as tensors).
 - Loss: open_clip's `ClipLoss` (image→text and text→image cross-entropy, averaged).
 - Optimiser: AdamW, linear warm-up then cosine decay; `logit_scale` clamped at ln(100) after each step.
@@ -32,7 +33,7 @@ from toolkit.adapters.open_clip_adapter import OpenClipAdapter, _build
 DEMO_MODEL_NAME = "demo-clip-tiny"
 DEMO_MODEL_CONFIG: dict[str, Any] = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 64, "layers": 3, "width": 64, "patch_size": 16, "head_width": 32},
+    "vision_cfg": {"image_size": 48, "layers": 3, "width": 64, "patch_size": 8, "head_width": 32},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
 }
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -43,9 +44,9 @@ BUNDLED_BASE = Path(__file__).parent / "base"
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    steps: int = 300
+    steps: int = 800
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 1.5e-3
     min_lr: float = 1e-5
     warmup_steps: int = 50
     weight_decay: float = 0.1
