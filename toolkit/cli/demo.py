@@ -1,0 +1,116 @@
+"""`toolkit demo ...`: the generated compositional domain and its small base CLIP.
+
+    toolkit demo generate --out DIR           scenes, manifests and held-out evaluation files
+    toolkit demo pretrain --data DIR --out M  pretrain the base CLIP on DIR/pretrain (alt-text captions)
+    toolkit demo base --out M                 copy the committed base CLIP instead (same recipe, prebuilt)
+    toolkit demo evaluate --data DIR --model M   swap-attribute, two-object retrieval, zero-shot
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from toolkit.cli.common import EXIT_BAD_INPUT, JsonOption, console, errors_to_exit, print_json
+
+demo_app = typer.Typer(help="The generated demo domain (coloured shapes in relations) and its base CLIP.",
+                       no_args_is_help=True)
+
+
+@demo_app.command("generate")
+def generate(
+    out: Annotated[Path, typer.Option("--out", help="New or empty folder to write the demo data into.")],
+    seed: Annotated[int, typer.Option(help="Everything generated is a function of this seed.")] = 0,
+    pretrain_images: Annotated[int, typer.Option(help="Alt-text images for base pretraining.")] = 20000,
+    domain_images: Annotated[int, typer.Option(help="Multi-sentence images: the data to ingest.")] = 3000,
+    eval_images: Annotated[int, typer.Option(help="Held-out two-object images (swap-att, retrieval).")] = 500,
+    zeroshot_per_class: Annotated[int, typer.Option(help="Held-out single-object images per class.")] = 5,
+    json_output: JsonOption = False,
+) -> None:
+    """Write PNG scenes with JSONL manifests (pretrain/, domain/) and held-out evaluation sets (eval/)."""
+    from toolkit.demo.generate import GenerateConfig, generate_demo_data
+
+    config = GenerateConfig(seed=seed, pretrain_images=pretrain_images, domain_images=domain_images,
+                            eval_two_object_images=eval_images, zeroshot_images_per_class=zeroshot_per_class)
+    with errors_to_exit({FileExistsError: EXIT_BAD_INPUT, ValueError: EXIT_BAD_INPUT}), \
+            console.status("rendering scenes"):
+        paths = generate_demo_data(out, config)
+    result = {"out": str(paths.root), "domain_manifest": str(paths.domain_manifest),
+              "pretrain_manifest": str(paths.pretrain_manifest), "swap_att": str(paths.swap_att),
+              "zeroshot_labels": str(paths.zeroshot_labels)}
+    if json_output:
+        print_json(result)
+    else:
+        for key, value in result.items():
+            console.print(f"{key}: {value}")
+
+
+@demo_app.command("pretrain")
+def pretrain(
+    data: Annotated[Path, typer.Option("--data", help="Folder written by `toolkit demo generate`.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the base model (a MODEL for other verbs).")],
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 800,
+    batch_size: Annotated[int, typer.Option(help="Image–caption pairs per step.")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and batch order.")] = 0,
+    json_output: JsonOption = False,
+) -> None:
+    """Pretrain the demo's base CLIP (both towers, symmetric contrastive loss) on DIR/pretrain."""
+    from rich.progress import Progress
+
+    from toolkit.demo.pretrain import PretrainConfig
+    from toolkit.demo.pretrain import pretrain as run_pretrain
+
+    config = PretrainConfig(steps=steps, batch_size=batch_size, seed=seed)
+    with errors_to_exit({FileNotFoundError: EXIT_BAD_INPUT, ValueError: EXIT_BAD_INPUT}), \
+            Progress(console=console, transient=True) as progress:
+        task = progress.add_task("pretraining", total=steps)
+
+        def on_step(step: int, loss: float) -> None:
+            progress.update(task, completed=step + 1, description=f"pretraining (loss {loss:.3f})")
+
+        summary = run_pretrain(data, out, config, on_step=on_step)
+    result = {"model": str(out), "train_seconds": summary["train_seconds"],
+              "first_loss": summary["first_loss"], "final_loss": summary["final_loss"]}
+    if json_output:
+        print_json(result)
+    else:
+        for key, value in result.items():
+            console.print(f"{key}: {value}")
+
+
+@demo_app.command("base")
+def base(
+    out: Annotated[Path, typer.Option("--out", help="New or empty folder for the base model.")],
+) -> None:
+    """Copy the committed base CLIP (what `toolkit demo pretrain` builds with default settings) to OUT."""
+    from toolkit.demo.pretrain import copy_bundled_base
+
+    with errors_to_exit({FileNotFoundError: EXIT_BAD_INPUT, FileExistsError: EXIT_BAD_INPUT}):
+        copy_bundled_base(out)
+    console.print(f"base model: {out}")
+
+
+@demo_app.command("evaluate")
+def evaluate(
+    data: Annotated[Path, typer.Option("--data", help="Folder written by `toolkit demo generate`.")],
+    model: Annotated[str, typer.Option("--model", help="MODEL spec or folder (see `toolkit --help`).")],
+    json_output: JsonOption = False,
+) -> None:
+    """Score MODEL on the held-out demo sets: swap-attribute, two-object retrieval, zero-shot."""
+    from toolkit.adapters.base import ModelLoadError
+    from toolkit.adapters.loading import load_model
+    from toolkit.demo.measure import evaluate_demo
+
+    with errors_to_exit({ModelLoadError: EXIT_BAD_INPUT, FileNotFoundError: EXIT_BAD_INPUT}):
+        metrics = evaluate_demo(load_model(model), data)
+    if json_output:
+        print_json(metrics)
+    else:
+        for key, value in metrics.items():
+            console.print(f"{key}: {value:.3f}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(demo_app, name="demo")

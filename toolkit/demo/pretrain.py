@@ -1,0 +1,209 @@
+"""Pretrain the demo's base CLIP on the alt-text corpus: both towers, plain symmetric contrastive loss.
+
+Recipe in brief:
+- Architecture: `DEMO_MODEL_CONFIG`, an open_clip custom model config: a 3-layer ViT (width 64) on
+  48 px inputs (the 64 px PNGs resized) in 8 px patches, a 2-layer text transformer (width 32),
+  context 32, open_clip's SimpleTokenizer vocabulary. 1.8 M parameters, 7 MB as fp32 safetensors.
+- Data: `<data>/pretrain/manifest.jsonl`, decoded once into memory (64 px PNGs are ~12 KB each as tensors).
+- Loss: open_clip's `ClipLoss` (image→text and text→image cross-entropy, averaged).
+- Optimiser: AdamW, linear warm-up then cosine decay; `logit_scale` clamped at ln(100) after each step.
+- Seeded: the same data, config and thread count give the same weights.
+
+The alt-text captions name one salient object, so the base learns colours and shapes but not which colour
+goes with which shape in a multi-object image: it starts as a bag of words, as real CLIP does.
+Output: a folder `load_model(<folder>)` reads (model.json + model.safetensors) plus `pretrain.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from toolkit.adapters.open_clip_adapter import OpenClipAdapter, _build
+
+DEMO_MODEL_NAME = "demo-clip-tiny"
+DEMO_MODEL_CONFIG: dict[str, Any] = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 48, "layers": 3, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+MAX_LOGIT_SCALE = math.log(100.0)
+# The committed base: `pretrain` with `PretrainConfig()` on `generate_demo_data` with `GenerateConfig()`,
+# 2 torch threads. A folder `load_model` reads (model.json + model.safetensors) plus pretrain.json.
+BUNDLED_BASE = Path(__file__).parent / "base"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    steps: int = 800
+    batch_size: int = 128
+    lr: float = 1.5e-3
+    min_lr: float = 1e-5
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    seed: int = 0
+    threads: int = 2
+    max_images: int | None = None  # use only the first N manifest rows (smoke tests)
+    model_config: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(DEMO_MODEL_CONFIG)))
+
+
+def copy_bundled_base(out: Path) -> Path:
+    """Copy the committed base model to `out` (a new folder), so a pipeline can skip pretraining."""
+    import shutil
+
+    if not (BUNDLED_BASE / "model.json").is_file():
+        raise FileNotFoundError(f"the bundled base model is missing from {BUNDLED_BASE}; reinstall the "
+                                "toolkit or run `toolkit demo pretrain` to rebuild it")
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; pass a new folder for the base model")
+    shutil.copytree(BUNDLED_BASE, out, dirs_exist_ok=True)
+    return out
+
+
+def read_manifest(path: Path, limit: int | None = None) -> list[dict[str, str]]:
+    """Rows of a JSONL manifest with `image` and `caption`; errors name the line at fault."""
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path} does not exist; run `toolkit demo generate` first")
+    rows: list[dict[str, str]] = []
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if limit is not None and len(rows) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{line_no}: not valid JSON ({err})") from err
+            if not isinstance(row, dict) or not isinstance(row.get("image"), str) \
+                    or not isinstance(row.get("caption"), str):
+                raise ValueError(f"{path}:{line_no}: expected an object with string keys 'image' and "
+                                 "'caption'")
+            rows.append({"image": row["image"], "caption": row["caption"]})
+    if not rows:
+        raise ValueError(f"manifest {path} has no rows")
+    return rows
+
+
+def load_images_uint8(folder: Path, relative_paths: list[str], size: int) -> torch.Tensor:
+    """PNG files -> uint8 [N, 3, size, size]; kept as bytes so 20k images cost ~250 MB, not 1 GB."""
+    batch = np.empty((len(relative_paths), size, size, 3), dtype=np.uint8)
+    for i, rel in enumerate(relative_paths):
+        with Image.open(folder / rel) as image:
+            rgb = image.convert("RGB")
+            if rgb.size != (size, size):
+                rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
+            batch[i] = np.asarray(rgb)
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
+
+
+def normalise(images_uint8: torch.Tensor, adapter: OpenClipAdapter) -> torch.Tensor:
+    norm = adapter.image_norm
+    mean = torch.tensor(norm.mean).view(1, 3, 1, 1)
+    std = torch.tensor(norm.std).view(1, 3, 1, 1)
+    return (images_uint8.float() / 255.0 - mean) / std
+
+
+def trim_padding(tokens: torch.Tensor) -> torch.Tensor:
+    """Drop the all-padding tail columns (pad id 0). Exact for a causal text tower pooled at the end
+    token: no token attends to anything after itself, so padding never changes the pooled output."""
+    used = int((tokens != 0).any(dim=0).nonzero().max()) + 1
+    return tokens[:, :used]
+
+
+def encode_text_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip `CLIP.encode_text` on a trimmed context (positional embedding and mask sliced to fit)."""
+    from open_clip.transformer import text_global_pool
+
+    length = tokens.shape[1]
+    x = model.token_embedding(tokens) + model.positional_embedding[:length]
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    return torch.nn.functional.normalize(x @ model.text_projection, dim=-1)
+
+
+def lr_at(step: int, config: PretrainConfig) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No decay on gains, biases, embeddings' scale-free params and the temperature (1-D tensors)."""
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim < 2 or "logit_scale" in name else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_demo_model(config: PretrainConfig) -> OpenClipAdapter:
+    torch.manual_seed(config.seed)
+    return OpenClipAdapter(DEMO_MODEL_NAME, config.model_config, _build(DEMO_MODEL_NAME, config.model_config))
+
+
+def pretrain(
+    data: Path,
+    out: Path,
+    config: PretrainConfig = PretrainConfig(),
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Pretrain on `<data>/pretrain/manifest.jsonl` and save to `out`; returns the run summary."""
+    torch.set_num_threads(config.threads)
+    manifest = data / "pretrain" / "manifest.jsonl"
+    rows = read_manifest(manifest, config.max_images)
+    adapter = build_demo_model(config)
+    started = time.perf_counter()
+    images = load_images_uint8(manifest.parent, [r["image"] for r in rows], adapter.image_norm.size)
+    tokens = adapter.tokenize([r["caption"] for r in rows])
+    load_s = time.perf_counter() - started
+
+    from open_clip.loss import ClipLoss
+
+    model = adapter.model
+    model.train()
+    loss_fn = ClipLoss()
+    optimiser = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr,
+                                  betas=(0.9, 0.98), eps=1e-6)
+    order = torch.Generator().manual_seed(config.seed)
+    losses: list[float] = []
+    started = time.perf_counter()
+    for step in range(config.steps):
+        for group in optimiser.param_groups:
+            group["lr"] = lr_at(step, config)
+        batch = torch.randint(len(rows), (min(config.batch_size, len(rows)),), generator=order)
+        image_features = adapter.encode_image(normalise(images[batch], adapter))
+        text_features = encode_text_trimmed(model, trim_padding(tokens[batch]))
+        loss = loss_fn(image_features, text_features, adapter.logit_scale.exp())
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        with torch.no_grad():
+            adapter.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(step, losses[-1])
+    train_s = time.perf_counter() - started
+    model.eval()
+
+    out.mkdir(parents=True, exist_ok=True)
+    card = adapter.save(out)
+    (out / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    (out / f"{DEMO_MODEL_NAME}.json").write_text(json.dumps(config.model_config, indent=2) + "\n",
+                                                 encoding="utf-8")
+    summary = {"config": asdict(config), "images": len(rows), "load_seconds": round(load_s, 2),
+               "train_seconds": round(train_s, 2), "first_loss": losses[0], "final_loss": losses[-1],
+               "loss_every_10_steps": losses[::10]}
+    (out / "pretrain.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
