@@ -23,6 +23,7 @@ def version() -> None:
 def _register() -> None:
     # Imported here so `toolkit --help` stays fast and each verb group lives in its own module.
     from toolkit.cli.data import register as register_data
+    from toolkit.cli.demo import register as register_demo
     from toolkit.cli.eval import register as register_eval
     from toolkit.cli.export import register as register_export
     from toolkit.cli.governance import register as register_governance
@@ -31,7 +32,7 @@ def _register() -> None:
     from toolkit.cli.train import register as register_train
 
     for register in (register_data, register_tiles, register_negatives, register_train, register_eval,
-                     register_governance, register_export):
+                     register_governance, register_export, register_demo):
         register(app)
 
 
