@@ -1,6 +1,7 @@
 """An evaluation as an MLflow run: metrics per model, artifacts, and its failures opened for review.
 
-Failures of every model become review items (catalog) and traces (MLflow) inside the evaluation run,
+Failures of every candidate (every model but the first, the baseline, when several are compared) become
+review items (catalog) and traces (MLflow) inside the evaluation run,
 with the failing image copied into the run's artifacts so the reviewer sees it next to the texts.
 """
 
@@ -95,7 +96,9 @@ def track_evaluation(report: Any, models: list[str], benchmarks: list[str], stor
         run.log_dict(report.results, "results.json")
         if out_dir is not None:
             run.log_artifact(out_dir, artifact_path="report")
-        for model in models:
+        # With several models the first is the baseline (base or champion): only candidates' failures
+        # are put in front of reviewers.
+        for model in models[1:] if len(models) > 1 else models:
             failures = report.failures.get(model, [])
             review = [_to_review(f, _caption_ids(store, failures)) for f in failures]
             item_ids = record_failures(store, run.run_id, model, review)

@@ -71,6 +71,10 @@ def record_failures(store: Store, eval_run_id: str, model: str, failures: list[F
 
 def log_review_traces(store: Store, item_ids: list[int], image_artifacts: dict[int, str] | None = None) -> int:
     """One MLflow trace per review item, inside the active (evaluation) run. Returns traces written."""
+    import os
+
+    # Synchronous export: the async queue drops traces when an evaluation has thousands of failures.
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
     import mlflow
 
     written = 0

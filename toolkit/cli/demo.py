@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
-from toolkit.cli.common import EXIT_BAD_INPUT, JsonOption, console, errors_to_exit, print_json
+from toolkit.cli.common import EXIT_BAD_INPUT, DbOption, JsonOption, console, errors_to_exit, print_json
 
 demo_app = typer.Typer(help="The generated demo domain (coloured shapes in relations) and its base CLIP.",
                        no_args_is_help=True)
@@ -110,6 +111,44 @@ def evaluate(
     else:
         for key, value in metrics.items():
             console.print(f"{key}: {value:.3f}")
+
+
+@demo_app.command("run")
+def run(
+    db: DbOption = None,
+    config: Annotated[Path | None, typer.Option("--config", help="CLIC training settings (TOML/JSON); default: "
+                                                "the demo's own clic-demo.toml.")] = None,
+    pretrain_base: Annotated[bool, typer.Option("--pretrain", help="Pretrain the base CLIP from scratch "
+                                                "(several minutes) instead of using the committed one.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """The whole chain on the generated domain: generate, base, ingest, snapshot, train, evaluate.
+
+    Uses its own catalog (`$TOOLKIT_WORKSPACE/demo/catalog.db` unless --db) and reuses every finished step
+    on a second run. Prints base against candidate with the demo's targets.
+    """
+    from toolkit.config import workspace_dir
+    from toolkit.demo.chain import DEMO_TRAIN_CONFIG, DemoSettings, run_demo
+
+    workspace = workspace_dir()
+    settings = DemoSettings(workspace=workspace, db_url=db or f"sqlite:///{workspace / 'demo' / 'catalog.db'}",
+                            train_config=config or DEMO_TRAIN_CONFIG, pretrain=pretrain_base)
+    summary = run_demo(settings, say=lambda message: console.print(f"[bold]demo[/] {message}"))
+    if json_output:
+        print_json(summary)
+        return
+    from toolkit.eval_report import results_table
+
+    console.print(results_table(summary["results"]))
+    table = Table(title="base -> candidate on held-out items (points)")
+    for column in ("metric", "base", "candidate", "delta"):
+        table.add_column(column)
+    for key, before in summary["base"].items():
+        table.add_row(key, f"{before:.1f}", f"{summary['candidate'][key]:.1f}", f"{summary['delta'][key]:+.1f}")
+    console.print(table)
+    for check, ok in summary["targets_met"].items():
+        console.print(f"  {'met ' if ok else 'MISSED'} {check}")
+    console.print(f"evaluation run {summary['evaluation_run']}; results in {summary['results_folder']}")
 
 
 def register(app: typer.Typer) -> None:
