@@ -1,0 +1,46 @@
+"""`toolkit demo run` end to end on a small generated domain: every stage runs, and a re-run reuses them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from toolkit.demo.chain import DemoSettings, run_demo, summarise
+from toolkit.demo.generate import GenerateConfig
+
+
+@pytest.mark.slow
+def test_demo_chain_runs_and_reuses_its_steps(tmp_path: Path) -> None:
+    config = tmp_path / "clic.toml"
+    config.write_text('seed = 0\nbatch_size = 8\nmax_steps = 2\nlr = 1e-4\nmin_lr = 1e-6\nprogress = false\n')
+    settings = DemoSettings(
+        workspace=tmp_path / "ws", db_url=f"sqlite:///{tmp_path / 'demo.db'}", train_config=config,
+        generate=GenerateConfig(pretrain_images=0, domain_images=80, eval_two_object_images=12,
+                                zeroshot_images_per_class=1))
+    said: list[str] = []
+    summary = run_demo(settings, say=said.append)
+    assert set(summary["delta"]) == {"swap_att_itt", "retrieval_r5", "zeroshot_top1", "domain_acc"}
+    assert summary["delta"]["zeroshot_top1"] == pytest.approx(
+        summary["candidate"]["zeroshot_top1"] - summary["base"]["zeroshot_top1"], abs=0.01)
+    candidate = Path(summary["results_folder"])
+    assert (candidate / "summary.json").is_file() and (candidate / "results.json").is_file()
+    assert any("CLIC training" in line for line in said)
+
+    again: list[str] = []
+    second = run_demo(settings, say=again.append)
+    assert any("reusing the trained candidate" in line for line in again)
+    assert second["candidate"] == summary["candidate"]
+
+
+def test_summary_checks_the_targets() -> None:
+    def model(swap: float, r5: float, zero: float) -> dict[str, dict[str, dict[str, float]]]:
+        return {"sugarcrepe_pp": {"swap_att": {"itt": swap}},
+                "retrieval": {"text_to_image": {"r5": r5}, "image_to_text": {"r5": r5}},
+                "zeroshot": {"all": {"top1": zero}}, "domain": {"all": {"acc": 50.0}}}
+
+    summary = summarise({"b": model(60, 50, 80), "c": model(76, 49.6, 79.2)}, "b", "c")
+    assert summary["targets_met"] == {"swap_att_gain>=15": True, "retrieval_r5_drop<=0.5": True,
+                                      "zeroshot_drop<=1": True}
+    missed = summarise({"b": model(60, 50, 80), "c": model(70, 49, 78)}, "b", "c")["targets_met"]
+    assert not any(missed.values())
