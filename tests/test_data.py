@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image as PILImage
 from torch.utils.data import DataLoader
 
+from tests.catalog_fixtures import add_images
 from toolkit.adapters.base import ImageNorm
 from toolkit.data import (
     ClicBatch,
@@ -35,7 +34,6 @@ from toolkit.samples import (
 )
 from toolkit.snapshot import create_snapshot
 from toolkit.store.db import Store, open_store
-from toolkit.store.models import Caption, Image, IngestBatch, Sentence
 
 RED, BLUE, GREEN, YELLOW = (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 0)
 # Normalisation chosen so each colour lands on distinctive values: (x - mean) / std per channel.
@@ -64,31 +62,6 @@ CATALOG = [
     ("grey.png", (128, 128, 128), 40, 40, "val", [
         ("A grey square.", "DET ADJ NOUN PUNCT")]),
 ]
-
-
-def add_images(store: Store, root: Path, catalog: list) -> None:  # type: ignore[type-arg]
-    with store.session() as session:
-        batch = IngestBatch(source_uri="test", source_kind="csv", source_sha256="0" * 64,
-                            images_root=str(root), tagger="hand", actor="test", status="committed")
-        session.add(batch)
-        session.flush()
-        for name, colour, width, height, split, sentences in catalog:
-            PILImage.new("RGB", (width, height), colour).save(root / name)
-            sha = hashlib.sha256(name.encode()).hexdigest()
-            image = Image(sha256=sha, images_root=str(root), path=name, width=width, height=height,
-                          format="PNG", num_bytes=(root / name).stat().st_size, split=split,
-                          batch_id=batch.id)
-            session.add(image)
-            session.flush()
-            text = " ".join(s for s, _ in sentences)
-            caption = Caption(image_id=image.id, text=text, batch_id=batch.id,
-                              text_sha256=hashlib.sha256(text.encode()).hexdigest())
-            session.add(caption)
-            session.flush()
-            for position, (sentence, tags) in enumerate(sentences):
-                tokens = [*sentence[:-1].split(), sentence[-1]]
-                session.add(Sentence(caption_id=caption.id, position=position, text=sentence, tokens=tokens,
-                                     pos=tags.split(), tagger="hand"))
 
 
 @pytest.fixture

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from PIL import Image as PILImage
-
+from tests.catalog_fixtures import add_images
 from toolkit.adapters.loading import load_model
 from toolkit.adapters.weights import file_sha256
 from toolkit.snapshot import create_snapshot
 from toolkit.store.db import open_store
-from toolkit.store.models import Caption, Image, IngestBatch, Sentence
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,26 +30,8 @@ CATALOG = [
 
 def _catalog(url: str, root: Path, entries: list[tuple[str, int, int, list[tuple[str, str]]]] = CATALOG) -> str:
     store = open_store(url)
-    with store.session() as session:
-        batch = IngestBatch(source_uri="test", source_kind="csv", source_sha256="0" * 64,
-                            images_root=str(root), tagger="hand", actor="test", status="committed")
-        session.add(batch)
-        session.flush()
-        for index, (name, width, height, sentences) in enumerate(entries):
-            PILImage.new("RGB", (width, height), (40 * index, 100, 200)).save(root / name)
-            image = Image(sha256=hashlib.sha256(name.encode()).hexdigest(), images_root=str(root), path=name,
-                          width=width, height=height, format="PNG", num_bytes=(root / name).stat().st_size,
-                          split="train", batch_id=batch.id)
-            session.add(image)
-            session.flush()
-            text = " ".join(s for s, _ in sentences)
-            caption = Caption(image_id=image.id, text=text, batch_id=batch.id,
-                              text_sha256=hashlib.sha256(text.encode()).hexdigest())
-            session.add(caption)
-            session.flush()
-            for position, (sentence, tags) in enumerate(sentences):
-                session.add(Sentence(caption_id=caption.id, position=position, text=sentence,
-                                     tokens=[*sentence[:-1].split(), "."], pos=tags.split(), tagger="hand"))
+    add_images(store, root, [(name, (40 * i, 100, 200), width, height, "train", sentences)
+                             for i, (name, width, height, sentences) in enumerate(entries)])
     snapshot, _ = create_snapshot(store, name="tiny")
     content_hash = snapshot.content_hash
     store.close()
