@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -52,8 +53,9 @@ def generate(
 def pretrain(
     data: Annotated[Path, typer.Option("--data", help="Folder written by `toolkit demo generate`.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the base model (a MODEL for other verbs).")],
-    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 800,
-    batch_size: Annotated[int, typer.Option(help="Image–caption pairs per step.")] = 128,
+    steps: Annotated[int | None, typer.Option(help="Optimiser steps (default: the committed base's).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Image–caption pairs per step (default: the "
+                                                        "committed base's).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for initialisation and batch order.")] = 0,
     json_output: JsonOption = False,
 ) -> None:
@@ -63,7 +65,10 @@ def pretrain(
     from toolkit.demo.pretrain import PretrainConfig
     from toolkit.demo.pretrain import pretrain as run_pretrain
 
-    config = PretrainConfig(steps=steps, batch_size=batch_size, seed=seed)
+    # Unset options keep PretrainConfig's defaults: the recipe of the committed base.
+    config = PretrainConfig(seed=seed)
+    config = replace(config, steps=steps or config.steps, batch_size=batch_size or config.batch_size)
+    steps = config.steps
     with errors_to_exit({FileNotFoundError: EXIT_BAD_INPUT, ValueError: EXIT_BAD_INPUT}), \
             Progress(console=console, transient=True) as progress:
         task = progress.add_task("pretraining", total=steps)

@@ -2,7 +2,8 @@
 
 Recipe in brief:
 - Architecture: `DEMO_MODEL_CONFIG`, an open_clip custom model config: a 3-layer ViT (width 64) on
-  48 px inputs (the 64 px PNGs resized) in 8 px patches, a 2-layer text transformer (width 32),
+  the 64 px PNGs as they are, in 8 px patches (8x8 of them: enough detail to tell the shapes apart),
+  a 2-layer text transformer (width 32),
   context 32, open_clip's SimpleTokenizer vocabulary. 1.8 M parameters, 7 MB as fp32 safetensors.
 - Data: `<data>/pretrain/manifest.jsonl`, decoded once into memory (64 px PNGs are ~12 KB each as tensors).
 - Loss: open_clip's `ClipLoss` (image→text and text→image cross-entropy, averaged).
@@ -33,7 +34,7 @@ from toolkit.adapters.open_clip_adapter import OpenClipAdapter, _build
 DEMO_MODEL_NAME = "demo-clip-tiny"
 DEMO_MODEL_CONFIG: dict[str, Any] = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 48, "layers": 3, "width": 64, "patch_size": 8, "head_width": 32},
+    "vision_cfg": {"image_size": 64, "layers": 3, "width": 64, "patch_size": 8, "head_width": 32},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
 }
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -44,7 +45,7 @@ BUNDLED_BASE = Path(__file__).parent / "base"
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    steps: int = 800
+    steps: int = 2500
     batch_size: int = 128
     lr: float = 1.5e-3
     min_lr: float = 1e-5

@@ -198,9 +198,24 @@ _ALT_TEXT_TEMPLATES = (
 )
 
 
+# Alt text often names only what is striking about the object: its shape or its colour. These captions make
+# the image tower learn shape and colour each on its own (not only the 80 pairs), still naming one object.
+_SHAPE_ONLY_TEMPLATES = ("a {shape}.", "a photo of a {shape}.", "{shape} icon.", "the {shape}.")
+_COLOUR_ONLY_TEMPLATES = ("something {colour}.", "a {colour} shape.", "a photo of something {colour}.",
+                          "{colour} clip art.")
+SHAPE_ONLY_SHARE = 0.25
+COLOUR_ONLY_SHARE = 0.15
+
+
 def alt_text_caption(scene: Scene, rng: random.Random) -> str:
-    """Web-alt-text-like caption: names only the salient (first, largest) object."""
+    """Web-alt-text-like caption: names only the salient (first, largest) object: its shape only, its
+    colour only, or (most often) both."""
     salient = scene.objects[0]
+    style = rng.random()
+    if style < SHAPE_ONLY_SHARE:
+        return rng.choice(_SHAPE_ONLY_TEMPLATES).format(shape=salient.shape)
+    if style < SHAPE_ONLY_SHARE + COLOUR_ONLY_SHARE:
+        return rng.choice(_COLOUR_ONLY_TEMPLATES).format(colour=salient.colour)
     template = rng.choice(_ALT_TEXT_TEMPLATES)
     return template.format(colour=salient.colour, a_colour=with_article(salient.colour), shape=salient.shape,
                            size=salient.size)
