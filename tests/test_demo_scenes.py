@@ -140,12 +140,13 @@ def test_swap_att_items_are_sugarcrepe_pp_shaped_and_bag_of_words_equal(generate
     assert len({row["caption"] for row in manifest}) == 6  # one right image per retrieval query
     for item, row in zip(items, manifest, strict=True):
         assert set(item) == {"id", "filename", "caption", "caption2", "negative_caption"}
-        assert item["filename"] == row["image"] and item["caption"] == row["caption"]
+        # SugarCrepe++ names images relative to the images folder; the manifest relative to itself.
+        assert f"images/{item['filename']}" == row["image"] and item["caption"] == row["caption"]
         assert item["negative_caption"] != item["caption"]
         strip = str.maketrans("", "", ".")
         assert sorted(item["negative_caption"].translate(strip).replace("an ", "a ").split()) == \
             sorted(item["caption"].translate(strip).replace("an ", "a ").split())
-        assert (folder / item["filename"]).is_file()
+        assert (folder / "images" / item["filename"]).is_file()
 
 
 def test_zeroshot_labels_file_format_and_drawn_class(generated: Path) -> None:

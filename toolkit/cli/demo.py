@@ -104,18 +104,21 @@ def evaluate(
     model: Annotated[str, typer.Option("--model", help="MODEL spec or folder (see `toolkit --help`).")],
     json_output: JsonOption = False,
 ) -> None:
-    """Score MODEL on the held-out demo sets: swap-attribute, two-object retrieval, zero-shot."""
-    from toolkit.adapters.base import ModelLoadError
-    from toolkit.adapters.loading import load_model
-    from toolkit.demo.measure import evaluate_demo
+    """Score MODEL on the held-out demo sets: swap-attribute, two-object retrieval, zero-shot.
 
-    with errors_to_exit({ModelLoadError: EXIT_BAD_INPUT, FileNotFoundError: EXIT_BAD_INPUT}):
-        metrics = evaluate_demo(load_model(model), data)
+    The same scores `toolkit eval` computes; this only fills in the benchmark specs for a demo folder.
+    """
+    from toolkit.adapters.base import ModelLoadError
+    from toolkit.benchmarks import BenchmarkError
+    from toolkit.demo.chain import evaluate_held_out
+    from toolkit.eval_report import results_table
+
+    with errors_to_exit({ModelLoadError: EXIT_BAD_INPUT, BenchmarkError: EXIT_BAD_INPUT}):
+        results = evaluate_held_out(model, data)
     if json_output:
-        print_json(metrics)
+        print_json(results)
     else:
-        for key, value in metrics.items():
-            console.print(f"{key}: {value:.3f}")
+        console.print(results_table({model: results}))
 
 
 @demo_app.command("run")

@@ -100,9 +100,23 @@ def _train(settings: DemoSettings, base: Path, snapshot: str, say: Callable[[str
     return out
 
 
+def held_out_benchmarks(data: GeneratedPaths) -> list[str]:
+    """The generated held-out sets, as `toolkit eval` benchmark specs (no catalog needed)."""
+    return [f"sugarcrepe_pp:{data.swap_att.parent}", f"retrieval:{data.two_object_manifest}",
+            f"zeroshot:{data.zeroshot_labels}"]
+
+
 def benchmarks_for(data: GeneratedPaths, snapshot: str) -> list[str]:
-    return [f"domain:{snapshot}:test", f"sugarcrepe_pp:{data.swap_att.parent}",
-            f"retrieval:{data.two_object_manifest}", f"zeroshot:{data.zeroshot_labels}"]
+    return [f"domain:{snapshot}:test", *held_out_benchmarks(data)]
+
+
+def evaluate_held_out(model: str, data_root: Path) -> dict[str, Any]:
+    """One model on the held-out sets: swap-attribute (ITT/TOT), two-object retrieval, zero-shot."""
+    from toolkit.benchmarks import load_benchmark, parse_benchmark_spec
+    from toolkit.evaluate import evaluate
+
+    benchmarks = [load_benchmark(parse_benchmark_spec(spec)) for spec in held_out_benchmarks(paths_under(data_root))]
+    return evaluate([model], benchmarks).results[model]
 
 
 def summarise(results: dict[str, Any], base: str, candidate: str) -> dict[str, Any]:
@@ -137,9 +151,7 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
     candidate = _train(settings, base, snapshot, say)
     specs = benchmarks_for(data, snapshot)
     say("evaluating base and candidate on held-out items")
-    # The SugarCrepe++-format file names its images relative to its own folder.
-    loaded = [load_benchmark(parse_benchmark_spec(spec), data.swap_att.parent if "sugarcrepe" in spec else None,
-                             settings.db_url) for spec in specs]
+    loaded = [load_benchmark(parse_benchmark_spec(spec), None, settings.db_url) for spec in specs]
     report = evaluate([str(base), str(candidate)], loaded)
     out = settings.workspace / "demo" / "eval" / candidate.name
     from toolkit.eval_report import write_artifacts

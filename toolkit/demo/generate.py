@@ -141,7 +141,8 @@ def write_two_object_eval(paths: GeneratedPaths, config: GenerateConfig) -> int:
                       config.image_size)
         caption = scenes.two_object_phrase(a, b)
         rows.append({"image": image, "caption": caption})
-        items.append({"id": len(items), "filename": image, "caption": caption,
+        # As in the public SugarCrepe++ files: file names relative to the images folder (<dir>/images).
+        items.append({"id": len(items), "filename": Path(image).name, "caption": caption,
                       "caption2": scenes.two_object_phrase(b, a),
                       "negative_caption": scenes.swap_attribute_phrase(a, b)})
     _write_jsonl(paths.two_object_manifest, rows)
