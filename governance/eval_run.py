@@ -100,7 +100,8 @@ def track_evaluation(report: Any, models: list[str], benchmarks: list[str], stor
         # are put in front of reviewers.
         for model in models[1:] if len(models) > 1 else models:
             failures = report.failures.get(model, [])
-            review = [_to_review(f, _caption_ids(store, failures)) for f in failures]
+            caption_ids = _caption_ids(store, failures)
+            review = [_to_review(f, caption_ids) for f in failures]
             item_ids = record_failures(store, run.run_id, model, review)
             log_review_traces(store, item_ids, _log_failure_images(run, item_ids, review))
         return run.run_id

@@ -10,6 +10,7 @@ Lineage is written as tags so that it can be read back from MLflow alone:
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 from collections.abc import Iterator
@@ -129,6 +130,7 @@ class TrackedRun:
         mlflow.log_input(dataset, context="training", tags={k: str(v) for k, v in counts.items()})
 
 
+@functools.cache
 def _snapshot_source_class() -> type:
     from mlflow.data.dataset_source import DatasetSource
 

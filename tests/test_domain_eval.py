@@ -215,7 +215,6 @@ def test_cli_eval_json_and_errors(tmp_path: Path, tiny_open_clip_spec: str, eval
 
 
 def test_named_generators_from_the_negatives_module(tmp_path: Path, eval_cli: typer.Typer) -> None:
-    pytest.importorskip("toolkit.negatives")
     url = f"sqlite:///{tmp_path / 'catalog.db'}"
     build_catalog(url, tmp_path / "images").close()
     runner = CliRunner()

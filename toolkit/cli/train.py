@@ -101,8 +101,3 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("interpolate")(interpolate)
 
-
-if __name__ == "__main__":  # `python -m toolkit.cli.train …` works before the verb is registered
-    standalone = typer.Typer(pretty_exceptions_enable=False)
-    register(standalone)
-    standalone()
