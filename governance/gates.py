@@ -117,3 +117,25 @@ def gate_metrics_from_results(results: dict[str, dict[str, dict[str, float]]]) -
             zeroshot.extend(v["top1"] for v in subsets.values() if "top1" in v)
     found = {"composition": _mean(composition), "retrieval_r5": _mean(retrieval), "zeroshot_top1": _mean(zeroshot)}
     return {k: v for k, v in found.items() if v is not None}
+
+
+BLEND_GATES = ("composition", "retrieval_r5", "zeroshot_top1")
+
+
+def choose_blend(base: dict[str, float], blends: dict[float, dict[str, float]],
+                 thresholds: GateThresholds | None = None) -> float | None:
+    """WiSE-FT's alpha: among the blends whose composition, retrieval and zero-shot gates pass against the
+    base, the one with the highest composition (the smaller alpha on a tie); None when none passes.
+
+    Feed it scores on validation items only: the alpha it returns is a choice, so the test items that are
+    reported must not have made it.
+    """
+    thresholds = thresholds or GateThresholds()
+    passing: dict[float, float] = {}
+    for alpha, metrics in blends.items():
+        report = evaluate_gates(metrics, base, thresholds)
+        if all(g.passed for g in report.gates if g.name in BLEND_GATES) and "composition" in metrics:
+            passing[alpha] = metrics["composition"]
+    if not passing:
+        return None
+    return max(passing, key=lambda alpha: (passing[alpha], -alpha))

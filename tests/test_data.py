@@ -325,3 +325,44 @@ def test_dataset_never_emits_an_excluded_negative(records: list[TrainingRecord])
         for i in range(len(records)):
             negative = screened.plan(SampleKey(e, i)).texts.negative
             assert match_key(negative) not in {match_key(f) for f in flagged}
+
+
+def test_single_image_samples_have_no_partner_and_a_within_caption_negative(
+        records: list[TrainingRecord], tiny_config_path: Path) -> None:
+    """The no-concatenation ablation: own image only, texts [c1, c1, e1, e2, n(c1)]."""
+    from toolkit.adapters.open_clip_adapter import OpenClipAdapter
+    from toolkit.data import SingleImageLoader
+
+    adapter = OpenClipAdapter.create(str(tiny_config_path), None)
+    load = SingleImageLoader(adapter.image_transform())
+    config = SampleConfig(generators=("swap_within", "replace"), concatenate=False)
+    dataset = ClicDataset(records, adapter.image_norm, seed=0, config=config, single_image_loader=load)
+    plain = PlainDataset(records, adapter.image_transform())
+    for index, record in enumerate(records):
+        sample = dataset[SampleKey(0, index)]
+        assert sample.partner == index
+        assert torch.equal(sample.image, plain[index].image)  # the plain steps' pixels, no concatenation
+        c1 = record.first.text.lower()
+        texts = sample.texts
+        assert texts.p1 == texts.p2 == c1
+        extras = {s.text.lower() for s in record.extras} or {c1}
+        assert {texts.p3, texts.p4} <= extras
+        assert texts.generator in ("swap_within", "replace")
+        assert match_key(texts.negative) != match_key(c1)
+        # One edit of c1 alone: same word count, nothing of any other caption.
+        assert len(texts.negative.split()) == len(c1.split())
+    # "a red cube left of a blue ball." has two nouns and two adjectives: swap_within always succeeds.
+    cube = next(i for i, r in enumerate(records) if "cube" in r.first.text)
+    assert dataset[SampleKey(0, cube)].texts.generator == "swap_within"
+
+
+def test_single_image_mode_refuses_cross_caption_generators_and_needs_a_loader(
+        records: list[TrainingRecord]) -> None:
+    from toolkit.train_config import ConfigError, TrainConfig
+
+    with pytest.raises(ValueError, match="need concatenation"):
+        SampleConfig(generators=("swap_within", "swap_across"), concatenate=False)
+    with pytest.raises(ConfigError, match="swap_across generator needs concatenated pairs"):
+        TrainConfig(concatenate=False)
+    with pytest.raises(ValueError, match="single_image_loader"):
+        ClicDataset(records, NORM, seed=0, config=SampleConfig(generators=("replace",), concatenate=False))

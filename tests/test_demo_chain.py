@@ -17,15 +17,22 @@ def test_demo_chain_runs_and_reuses_its_steps(tmp_path: Path) -> None:
     settings = DemoSettings(
         workspace=tmp_path / "ws", db_url=f"sqlite:///{tmp_path / 'demo.db'}", train_config=config,
         generate=GenerateConfig(pretrain_images=0, domain_images=80, eval_two_object_images=12,
-                                zeroshot_images_per_class=1))
+                                zeroshot_images_per_class=1, validation_two_object_images=8,
+                                validation_zeroshot_images_per_class=1))
     said: list[str] = []
     summary = run_demo(settings, say=said.append)
-    assert set(summary["delta"]) == {"swap_att_itt", "retrieval_r5", "zeroshot_top1", "domain_acc"}
+    assert set(summary["delta"]) == {"swap_att_acc", "swap_att_itt", "swap_att_tot", "retrieval_r5",
+                                     "zeroshot_top1", "domain_acc"}
     assert summary["delta"]["zeroshot_top1"] == pytest.approx(
         summary["candidate"]["zeroshot_top1"] - summary["base"]["zeroshot_top1"], abs=0.01)
     candidate = Path(summary["results_folder"])
     assert (candidate / "summary.json").is_file() and (candidate / "results.json").is_file()
     assert any("CLIC training" in line for line in said)
+    # WiSE-FT: every blend scored on the validation sets; the reported candidate is the chosen blend.
+    wise = summary["wise_ft"]
+    assert set(wise["validation"]) == {"base", "0.2", "0.4", "0.6", "0.8", "1"}
+    if wise["alpha"] is not None and wise["alpha"] != 1.0:
+        assert summary["results_folder"].endswith(f"-wise{wise['alpha']:g}")
 
     again: list[str] = []
     second = run_demo(settings, say=again.append)
@@ -35,7 +42,7 @@ def test_demo_chain_runs_and_reuses_its_steps(tmp_path: Path) -> None:
 
 def test_summary_checks_the_targets() -> None:
     def model(swap: float, r5: float, zero: float) -> dict[str, dict[str, dict[str, float]]]:
-        return {"sugarcrepe_pp": {"swap_att": {"itt": swap}},
+        return {"sugarcrepe": {"swap_att": {"acc": swap}}, "sugarcrepe_pp": {"swap_att": {"itt": 0.0, "tot": 0.0}},
                 "retrieval": {"text_to_image": {"r5": r5}, "image_to_text": {"r5": r5}},
                 "zeroshot": {"all": {"top1": zero}}, "domain": {"all": {"acc": 50.0}}}
 

@@ -21,7 +21,8 @@ from toolkit.demo.scenes import Scene, SceneObject
 from toolkit.text import split_sentences
 
 SMALL = GenerateConfig(seed=3, pretrain_images=6, domain_images=8, eval_two_object_images=6,
-                       zeroshot_images_per_class=1)
+                       zeroshot_images_per_class=1, validation_two_object_images=4,
+                       validation_zeroshot_images_per_class=1)
 
 
 def _obj(colour: str, shape: str, x: float, y: float, size: str = "large") -> SceneObject:
@@ -52,7 +53,9 @@ def test_same_seed_same_scene_and_pixels_other_seed_differs() -> None:
 def test_generated_folder_is_byte_identical_for_the_same_seed(generated: Path, tmp_path: Path) -> None:
     generate_demo_data(tmp_path / "again", SMALL)
     files = sorted(p.relative_to(generated) for p in generated.rglob("*") if p.is_file())
-    assert len(files) == 2 + 6 + 1 + 8 + 1 + 6 + 1 + 80 + 1  # summary, manifests and images of each set
+    # generation.json; pretrain and domain manifests with images; per held-out group (test, validation):
+    # two-object images, manifest and items in both public formats, zero-shot images and labels
+    assert len(files) == 1 + (1 + 6) + (1 + 8) + (6 + 3 + 80 + 1) + (4 + 3 + 80 + 1)
     for rel in files:
         assert (generated / rel).read_bytes() == (tmp_path / "again" / rel).read_bytes(), rel
 
@@ -147,6 +150,15 @@ def test_swap_att_items_are_sugarcrepe_pp_shaped_and_bag_of_words_equal(generate
         assert sorted(item["negative_caption"].translate(strip).replace("an ", "a ").split()) == \
             sorted(item["caption"].translate(strip).replace("an ", "a ").split())
         assert (folder / "images" / item["filename"]).is_file()
+    # The same items in SugarCrepe's format load through the public loader, images and all.
+    from toolkit.benchmarks import load_sugarcrepe
+
+    pairwise = load_sugarcrepe(folder / "sugarcrepe")
+    (subset,) = pairwise.subsets
+    assert subset == "swap_att"
+    loaded = pairwise.subsets[subset]
+    assert [(x.positive, x.negative) for x in loaded] == [(i["caption"], i["negative_caption"]) for i in items]
+    assert [x.image.name for x in loaded] == [i["filename"] for i in items]
 
 
 def test_zeroshot_labels_file_format_and_drawn_class(generated: Path) -> None:
@@ -161,3 +173,19 @@ def test_zeroshot_labels_file_format_and_drawn_class(generated: Path) -> None:
         scene = zeroshot_scene(SMALL.seed, index, classname)
         with Image.open(folder / entry["path"]) as image:
             assert _centre_colour(image, scene.objects[0]) == classname.split()[0]
+
+
+def test_validation_sets_are_other_scenes_in_the_same_formats(generated: Path) -> None:
+    """Settings are chosen on val/ and reported on eval/: same formats, never the same scenes."""
+    from toolkit.benchmarks import load_sugarcrepe, load_sugarcrepe_pp, load_zeroshot
+
+    test, validation = generated / "eval", generated / "val"
+    assert len(load_sugarcrepe_pp(validation / "two_object").subsets["swap_att"]) == 4
+    assert len(load_sugarcrepe(validation / "two_object" / "sugarcrepe").subsets["swap_att"]) == 4
+    assert len(load_zeroshot(validation / "zeroshot" / "labels.json").images) == 80
+
+    def pixels(folder: Path) -> set[bytes]:
+        return {p.read_bytes() for p in folder.glob("*.png")}
+
+    for kind in ("two_object", "zeroshot"):
+        assert pixels(test / kind / "images").isdisjoint(pixels(validation / kind / "images")), kind

@@ -188,3 +188,21 @@ def test_gate_metrics_from_eval_results():
                "retrieval": {"text_to_image": {"r1": 30.0, "r5": 70.0}, "image_to_text": {"r5": 80.0}},
                "zeroshot": {"all": {"top1": 55.0}}}
     assert gate_metrics_from_results(results) == {"composition": 70.0, "retrieval_r5": 75.0, "zeroshot_top1": 55.0}
+
+
+def test_wise_ft_alpha_is_the_best_composition_that_keeps_retrieval_and_zero_shot():
+    from toolkit.governance.gates import choose_blend
+
+    base = {"composition": 50.0, "retrieval_r5": 40.0, "zeroshot_top1": 60.0}
+    blends = {
+        0.25: {"composition": 55.0, "retrieval_r5": 41.0, "zeroshot_top1": 60.0},
+        0.5: {"composition": 62.0, "retrieval_r5": 40.0, "zeroshot_top1": 59.0},  # exactly at the tolerance
+        0.75: {"composition": 70.0, "retrieval_r5": 42.0, "zeroshot_top1": 58.5},  # forgets too much
+        1.0: {"composition": 75.0, "retrieval_r5": 39.0, "zeroshot_top1": 55.0},
+    }
+    assert choose_blend(base, blends) == 0.5
+    assert choose_blend(base, blends, GateThresholds(zeroshot_tolerance=2.0)) == 0.75
+    tie = {0.5: blends[0.5], 0.25: {**blends[0.5]}}
+    assert choose_blend(base, tie) == 0.25
+    worse = {a: {**m, "composition": 49.0} for a, m in blends.items()}
+    assert choose_blend(base, worse) is None

@@ -90,3 +90,21 @@ def test_bad_snapshots_fail_clearly_and_leave_nothing(tiny_open_clip_spec: str, 
     assert too_few.returncode == 3 and "c.png" in too_few.stderr
     runs = tmp_path / "runs"
     assert not runs.exists() or not any(runs.iterdir()), "a failed run left files behind"
+
+
+def test_training_without_concatenation_needs_no_partner(tiny_open_clip_spec: str, tmp_path: Path) -> None:
+    """The no-concatenation ablation trains on the catalog that concatenated training refuses (a lone tall
+    image), and its uni-modal term is zero because p1 and p2 are the same sentence."""
+    from toolkit.train_config import TrainConfig
+    from toolkit.train_job import train_on_snapshot
+
+    (tmp_path / "lone").mkdir()
+    url = f"sqlite:///{tmp_path / 'lone.db'}"
+    _catalog(url, tmp_path / "lone", CATALOG[:3])
+    config = TrainConfig(max_steps=1, batch_size=3, concatenate=False, generators=("swap_within", "replace"),
+                         progress=False)
+    result = train_on_snapshot(tiny_open_clip_spec, "latest", tmp_path / "single", config, url, track=False)
+    assert result.global_step == 1
+    assert result.last_metrics["clic/uni"] == 0.0 and result.last_metrics["clic/sneg"] > 0
+    card = json.loads((tmp_path / "single" / "model.json").read_text())
+    assert card["train_config"]["concatenate"] is False

@@ -122,6 +122,7 @@ class CatalogBatchSource:
             EpochBatches,
             PlainCollate,
             PlainDataset,
+            SingleImageLoader,
             load_half_tiles,
         )
 
@@ -143,7 +144,8 @@ class CatalogBatchSource:
                 crop_loader = CachedCrops(tile_cache, tensor_stage)
                 self.data_path["plain"] = f"tiles:{tile_cache}"
         self.clic = ClicDataset(self.records, adapter.image_norm, seed, sample_config, excluded=excluded,
-                                tile_loader=tile_loader)
+                                tile_loader=tile_loader,
+                                single_image_loader=SingleImageLoader(transform, crop_loader))
         self.plain = PlainDataset(self.records, transform, image_loader=crop_loader)
         self.clic_collate, self.plain_collate = ClicCollate(adapter.tokenize), PlainCollate(adapter.tokenize)
         self.global_batch_size, self.seed = global_batch_size, seed

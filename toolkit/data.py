@@ -127,12 +127,17 @@ class ClicDataset(Dataset[ClicSample]):
 
     def __init__(self, records: Sequence[TrainingRecord], image_norm: ImageNorm, seed: int,
                  config: SampleConfig | None = None, excluded: Collection[str] = (),
-                 tile_loader: TileLoader = load_half_tiles) -> None:
+                 tile_loader: TileLoader = load_half_tiles,
+                 single_image_loader: Callable[[TrainingRecord], torch.Tensor] | None = None) -> None:
         self.records = list(records)
-        self.pairing = PairingIndex(self.records)
         self.norm = image_norm
         self.seed = seed
         self.config = config or SampleConfig()
+        # Without concatenation a sample is its own image, as the plain steps see it (no partner needed).
+        if not self.config.concatenate and single_image_loader is None:
+            raise ValueError("samples without concatenation need a single_image_loader")
+        self.pairing = PairingIndex(self.records) if self.config.concatenate else None
+        self.single_image_loader = single_image_loader
         vocabulary = (build_vocabulary(s for r in self.records for s in r.sentences)
                       if "replace" in self.config.generators else {})
         self.context = NegativeContext.with_exclusions(excluded, vocabulary)
@@ -150,6 +155,8 @@ class ClicDataset(Dataset[ClicSample]):
         key = _key(key)
         plan = self.plan(key)
         anchor, partner = self.records[plan.index], self.records[plan.partner]
+        if self.single_image_loader is not None and not self.config.concatenate:
+            return ClicSample(key, self.single_image_loader(anchor), plan.texts, plan.partner)
         first, second = (anchor, partner) if plan.anchor_first else (partner, anchor)
         tile_a, tile_b = self.tile_loader(first, second, anchor.aspect, self.norm.size)
         image = compose_pair(tile_a, tile_b, anchor.aspect, self.norm)
@@ -211,6 +218,20 @@ class PlainSample:
     text: str
 
 
+class SingleImageLoader:
+    """One record's image as the model's eval preprocessing gives it (or from a tile cache of crops)."""
+
+    def __init__(self, transform: Callable[[Any], torch.Tensor],
+                 image_loader: Callable[[TrainingRecord], torch.Tensor] | None = None) -> None:
+        self.transform = transform
+        self.image_loader = image_loader
+
+    def __call__(self, record: TrainingRecord) -> torch.Tensor:
+        if self.image_loader is not None:
+            return self.image_loader(record)
+        return self.transform(_open_rgb(record))
+
+
 class PlainDataset(Dataset[PlainSample]):
     """Single images with their first sentence, for the plain CLIP steps.
 
@@ -222,9 +243,8 @@ class PlainDataset(Dataset[PlainSample]):
                  lowercase: bool = True,
                  image_loader: Callable[[TrainingRecord], torch.Tensor] | None = None) -> None:
         self.records = list(records)
-        self.transform = transform
         self.lowercase = lowercase
-        self.image_loader = image_loader
+        self.load_image = SingleImageLoader(transform, image_loader)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -232,9 +252,7 @@ class PlainDataset(Dataset[PlainSample]):
     def __getitem__(self, key: SampleKey | int) -> PlainSample:
         key = _key(key)
         record = self.records[key.index]
-        image = (self.image_loader(record) if self.image_loader is not None
-                 else self.transform(_open_rgb(record)))
-        return PlainSample(key, image, plain_text(record, self.lowercase))
+        return PlainSample(key, self.load_image(record), plain_text(record, self.lowercase))
 
 
 @dataclass

@@ -8,6 +8,9 @@ Generators, by name in `GENERATORS` (each called on the two first sentences of a
 - `swap_within`: NegCLIP style. Swap two words of one tag class inside one of the sentences.
 - `replace`: SugarCrepe-replace style. One word becomes a same-class word from the corpus vocabulary.
 
+`SENTENCE_GENERATORS` holds the ones that need a single sentence only (`swap_within`, `replace`), for
+training without concatenation (`generate_sentence_negative`).
+
 A candidate whose `match_key` (case, whitespace and punctuation ignored) equals a positive's, or that is
 in the exclusion set (negatives reviewers flagged as actually true), is never emitted: the generator
 tries its other choices, then returns None. Exclusion sets hold `match_key` forms (see
@@ -391,10 +394,13 @@ def _edit_one_of_pair(name: str, candidates: SentenceCandidates) -> PairGenerato
     return generate
 
 
+SENTENCE_GENERATORS: dict[str, SentenceCandidates] = {
+    "swap_within": lambda s, rng, _ctx: _swap_within_candidates(s, rng),
+    "replace": lambda s, rng, ctx: _replace_candidates(s, ctx.vocabulary, rng),
+}
 GENERATORS: dict[str, PairGenerator] = {
     "swap_across": _swap_across_pair,
-    "swap_within": _edit_one_of_pair("swap_within", lambda s, rng, _ctx: _swap_within_candidates(s, rng)),
-    "replace": _edit_one_of_pair("replace", lambda s, rng, ctx: _replace_candidates(s, ctx.vocabulary, rng)),
+    **{name: _edit_one_of_pair(name, candidates) for name, candidates in SENTENCE_GENERATORS.items()},
 }
 
 
@@ -424,4 +430,28 @@ def generate_negative(first_a: TaggedSentence, first_b: TaggedSentence, rng: ran
         negative = GENERATORS[name](first_a, first_b, rng, context)
         if negative is not None:
             return negative
+    return None
+
+
+def generate_sentence_negative(sentence: TaggedSentence, rng: random.Random,
+                               generators: Sequence[str] = ("swap_within",),
+                               context: NegativeContext | None = None, mix: bool = False) -> Negative | None:
+    """A negative of one sentence alone (no partner), from the single-sentence generators tried in order.
+
+    Used when training without concatenation; `swap_across` needs two sentences and is refused here.
+    """
+    order = list(check_generator_names(generators))
+    pair_only = [name for name in order if name not in SENTENCE_GENERATORS]
+    if pair_only:
+        raise ValueError(f"generator(s) {pair_only} need two sentences; without concatenation choose from "
+                         f"{sorted(SENTENCE_GENERATORS)}")
+    if mix:
+        rng.shuffle(order)
+    context = context or NegativeContext()
+    screen = _Screen([sentence.text], context.excluded)
+    for name in order:
+        for tokens, detail in SENTENCE_GENERATORS[name](sentence, rng, context):
+            text = detokenize(tokens)
+            if screen.allows(text):
+                return Negative(text, name, detail)
     return None

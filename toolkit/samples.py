@@ -22,11 +22,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from toolkit.negatives import (
+    SENTENCE_GENERATORS,
     Negative,
     NegativeContext,
     TaggedSentence,
     check_generator_names,
     generate_negative,
+    generate_sentence_negative,
     join_sentences,
 )
 from toolkit.snapshot import resolve_snapshot
@@ -178,9 +180,16 @@ class SampleConfig:
     mix_generators: bool = False
     lowercase: bool = True  # as the reference does
     partner_redraws: int = 8  # other partners tried when no generator can make a negative
+    # False: the paper's no-concatenation ablation. Each sample is one image with texts
+    # [c1, c1, e1, e2, n(c1)]: no partner, no shuffled positive (so L_uni is 0), a within-caption negative.
+    concatenate: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "generators", check_generator_names(tuple(self.generators)))
+        pair_only = [g for g in self.generators if g not in SENTENCE_GENERATORS]
+        if not self.concatenate and pair_only:
+            raise ValueError(f"generator(s) {pair_only} swap words across two captions and need "
+                             f"concatenation; without it choose from {sorted(SENTENCE_GENERATORS)}")
         if self.partner_redraws < 0:
             raise ValueError(f"partner_redraws must be >= 0, got {self.partner_redraws}")
 
@@ -235,6 +244,24 @@ def assemble_clic_texts(anchor: TrainingRecord, partner: TrainingRecord, rng: ra
     return ClicTexts(p1, p2, p3, p4, n, generator=negative.generator, detail=negative.detail)
 
 
+def assemble_single_texts(record: TrainingRecord, rng: random.Random, config: SampleConfig,
+                          context: NegativeContext) -> ClicTexts | None:
+    """Without concatenation: p1 = p2 = c1, p3/p4 = two extra sentences, n = a negative of c1 alone.
+
+    None when no configured generator can edit c1.
+    """
+    negative = generate_sentence_negative(record.first, rng, config.generators, context,
+                                          mix=config.mix_generators)
+    if negative is None:
+        return None
+    c1 = join_sentences([record.first.text])
+    texts = [c1, c1, *(join_sentences([e]) for e in choose_extras(record, rng)), negative.text]
+    if config.lowercase:
+        texts = [t.lower() for t in texts]
+    p1, p2, p3, p4, n = texts
+    return ClicTexts(p1, p2, p3, p4, n, generator=negative.generator, detail=negative.detail)
+
+
 def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
     """The one source of randomness for sample `index` of `epoch` (stable across processes and Pythons)."""
     digest = hashlib.sha256(f"clic-sample:{seed}:{epoch}:{index}".encode()).digest()
@@ -251,9 +278,21 @@ class ClicPlan:
     texts: ClicTexts
 
 
-def plan_clic_sample(records: Sequence[TrainingRecord], pairing: PairingIndex, index: int,
+def plan_clic_sample(records: Sequence[TrainingRecord], pairing: PairingIndex | None, index: int,
                      rng: random.Random, config: SampleConfig, context: NegativeContext) -> ClicPlan:
+    """The sample's partner, tile order and texts; without concatenation its own image alone
+    (`partner == index`) and `pairing` may be None."""
     anchor = records[index]
+    if not config.concatenate:
+        single = assemble_single_texts(anchor, rng, config, context)
+        if single is None:
+            raise NegativeUnavailableError(
+                f"caption {anchor.caption_id}: generators {list(config.generators)} made no negative of its "
+                f"first sentence {anchor.first.text!r}; add 'replace' as a fallback generator or check the "
+                "exclusion list")
+        return ClicPlan(index, index, True, single)
+    if pairing is None:
+        raise ValueError("concatenated samples need a PairingIndex")
     anchor_first = rng.random() < 0.5
     for _ in range(config.partner_redraws + 1):
         partner = pairing.partner(index, rng)

@@ -52,6 +52,9 @@ class TrainConfig:
     log_every: int = 10
     progress: bool = True
     generators: tuple[str, ...] = ("swap_across",)  # hard-negative generators (toolkit.negatives)
+    # false: no concatenation (the paper's ablation): single images, texts [c1, c1, e1, e2, n(c1)] with a
+    # within-caption negative (swap_within / replace), so L_uni is zero. The reference recipe is true.
+    concatenate: bool = True
     # Tile cache (`toolkit data prepare`): auto = use it when finished for the snapshot and model size,
     # off = always decode the image files, require = refuse to start without it. Batches are identical.
     tiles: str = "auto"
@@ -72,6 +75,9 @@ class TrainConfig:
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
             (self.max_logit_scale > 1, "max_logit_scale must be > 1"),
             (self.tiles in ("auto", "off", "require"), "tiles must be auto, off or require"),
+            (self.concatenate or "swap_across" not in self.generators,
+             "the swap_across generator needs concatenated pairs; with concatenate = false use "
+             "swap_within or replace"),
         ]
         for ok, message in checks:
             if not ok:

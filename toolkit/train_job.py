@@ -58,9 +58,10 @@ def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConf
     records, snapshot_hash, counts, excluded = _catalog_inputs(db_url, snapshot_ref)
     tile_cache = resolve_tile_cache(config.tiles, workspace_dir(workspace), snapshot_hash,
                                    adapter.image_norm.size)
+    samples = SampleConfig(generators=config.generators, concatenate=config.concatenate)
     source = CatalogBatchSource(records, adapter, config.batch_size, config.seed, dist_utils.rank(),
-                                dist_utils.world_size(), config.num_workers, snapshot_hash,
-                                SampleConfig(generators=config.generators), excluded=sorted(excluded),
+                                dist_utils.world_size(), config.num_workers, snapshot_hash, samples,
+                                excluded=sorted(excluded),
                                 tile_cache=tile_cache, pin_memory=device.type == "cuda")
     provenance: dict[str, Any] = {
         "base": base, "base_weights_sha256": weights_sha256(base), "snapshot": snapshot_hash,

@@ -40,8 +40,8 @@ def generate(
             console.status("rendering scenes"):
         paths = generate_demo_data(out, config)
     result = {"out": str(paths.root), "domain_manifest": str(paths.domain_manifest),
-              "pretrain_manifest": str(paths.pretrain_manifest), "swap_att": str(paths.swap_att),
-              "zeroshot_labels": str(paths.zeroshot_labels)}
+              "pretrain_manifest": str(paths.pretrain_manifest), "test": str(paths.test.swap_att.parent.parent),
+              "validation": str(paths.validation.swap_att.parent.parent)}
     if json_output:
         print_json(result)
     else:
@@ -148,7 +148,11 @@ def run(
     from toolkit.eval_report import results_table
 
     console.print(results_table(summary["results"]))
-    table = Table(title="base -> candidate on held-out items (points)")
+    alpha = summary["wise_ft"]["alpha"]
+    console.print(f"trained run {summary['trained']}; candidate = "
+                  + ("the trained run unblended (no WiSE-FT blend passed on validation)" if alpha is None
+                     else f"WiSE-FT blend alpha {alpha:g}, chosen on the validation sets"))
+    table = Table(title="base -> candidate on held-out test items (points)")
     for column in ("metric", "base", "candidate", "delta"):
         table.add_column(column)
     for key, before in summary["base"].items():

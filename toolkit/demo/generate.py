@@ -1,14 +1,18 @@
 """Write the demo domain to disk: PNG folders, JSONL manifests and held-out evaluation files.
 
     <out>/generation.json                 settings and counts (what made this folder)
-    <out>/pretrain/manifest.jsonl         alt-text captions (one salient object): the base CLIP's corpus
+    <out>/pretrain/manifest.jsonl         alt-text captions (one object named): the base CLIP's corpus
     <out>/domain/manifest.jsonl           multi-sentence captions: the customer data `toolkit ingest` reads
     <out>/eval/two_object/manifest.jsonl  "a red circle and a blue square." per image (retrieval)
     <out>/eval/two_object/swap_att.json   SugarCrepe++-style items: caption, caption2, negative_caption
+    <out>/eval/two_object/sugarcrepe/     the same items in SugarCrepe's format (pairwise accuracy);
+                                          its images/ is a link to ../images
     <out>/eval/zeroshot/labels.json       single objects with class labels (zero-shot classification)
+    <out>/val/...                         the same kinds of set, smaller, from scenes of their own: for
+                                          choosing settings (WiSE-FT's alpha), so eval/ is only ever reported
 
 Manifest lines are {"image": <path relative to the manifest>, "caption": <text>}. Every stream draws from
-its own seeded generator, so evaluation scenes are never pretraining or domain scenes.
+its own seeded generator, so evaluation scenes are never pretraining, domain or validation scenes.
 """
 
 from __future__ import annotations
@@ -39,6 +43,25 @@ class GenerateConfig:
     domain_images: int = 3000
     eval_two_object_images: int = 500
     zeroshot_images_per_class: int = 5
+    validation_two_object_images: int = 300
+    validation_zeroshot_images_per_class: int = 3
+
+
+@dataclass(frozen=True)
+class HeldOutPaths:
+    """One held-out group (test or validation): two-object items and zero-shot labels."""
+
+    two_object_manifest: Path
+    swap_att: Path
+    swap_att_pairwise: Path
+    zeroshot_labels: Path
+
+    @classmethod
+    def under(cls, folder: Path) -> HeldOutPaths:
+        return cls(two_object_manifest=folder / "two_object" / "manifest.jsonl",
+                   swap_att=folder / "two_object" / "swap_att.json",
+                   swap_att_pairwise=folder / "two_object" / "sugarcrepe" / "swap_att.json",
+                   zeroshot_labels=folder / "zeroshot" / "labels.json")
 
 
 @dataclass(frozen=True)
@@ -46,9 +69,8 @@ class GeneratedPaths:
     root: Path
     pretrain_manifest: Path
     domain_manifest: Path
-    two_object_manifest: Path
-    swap_att: Path
-    zeroshot_labels: Path
+    test: HeldOutPaths  # reported, never used to choose anything
+    validation: HeldOutPaths  # for choosing settings
 
 
 def paths_under(root: Path) -> GeneratedPaths:
@@ -56,9 +78,8 @@ def paths_under(root: Path) -> GeneratedPaths:
         root=root,
         pretrain_manifest=root / "pretrain" / "manifest.jsonl",
         domain_manifest=root / "domain" / "manifest.jsonl",
-        two_object_manifest=root / "eval" / "two_object" / "manifest.jsonl",
-        swap_att=root / "eval" / "two_object" / "swap_att.json",
-        zeroshot_labels=root / "eval" / "zeroshot" / "labels.json",
+        test=HeldOutPaths.under(root / "eval"),
+        validation=HeldOutPaths.under(root / "val"),
     )
 
 
@@ -77,8 +98,12 @@ def domain_scene(seed: int, index: int) -> tuple[Scene, str]:
     return scene, scenes.domain_caption(scene, rng)
 
 
-def two_object_scene(seed: int, index: int) -> Scene:
-    rng = scenes.scene_rng(seed, "eval-two-object", index)
+# Stream names per held-out group; the test streams keep their original names, so their items never change.
+STREAMS = {"test": ("eval-two-object", "eval-zeroshot"), "validation": ("val-two-object", "val-zeroshot")}
+
+
+def two_object_scene(seed: int, index: int, stream: str = "eval-two-object") -> Scene:
+    rng = scenes.scene_rng(seed, stream, index)
     return scenes.sample_scene(rng, 2)
 
 
@@ -86,8 +111,8 @@ def zeroshot_classnames() -> list[str]:
     return [f"{colour} {shape}" for colour in scenes.COLOURS for shape in scenes.SHAPES]
 
 
-def zeroshot_scene(seed: int, index: int, classname: str) -> Scene:
-    rng = scenes.scene_rng(seed, "eval-zeroshot", index)
+def zeroshot_scene(seed: int, index: int, classname: str, stream: str = "eval-zeroshot") -> Scene:
+    rng = scenes.scene_rng(seed, stream, index)
     colour, shape = classname.split(" ")
     size = rng.choice(list(scenes.SIZES))
     radius = rng.uniform(*scenes.SIZES[size])
@@ -123,22 +148,21 @@ def write_captioned_set(
     return rows
 
 
-def write_two_object_eval(paths: GeneratedPaths, config: GenerateConfig) -> int:
+def write_two_object_eval(paths: HeldOutPaths, seed: int, count: int, stream: str, image_size: int) -> int:
     """Distinct captions only, so retrieval has exactly one right image per caption."""
     rows: list[dict[str, Any]] = []
     items: list[dict[str, Any]] = []
     seen: set[frozenset[str]] = set()
     index = 0
-    while len(rows) < config.eval_two_object_images:
-        scene = two_object_scene(config.seed, index)
+    while len(rows) < count:
+        scene = two_object_scene(seed, index, stream)
         index += 1
         a, b = scene.objects
         key = frozenset((a.noun_phrase, b.noun_phrase))
         if key in seen:
             continue
         seen.add(key)
-        image = _save(scene, paths.two_object_manifest.parent / "images", f"{len(rows):06d}.png",
-                      config.image_size)
+        image = _save(scene, paths.two_object_manifest.parent / "images", f"{len(rows):06d}.png", image_size)
         caption = scenes.two_object_phrase(a, b)
         rows.append({"image": image, "caption": caption})
         # As in the public SugarCrepe++ files: file names relative to the images folder (<dir>/images).
@@ -147,16 +171,23 @@ def write_two_object_eval(paths: GeneratedPaths, config: GenerateConfig) -> int:
                       "negative_caption": scenes.swap_attribute_phrase(a, b)})
     _write_jsonl(paths.two_object_manifest, rows)
     paths.swap_att.write_text(json.dumps(items, indent=1) + "\n", encoding="utf-8")
+    # SugarCrepe's format (a dict keyed "0", "1", ...): one positive against the negative, which is the
+    # pairwise hard-negative accuracy; the stricter SugarCrepe++ ITT needs both positives to win.
+    pairwise = {str(item["id"]): {k: item[k] for k in ("filename", "caption", "negative_caption")}
+                for item in items}
+    paths.swap_att_pairwise.parent.mkdir(parents=True, exist_ok=True)
+    paths.swap_att_pairwise.write_text(json.dumps(pairwise, indent=1) + "\n", encoding="utf-8")
+    (paths.swap_att_pairwise.parent / "images").symlink_to(Path("..") / "images", target_is_directory=True)
     return len(rows)
 
 
-def write_zeroshot_eval(paths: GeneratedPaths, config: GenerateConfig) -> int:
+def write_zeroshot_eval(paths: HeldOutPaths, seed: int, per_class: int, stream: str, image_size: int) -> int:
     classnames = zeroshot_classnames()
     images = []
-    for index in range(len(classnames) * config.zeroshot_images_per_class):
+    for index in range(len(classnames) * per_class):
         label = index % len(classnames)
-        scene = zeroshot_scene(config.seed, index, classnames[label])
-        image = _save(scene, paths.zeroshot_labels.parent / "images", f"{index:06d}.png", config.image_size)
+        scene = zeroshot_scene(seed, index, classnames[label], stream)
+        image = _save(scene, paths.zeroshot_labels.parent / "images", f"{index:06d}.png", image_size)
         images.append({"path": image, "label": label})
     labels = {"classnames": classnames, "templates": list(ZEROSHOT_TEMPLATES), "images": images}
     paths.zeroshot_labels.write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
@@ -172,10 +203,16 @@ def generate_demo_data(out: Path, config: GenerateConfig = GenerateConfig()) -> 
                         lambda i: pretrain_scene(config.seed, i), config.image_size)
     write_captioned_set(paths.domain_manifest, config.domain_images,
                         lambda i: domain_scene(config.seed, i), config.image_size)
-    two_object = write_two_object_eval(paths, config)
-    zeroshot = write_zeroshot_eval(paths, config)
-    summary = {"config": asdict(config), "counts": {
-        "pretrain": config.pretrain_images, "domain": config.domain_images,
-        "eval_two_object": two_object, "eval_zeroshot": zeroshot}}
+    counts = {"pretrain": config.pretrain_images, "domain": config.domain_images}
+    groups = {"test": (paths.test, config.eval_two_object_images, config.zeroshot_images_per_class),
+              "validation": (paths.validation, config.validation_two_object_images,
+                             config.validation_zeroshot_images_per_class)}
+    for group, (held_out, two_objects, per_class) in groups.items():
+        two_object_stream, zeroshot_stream = STREAMS[group]
+        counts[f"{group}_two_object"] = write_two_object_eval(held_out, config.seed, two_objects,
+                                                              two_object_stream, config.image_size)
+        counts[f"{group}_zeroshot"] = write_zeroshot_eval(held_out, config.seed, per_class, zeroshot_stream,
+                                                          config.image_size)
+    summary = {"config": asdict(config), "counts": counts}
     (out / "generation.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return paths
