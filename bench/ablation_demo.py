@@ -2,7 +2,8 @@
 
 Rows, all from the same base and the same snapshot, scored on the same held-out items:
 - base: the pretrained demo CLIP, untouched;
-- single image: no concatenation, texts [c1, c1, e1, e2] and a within-caption (swap_within) negative;
+- single image: no concatenation, texts [c1, c1, e1, e2] and a within-caption negative (swap_within, with
+  replace as the fallback when a first sentence has no two words of one tag class);
 - CLIC without L_uni: concatenated pairs, the uni-modal term switched off;
 - CLIC: the full recipe, as trained by `toolkit demo run`;
 - CLIC + WiSE-FT: that run blended back towards the base, alpha chosen on the validation sets (never on
@@ -37,7 +38,7 @@ def variants(config: Any) -> dict[str, Any]:
     return {
         "base": None,
         "single image, within-caption negatives": config.with_overrides(
-            concatenate=False, generators=["swap_within"]),
+            concatenate=False, generators=["swap_within", "replace"]),
         "CLIC without L_uni": config.with_overrides(**{"loss.use_uni": False}),
         "CLIC": config,
     }

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.demo.chain import DemoSettings, run_demo, summarise
+from toolkit.demo.chain import WISE_ALPHAS, DemoSettings, run_demo, summarise
 from toolkit.demo.generate import GenerateConfig
 
 
@@ -30,7 +30,7 @@ def test_demo_chain_runs_and_reuses_its_steps(tmp_path: Path) -> None:
     assert any("CLIC training" in line for line in said)
     # WiSE-FT: every blend scored on the validation sets; the reported candidate is the chosen blend.
     wise = summary["wise_ft"]
-    assert set(wise["validation"]) == {"base", "0.2", "0.4", "0.6", "0.8", "1"}
+    assert set(wise["validation"]) == {"base", *(f"{a:g}" for a in WISE_ALPHAS)}
     if wise["alpha"] is not None and wise["alpha"] != 1.0:
         assert summary["results_folder"].endswith(f"-wise{wise['alpha']:g}")
 

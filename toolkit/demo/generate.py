@@ -44,7 +44,7 @@ class GenerateConfig:
     eval_two_object_images: int = 500
     zeroshot_images_per_class: int = 5
     validation_two_object_images: int = 300
-    validation_zeroshot_images_per_class: int = 3
+    validation_zeroshot_images_per_class: int = 5
 
 
 @dataclass(frozen=True)
@@ -84,10 +84,14 @@ def paths_under(root: Path) -> GeneratedPaths:
 
 
 def pretrain_scene(seed: int, index: int) -> tuple[Scene, str]:
-    """1–3 objects; the first is large and salient, and the caption names only it."""
+    """1–3 objects of random sizes; the caption names one of them (the first drawn, so any of them).
+
+    Because the named object may be any object of the scene, the image tower must encode every object
+    with its own colour and shape; the text tower only ever reads one object, so it learns no binding.
+    """
     rng = scenes.scene_rng(seed, "pretrain", index)
     n_objects = rng.choices((1, 2, 3), weights=(0.4, 0.35, 0.25))[0]
-    scene = scenes.sample_scene(rng, n_objects, sizes=["large"] + ["small"] * (n_objects - 1))
+    scene = scenes.sample_scene(rng, n_objects)
     return scene, scenes.alt_text_caption(scene, rng)
 
 

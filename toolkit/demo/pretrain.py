@@ -10,8 +10,9 @@ Recipe in brief:
 - Optimiser: AdamW, linear warm-up then cosine decay; `logit_scale` clamped at ln(100) after each step.
 - Seeded: the same data, config and thread count give the same weights.
 
-The alt-text captions name one salient object, so the base learns colours and shapes but not which colour
-goes with which shape in a multi-object image: it starts as a bag of words, as real CLIP does.
+The alt-text captions name one object of the scene (any of them), so the image tower learns every object with
+its colour and shape, while the text tower, which only ever reads one object, learns no binding: two-object
+captions read as a bag of words, as in real CLIP.
 Output: a folder `load_model(<folder>)` reads (model.json + model.safetensors) plus `pretrain.json`.
 """
 
@@ -39,20 +40,20 @@ DEMO_MODEL_CONFIG: dict[str, Any] = {
 }
 MAX_LOGIT_SCALE = math.log(100.0)
 # The committed base: `pretrain` with `PretrainConfig()` on `generate_demo_data` with `GenerateConfig()`,
-# 2 torch threads. A folder `load_model` reads (model.json + model.safetensors) plus pretrain.json.
+# 1 torch thread. A folder `load_model` reads (model.json + model.safetensors) plus pretrain.json.
 BUNDLED_BASE = Path(__file__).parent / "base"
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    steps: int = 2500
+    steps: int = 6000
     batch_size: int = 128
     lr: float = 1.5e-3
     min_lr: float = 1e-5
     warmup_steps: int = 50
     weight_decay: float = 0.1
     seed: int = 0
-    threads: int = 2
+    threads: int = 1  # the committed base was made with one torch thread (bit-exact reproduction needs it)
     max_images: int | None = None  # use only the first N manifest rows (smoke tests)
     model_config: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(DEMO_MODEL_CONFIG)))
 

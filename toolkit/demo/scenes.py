@@ -6,8 +6,8 @@ comes back on every machine and Python version, and streams (pretraining, domain
 share a scene generator.
 
 Two caption styles, on purpose:
-- `alt_text_caption` names ONE salient object, like web alt text. A CLIP pretrained on it learns a bag of
-  words and does not bind colours to shapes (which is where real CLIP starts).
+- `alt_text_caption` names ONE object, like web alt text. A CLIP pretrained on it reads two-object captions
+  as a bag of words and does not bind colours to shapes in them (which is where real CLIP starts).
 - `domain_caption` describes the whole composition in several sentences (first sentence = the main
   composition, the rest = extra positives), like the customer data that CLIC fine-tunes on.
 """
@@ -208,17 +208,17 @@ COLOUR_ONLY_SHARE = 0.15
 
 
 def alt_text_caption(scene: Scene, rng: random.Random) -> str:
-    """Web-alt-text-like caption: names only the salient (first, largest) object: its shape only, its
-    colour only, or (most often) both."""
-    salient = scene.objects[0]
+    """Web-alt-text-like caption: names only the scene's first object: its shape only, its colour only, or
+    (most often) both."""
+    named = scene.objects[0]
     style = rng.random()
     if style < SHAPE_ONLY_SHARE:
-        return rng.choice(_SHAPE_ONLY_TEMPLATES).format(shape=salient.shape)
+        return rng.choice(_SHAPE_ONLY_TEMPLATES).format(shape=named.shape)
     if style < SHAPE_ONLY_SHARE + COLOUR_ONLY_SHARE:
-        return rng.choice(_COLOUR_ONLY_TEMPLATES).format(colour=salient.colour)
+        return rng.choice(_COLOUR_ONLY_TEMPLATES).format(colour=named.colour)
     template = rng.choice(_ALT_TEXT_TEMPLATES)
-    return template.format(colour=salient.colour, a_colour=with_article(salient.colour), shape=salient.shape,
-                           size=salient.size)
+    return template.format(colour=named.colour, a_colour=with_article(named.colour), shape=named.shape,
+                           size=named.size)
 
 
 def with_article(phrase: str) -> str:
