@@ -81,6 +81,22 @@ def test_vision_frozen_text_trained_output_loadable(tiny_open_clip_spec: str, tm
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run")]  # no temp folders left behind
 
 
+def test_frozen_text_parameters_keep_the_base_values(tiny_open_clip_spec: str, tmp_path: Path) -> None:
+    adapter = load_model(tiny_open_clip_spec)
+    before = {n: p.detach().clone() for n, p in adapter.text_parameters()}
+    source = SyntheticBatchSource(16, 4, 32, adapter.tokenize, seed=1)
+    run_training(tiny_config(frozen_text=["token_embedding", "text_projection"]), adapter, source,
+                 tmp_path / "run")
+    after = dict(adapter.text_parameters())
+    assert torch.equal(after["token_embedding.weight"], before["token_embedding.weight"])
+    assert torch.equal(after["text_projection"], before["text_projection"])
+    assert not torch.equal(after["ln_final.weight"], before["ln_final.weight"])  # the rest still trains
+    with pytest.raises(ValueError, match="no parameter name starts with"):
+        run_training(tiny_config(frozen_text=["token_embeding"]), load_model(tiny_open_clip_spec), source,
+                     tmp_path / "typo")
+    assert not (tmp_path / "typo").exists()
+
+
 def test_logit_scale_is_clamped_on_the_real_parameter(tiny_open_clip_spec: str, tmp_path: Path) -> None:
     adapter = load_model(tiny_open_clip_spec)
     with torch.no_grad():

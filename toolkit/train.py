@@ -120,6 +120,7 @@ class ClicRecipe:
         model = self.adapter.model.to(self.device)
         for _, param in self.adapter.vision_parameters():
             param.requires_grad_(False)
+        self._freeze_text(cfg.frozen_text)
         if cfg.lora.rank > 0:
             self._apply_lora()
         self.trainable = [(n, p) for n, p in self.adapter.model.named_parameters() if p.requires_grad]
@@ -153,6 +154,18 @@ class ClicRecipe:
         if dist_utils.is_main_process() and self.tracker is not None:
             self.tracker.log_params({"config": self.config.to_dict(), **self.provenance,
                                      "data": self.batches.describe()})
+
+    def _freeze_text(self, prefixes: tuple[str, ...]) -> None:
+        if not prefixes:
+            return
+        names = [n for n, _ in self.adapter.model.named_parameters()]
+        unknown = [p for p in prefixes if not any(n.startswith(p) for n in names)]
+        if unknown:
+            raise ValueError(f"frozen_text: no parameter name starts with {unknown}; text-side names include "
+                             f"{[n for n in names if not self.adapter.is_vision_parameter(n)][:8]}")
+        for name, param in self.adapter.model.named_parameters():
+            if name.startswith(prefixes):
+                param.requires_grad_(False)
 
     def _freeze_vision_modules(self) -> None:
         # Top-level children owning vision parameters stay in eval mode (no dropout, frozen norms).
