@@ -5,6 +5,7 @@ Rows, all from the same base and the same snapshot, scored on the same held-out 
 - single image: no concatenation, texts [c1, c1, e1, e2] and a within-caption negative (swap_within, with
   replace as the fallback when a first sentence has no two words of one tag class);
 - CLIC without L_uni: concatenated pairs, the uni-modal term switched off;
+- CLIC, token embedding frozen (`frozen_text`): does keeping the word vectors limit forgetting?
 - CLIC: the full recipe, as trained by `toolkit demo run`;
 - CLIC + WiSE-FT: that run blended back towards the base, alpha chosen on the validation sets (never on
   the test items below), which is the candidate `toolkit demo run` reports.
@@ -40,6 +41,7 @@ def variants(config: Any) -> dict[str, Any]:
         "single image, within-caption negatives": config.with_overrides(
             concatenate=False, generators=["swap_within", "replace"]),
         "CLIC without L_uni": config.with_overrides(**{"loss.use_uni": False}),
+        "CLIC, token embedding frozen": config.with_overrides(frozen_text=["token_embedding"]),
         "CLIC": config,
     }
 

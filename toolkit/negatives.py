@@ -266,6 +266,16 @@ def hard_negative_swap_across(first_a: TaggedSentence, first_b: TaggedSentence, 
     return None
 
 
+def _first_allowed(name: str, candidates: Iterable[tuple[tuple[str, ...], dict[str, Any]]],
+                   screen: _Screen) -> Negative | None:
+    """The first candidate edit of one sentence that the screen lets through."""
+    for tokens, detail in candidates:
+        text = detokenize(tokens)
+        if screen.allows(text):
+            return Negative(text, name, detail)
+    return None
+
+
 # --- NegCLIP: swap within one sentence -------------------------------------------------------------
 
 def _swap_within_candidates(sentence: TaggedSentence,
@@ -297,12 +307,7 @@ def _swap_within_candidates(sentence: TaggedSentence,
 def hard_negative_swap_within(sentence: TaggedSentence, rng: random.Random,
                               excluded: Collection[str] = frozenset()) -> Negative | None:
     """Swap two different words of one tag class inside the sentence (all occurrences of each)."""
-    screen = _Screen([sentence.text], excluded)
-    for tokens, detail in _swap_within_candidates(sentence, rng):
-        text = detokenize(tokens)
-        if screen.allows(text):
-            return Negative(text, "swap_within", detail)
-    return None
+    return _first_allowed("swap_within", _swap_within_candidates(sentence, rng), _Screen([sentence.text], excluded))
 
 
 # --- SugarCrepe-replace: a same-class word from the corpus -----------------------------------------
@@ -336,12 +341,8 @@ def hard_negative_replace(sentence: TaggedSentence, vocabulary: Mapping[str, Seq
 
     Words already in the sentence are never drawn, so the edit always changes the sentence.
     """
-    screen = _Screen([sentence.text], excluded)
-    for tokens, detail in _replace_candidates(sentence, vocabulary, rng):
-        text = detokenize(tokens)
-        if screen.allows(text):
-            return Negative(text, "replace", detail)
-    return None
+    return _first_allowed("replace", _replace_candidates(sentence, vocabulary, rng),
+                          _Screen([sentence.text], excluded))
 
 
 # --- the registry: every generator called on a CLIC pair -------------------------------------------
@@ -450,8 +451,7 @@ def generate_sentence_negative(sentence: TaggedSentence, rng: random.Random,
     context = context or NegativeContext()
     screen = _Screen([sentence.text], context.excluded)
     for name in order:
-        for tokens, detail in SENTENCE_GENERATORS[name](sentence, rng, context):
-            text = detokenize(tokens)
-            if screen.allows(text):
-                return Negative(text, name, detail)
+        negative = _first_allowed(name, SENTENCE_GENERATORS[name](sentence, rng, context), screen)
+        if negative is not None:
+            return negative
     return None
