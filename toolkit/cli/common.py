@@ -37,6 +37,15 @@ def print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def print_result(result: dict[str, Any], json_output: bool) -> None:
+    """A flat result: one JSON object with --json, else one `key: value` line each."""
+    if json_output:
+        print_json(result)
+        return
+    for key, value in result.items():
+        console.print(f"{key}: {value}")
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     raise typer.Exit(code)

@@ -15,7 +15,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from toolkit.cli.common import EXIT_BAD_INPUT, DbOption, JsonOption, console, errors_to_exit, print_json
+from toolkit.cli.common import (
+    EXIT_BAD_INPUT,
+    DbOption,
+    JsonOption,
+    console,
+    errors_to_exit,
+    print_json,
+    print_result,
+)
 
 demo_app = typer.Typer(help="The generated demo domain (coloured shapes in relations) and its base CLIP.",
                        no_args_is_help=True)
@@ -39,14 +47,9 @@ def generate(
     with errors_to_exit({FileExistsError: EXIT_BAD_INPUT, ValueError: EXIT_BAD_INPUT}), \
             console.status("rendering scenes"):
         paths = generate_demo_data(out, config)
-    result = {"out": str(paths.root), "domain_manifest": str(paths.domain_manifest),
-              "pretrain_manifest": str(paths.pretrain_manifest), "test": str(paths.test.swap_att.parent.parent),
-              "validation": str(paths.validation.swap_att.parent.parent)}
-    if json_output:
-        print_json(result)
-    else:
-        for key, value in result.items():
-            console.print(f"{key}: {value}")
+    print_result({"out": str(paths.root), "domain_manifest": str(paths.domain_manifest),
+                  "pretrain_manifest": str(paths.pretrain_manifest), "test": str(paths.test.root),
+                  "validation": str(paths.validation.root)}, json_output)
 
 
 @demo_app.command("pretrain")
@@ -77,13 +80,8 @@ def pretrain(
             progress.update(task, completed=step + 1, description=f"pretraining (loss {loss:.3f})")
 
         summary = run_pretrain(data, out, config, on_step=on_step)
-    result = {"model": str(out), "train_seconds": summary["train_seconds"],
-              "first_loss": summary["first_loss"], "final_loss": summary["final_loss"]}
-    if json_output:
-        print_json(result)
-    else:
-        for key, value in result.items():
-            console.print(f"{key}: {value}")
+    print_result({"model": str(out), "train_seconds": summary["train_seconds"],
+                  "first_loss": summary["first_loss"], "final_loss": summary["final_loss"]}, json_output)
 
 
 @demo_app.command("base")

@@ -51,6 +51,7 @@ class GenerateConfig:
 class HeldOutPaths:
     """One held-out group (test or validation): two-object items and zero-shot labels."""
 
+    root: Path
     two_object_manifest: Path
     swap_att: Path
     swap_att_pairwise: Path
@@ -58,7 +59,7 @@ class HeldOutPaths:
 
     @classmethod
     def under(cls, folder: Path) -> HeldOutPaths:
-        return cls(two_object_manifest=folder / "two_object" / "manifest.jsonl",
+        return cls(root=folder, two_object_manifest=folder / "two_object" / "manifest.jsonl",
                    swap_att=folder / "two_object" / "swap_att.json",
                    swap_att_pairwise=folder / "two_object" / "sugarcrepe" / "swap_att.json",
                    zeroshot_labels=folder / "zeroshot" / "labels.json")
