@@ -59,8 +59,8 @@ class TrainConfig:
     # off = always decode the image files, require = refuse to start without it. Batches are identical.
     tiles: str = "auto"
     compile_text: bool = False  # torch.compile the text tower (pays on GPU; first steps slower)
-    # Text-side parameters kept at the base's values (name prefixes, e.g. "token_embedding"): the word
-    # embeddings the image tower was aligned to stay put, which limits forgetting. Empty = the reference.
+    # Text-side parameters kept at the base's values (name prefixes, e.g. "token_embedding"), a lever against
+    # forgetting. On the demo it did not help (bench/results/ablation-demo.md). Empty = the reference.
     frozen_text: tuple[str, ...] = ()
     loss: ClicLossWeights = field(default_factory=ClicLossWeights)
     lora: LoraSettings = field(default_factory=LoraSettings)
