@@ -127,3 +127,17 @@ class ClipLoss(nn.Module):
         text_to_image = F.cross_entropy(scale * text_features @ all_images.T, targets)
         total = (image_to_text + text_to_image) / 2
         return total, {"clip": total}
+
+
+def anchor_loss(trained: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    r"""Anchor distillation against forgetting (toolkit.anchors): for K anchor texts,
+
+        L_anchor = mean_k ‖t_k − t̂_k‖²
+
+    with t_k the trained tower's and t̂_k the base tower's unit embedding of anchor k (the same form as
+    L_uni). The image tower is frozen, so an anchor kept in place keeps its zero-shot and retrieval scores.
+    """
+    if trained.shape != base.shape:
+        raise ValueError(f"anchor_loss: trained {tuple(trained.shape)} and base {tuple(base.shape)} embeddings "
+                         "must have the same shape")
+    return (trained - base).pow(2).sum(dim=-1).mean()

@@ -17,6 +17,9 @@ Features and their trade-offs:
   averaged explicitly once per optimizer step. We do not wrap in DistributedDataParallel because the
   adapter calls the towers directly; the cost is no compute/communication overlap.
 - Optional LoRA (peft) on text-tower Linear layers, merged into the weights before saving.
+- Optional anchor distillation (`anchor_weight` > 0, toolkit.anchors): the base's embeddings of the anchor
+  texts are computed once in setup (before any checkpoint or LoRA is applied, so a resumed run has the same
+  targets); every micro-batch then encodes a sample of them and adds the anchor loss to its own.
 - Atomic checkpoints every N steps with named resume state (epoch, global_step, data_offset, seed)
   checked on load; `resume=True` continues at the exact step with the identical data order.
 - The output folder appears only when training has finished (temp folder, then rename).
@@ -28,7 +31,7 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,6 +42,7 @@ from torch import nn
 
 from toolkit import distributed as dist_utils
 from toolkit.adapters.base import ClipAdapter
+from toolkit.anchors import anchor_sample
 from toolkit.batches import CLIC, PLAIN, BatchSource, TrainBatch
 from toolkit.checkpoint import (
     CHECKPOINT_FILE,
@@ -50,7 +54,7 @@ from toolkit.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from toolkit.loss import ClicLoss, ClipLoss
+from toolkit.loss import ClicLoss, ClipLoss, anchor_loss
 from toolkit.outputs import OutputExistsError, atomic_output_dir, write_model_folder
 from toolkit.train_config import TrainConfig
 
@@ -101,9 +105,11 @@ def _no_weight_decay(name: str, param: nn.Parameter) -> bool:
 class ClicRecipe:
     def __init__(self, config: TrainConfig, adapter: ClipAdapter, batches: BatchSource, out_dir: Path,
                  provenance: dict[str, Any] | None = None, tracker: RunTracker | None = None,
-                 resume: bool = False, device: torch.device | None = None) -> None:
+                 resume: bool = False, device: torch.device | None = None,
+                 anchor_texts: Sequence[str] = ()) -> None:
         self.config, self.adapter, self.batches, self.out_dir = config, adapter, batches, out_dir
         self.provenance, self.tracker, self.resume = provenance or {}, tracker, resume
+        self.anchor_texts = list(anchor_texts)
         self.device = device or torch.device(config.device)
         self.work_dir = work_dir_for(out_dir)
         self.global_step, self.epoch, self.data_offset = 0, 0, 0
@@ -120,6 +126,7 @@ class ClicRecipe:
         model = self.adapter.model.to(self.device)
         for _, param in self.adapter.vision_parameters():
             param.requires_grad_(False)
+        self._anchor_targets()
         self._freeze_text(cfg.frozen_text)
         if cfg.lora.rank > 0:
             self._apply_lora()
@@ -154,6 +161,20 @@ class ClicRecipe:
         if dist_utils.is_main_process() and self.tracker is not None:
             self.tracker.log_params({"config": self.config.to_dict(), **self.provenance,
                                      "data": self.batches.describe()})
+
+    def _anchor_targets(self, chunk: int = 1024) -> None:
+        """Tokens and base embeddings of the anchor texts; the model still holds the base's weights here."""
+        self.anchor_tokens: torch.Tensor | None = None
+        if self.config.anchor_weight == 0:
+            return
+        if not self.anchor_texts:
+            raise ValueError("anchor_weight > 0 needs anchor texts (toolkit.anchors.resolve_anchor_texts)")
+        tokens = self.adapter.tokenize(self.anchor_texts).to(self.device)
+        self.adapter.model.eval()
+        with torch.no_grad():
+            self.anchor_base = torch.cat([self.adapter.encode_text(tokens[i:i + chunk]).float()
+                                          for i in range(0, len(tokens), chunk)])
+        self.anchor_tokens = tokens
 
     def _freeze_text(self, prefixes: tuple[str, ...]) -> None:
         if not prefixes:
@@ -211,7 +232,8 @@ class ClicRecipe:
                 yield epoch, slot, step, kind, batch
             epoch, start = epoch + 1, 0
 
-    def _forward(self, kind: str, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _forward(self, kind: str, batch: TrainBatch, draw: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss of one micro-batch; `draw` numbers the micro-batch in the run (it picks the anchors)."""
         images = batch.images.to(self.device, non_blocking=True)
         tokens = batch.tokens.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
@@ -220,9 +242,15 @@ class ClicRecipe:
                 image_features = self.adapter.encode_image(images)
             text_features = self.encode_text(tokens)
             loss_fn = self.clic_loss if kind == CLIC else self.clip_loss
-            loss: tuple[torch.Tensor, dict[str, torch.Tensor]] = loss_fn(
-                image_features.float(), text_features.float(), self.adapter.logit_scale)
-            return loss
+            loss, terms = loss_fn(image_features.float(), text_features.float(), self.adapter.logit_scale)
+            if self.anchor_tokens is not None:
+                picked = anchor_sample(len(self.anchor_tokens), self.config.anchor_batch, self.config.seed,
+                                       draw, dist_utils.rank(), dist_utils.world_size())
+                if picked:
+                    trained = self.encode_text(self.anchor_tokens[picked]).float()
+                    terms["anchor"] = anchor_loss(trained, self.anchor_base[picked])
+                    loss = loss + self.config.anchor_weight * terms["anchor"]
+            return loss, terms
 
     def _average_gradients(self) -> None:
         if not dist_utils.is_distributed():
@@ -246,7 +274,7 @@ class ClicRecipe:
             for epoch, slot, step, kind, batch in self._micro_batches():
                 if step >= stop_at:
                     break
-                loss, terms = self._forward(kind, batch)
+                loss, terms = self._forward(kind, batch, epoch * self.steps_per_epoch * cfg.grad_accum + slot)
                 (loss / cfg.grad_accum).backward()  # type: ignore[no-untyped-call]
                 samples += batch.images.shape[0] * dist_utils.world_size()
                 accum_left -= 1
@@ -332,8 +360,9 @@ class ClicRecipe:
 
 def run_training(config: TrainConfig, adapter: ClipAdapter, batches: BatchSource, out_dir: Path,
                  provenance: dict[str, Any] | None = None, tracker: RunTracker | None = None,
-                 resume: bool = False, device: torch.device | None = None) -> TrainResult:
-    recipe = ClicRecipe(config, adapter, batches, out_dir, provenance, tracker, resume, device)
+                 resume: bool = False, device: torch.device | None = None,
+                 anchor_texts: Sequence[str] = ()) -> TrainResult:
+    recipe = ClicRecipe(config, adapter, batches, out_dir, provenance, tracker, resume, device, anchor_texts)
     try:
         recipe.setup()
         return recipe.train()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolkit.anchors import NOUN_PHRASES
 from toolkit.loss import ClicLossWeights
 
 
@@ -62,6 +63,13 @@ class TrainConfig:
     # Text-side parameters kept at the base's values (name prefixes, e.g. "token_embedding"), a lever against
     # forgetting. On the demo it did not help (bench/results/ablation-demo.md). Empty = the reference.
     frozen_text: tuple[str, ...] = ()
+    # Anchor distillation against forgetting (toolkit.anchors; weight 0 = off, the reference): every step
+    # adds anchor_weight × mean ‖t − t_base‖² over `anchor_batch` anchor texts, t_base being the base's
+    # embedding. anchor_texts: "noun_phrases" (mined from the snapshot's tags) or a UTF-8 file, one text per
+    # line (general captions, production prompts); a relative path in a config file is read from its folder.
+    anchor_weight: float = 0.0
+    anchor_texts: str = NOUN_PHRASES
+    anchor_batch: int = 128
     loss: ClicLossWeights = field(default_factory=ClicLossWeights)
     lora: LoraSettings = field(default_factory=LoraSettings)
 
@@ -78,6 +86,9 @@ class TrainConfig:
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
             (self.max_logit_scale > 1, "max_logit_scale must be > 1"),
             (self.tiles in ("auto", "off", "require"), "tiles must be auto, off or require"),
+            (self.anchor_weight >= 0, "anchor_weight must be >= 0 (0 switches anchors off)"),
+            (self.anchor_batch >= 1, "anchor_batch must be >= 1"),
+            (bool(self.anchor_texts.strip()), "anchor_texts must be noun_phrases or a file path"),
             (self.concatenate or "swap_across" not in self.generators,
              "the swap_across generator needs concatenated pairs; with concatenate = false use "
              "swap_within or replace"),
@@ -113,6 +124,9 @@ class TrainConfig:
             values = _parse(text, path)
         except ValueError as err:
             raise ConfigError(f"{path} is not valid {path.suffix[1:].upper()}: {err}") from err
+        anchors = values.get("anchor_texts")
+        if isinstance(anchors, str) and anchors != NOUN_PHRASES and not Path(anchors).is_absolute():
+            values["anchor_texts"] = str(path.parent / anchors)  # a config's files sit beside it
         return cls.from_dict(values, str(path))
 
     def with_overrides(self, **overrides: Any) -> TrainConfig:

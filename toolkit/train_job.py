@@ -45,7 +45,10 @@ def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConf
 
     Pixels come from the workspace's tile cache when `config.tiles` allows and it is finished for this
     snapshot and the model's input size (`toolkit data prepare`), else from the image files.
+    Anchor texts (`anchor_weight` > 0) are mined from the snapshot's stored tags or read from their file
+    before the run starts, and identified in the provenance by source, count and digest.
     """
+    from toolkit.anchors import anchor_digest, resolve_anchor_texts
     from toolkit.batches import CatalogBatchSource
     from toolkit.config import workspace_dir
     from toolkit.samples import SampleConfig
@@ -56,6 +59,8 @@ def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConf
     adapter = load_model(base)  # before anything is created: a bad model leaves no trace
     device = dist_utils.init_distributed(config.device)
     records, snapshot_hash, counts, excluded = _catalog_inputs(db_url, snapshot_ref)
+    anchors = (resolve_anchor_texts(config.anchor_texts, (s for r in records for s in r.sentences))
+               if config.anchor_weight > 0 else [])
     tile_cache = resolve_tile_cache(config.tiles, workspace_dir(workspace), snapshot_hash,
                                    adapter.image_norm.size)
     samples = SampleConfig(generators=config.generators, concatenate=config.concatenate)
@@ -67,11 +72,14 @@ def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConf
         "base": base, "base_weights_sha256": weights_sha256(base), "snapshot": snapshot_hash,
         "toolkit_version": __version__, "world_size": dist_utils.world_size(),
         "excluded_negatives": len(excluded), "data_path": source.data_path}
+    if anchors:
+        provenance["anchors"] = {"source": config.anchor_texts, "count": len(anchors),
+                                 "sha256": anchor_digest(anchors)}
     tracking = _tracked(provenance, db_url, counts) if track and dist_utils.is_main_process() else nullcontext()
     with tracking as run:
         if run is not None:
             provenance["mlflow_run_id"] = run.run_id
-        result = run_training(config, adapter, source, out, provenance, run, resume, device)
+        result = run_training(config, adapter, source, out, provenance, run, resume, device, anchors)
         if run is not None:
             run.log_artifact(result.out_dir / "model.json")
     return result

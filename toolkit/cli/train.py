@@ -16,6 +16,7 @@ MODEL_HELP = ("MODEL is open_clip:<arch or model-config.json>@<weights.safetenso
 
 def _bad_input_errors() -> dict[type[BaseException], int]:
     from toolkit.adapters.base import ModelLoadError
+    from toolkit.anchors import AnchorError
     from toolkit.checkpoint import ResumeError
     from toolkit.interpolate import InterpolationError
     from toolkit.outputs import OutputExistsError
@@ -25,6 +26,7 @@ def _bad_input_errors() -> dict[type[BaseException], int]:
     errors: dict[type[BaseException], int] = {
         ModelLoadError: EXIT_BAD_INPUT, ConfigError: EXIT_BAD_INPUT, ResumeError: EXIT_BAD_INPUT,
         OutputExistsError: EXIT_BAD_INPUT, SnapshotError: EXIT_BAD_INPUT, InterpolationError: EXIT_BAD_INPUT,
+        AnchorError: EXIT_BAD_INPUT,
     }
     from toolkit.samples import TrainingDataError
     from toolkit.store.db import StoreError

@@ -96,6 +96,22 @@ def pretrain_scene(seed: int, index: int) -> tuple[Scene, str]:
     return scene, scenes.alt_text_caption(scene, rng)
 
 
+# General captions for the demo's anchor distillation (toolkit.anchors): alt text of single objects, in the
+# style of the base's pretraining text but from a stream of their own. A customer's counterpart is a few
+# thousand general captions they hold (public caption sets, search queries). Committed beside the demo
+# config as reference-captions.txt; `reference_captions()` writes it again.
+REFERENCE_CAPTION_DRAWS = 5000
+
+
+def reference_captions(seed: int = 0, draws: int = REFERENCE_CAPTION_DRAWS) -> list[str]:
+    """Distinct alt-text captions of `draws` single-object scenes, sorted (their order picks the samples)."""
+    captions = set()
+    for index in range(draws):
+        rng = scenes.scene_rng(seed, "reference-text", index)
+        captions.add(scenes.alt_text_caption(scenes.sample_scene(rng, 1), rng))
+    return sorted(captions)
+
+
 def domain_scene(seed: int, index: int) -> tuple[Scene, str]:
     """2–3 objects of any size, described in several sentences."""
     rng = scenes.scene_rng(seed, "domain", index)
