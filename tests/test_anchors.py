@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.test_negatives import tagged
 from toolkit.anchors import (
     NOUN_PHRASES,
     AnchorError,
@@ -19,12 +20,7 @@ from toolkit.anchors import (
     resolve_anchor_texts,
 )
 from toolkit.loss import anchor_loss
-from toolkit.negatives import TaggedSentence
 from toolkit.train_config import ConfigError, TrainConfig
-
-
-def tagged(text: str, tags: str) -> TaggedSentence:
-    return TaggedSentence.of(text.split(), tags.split())
 
 
 def test_noun_phrases_from_stored_tags() -> None:
@@ -185,3 +181,23 @@ def test_resume_keeps_the_base_targets(tiny_open_clip_spec: str, tmp_path: Path)
     expected = load_model(str(tmp_path / "whole")).model.state_dict()
     for name, tensor in load_model(str(tmp_path / "split")).model.state_dict().items():
         assert torch.equal(tensor, expected[name]), name
+
+
+def test_resume_refuses_other_anchor_texts(tiny_open_clip_spec: str, tmp_path: Path) -> None:
+    from tests.test_train import tiny_config
+    from toolkit.adapters.loading import load_model
+    from toolkit.batches import SyntheticBatchSource
+    from toolkit.checkpoint import ResumeError
+    from toolkit.train import ClicRecipe
+
+    def recipe(anchors: list[str], resume: bool) -> ClicRecipe:
+        adapter = load_model(tiny_open_clip_spec)
+        return ClicRecipe(tiny_config(anchor_weight=1.0), adapter, SyntheticBatchSource(16, 4, 32, adapter.tokenize),
+                          tmp_path / "run", resume=resume, anchor_texts=anchors)
+
+    first = recipe(ANCHORS, resume=False)
+    first.setup()
+    first._save_checkpoint()
+    recipe(ANCHORS, resume=True).setup()  # the same anchors resume
+    with pytest.raises(ResumeError, match="anchors_sha256"):
+        recipe([*ANCHORS[:-1], "an edited line."], resume=True).setup()

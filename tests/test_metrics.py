@@ -77,6 +77,25 @@ def test_image_to_text_counts_a_tie_with_a_wrong_caption_against_the_image() -> 
     assert scores.image_to_text.metrics == {"r1": 0.0, "r2": 100.0}
 
 
+def test_blocked_retrieval_ranks_equal_the_full_matrix_ranks() -> None:
+    """The blocked path (what `toolkit eval` runs) against the full cosine matrix, with ties and several
+    captions per image, at block sizes that do not divide the counts."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(-2, 3, size=(7, 4)).astype(float)  # small integers: exact ties happen
+    images[3] = images[1]  # two identical images
+    images[images.sum(axis=1) == 0, 0] = 1.0
+    text_image = np.array([0, 0, 1, 2, 3, 3, 4, 5, 6, 6, 6, 1])
+    texts = images[text_image] + rng.integers(-1, 2, size=(12, 4))
+    texts[texts.sum(axis=1) == 0, 1] = 1.0
+    texts[5] = texts[2]  # a caption of image 3 identical to one of image 1
+    full = metrics.retrieval_from_similarities(metrics.cosine_matrix(texts, images), text_image)
+    for block in (1, 3, 5, 1024):
+        blocked = metrics.retrieval(images, texts, text_image, block=block)
+        assert blocked.text_ranks.tolist() == full.text_ranks.tolist(), block
+        assert blocked.image_ranks.tolist() == full.image_ranks.tolist(), block
+    assert len(set(full.text_ranks.tolist())) > 1 and full.image_ranks.max() > 1  # not all trivially first
+
+
 def test_retrieval_rejects_an_image_without_captions() -> None:
     with pytest.raises(ValueError, match="image 1 has no caption"):
         metrics.retrieval([X, Y], [X], [0])

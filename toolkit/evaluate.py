@@ -201,34 +201,39 @@ def _add_averages(kind: str, result: BenchmarkResult, domain_flags: dict[str, li
 
 
 def _score_retrieval(name: str, bench: RetrievalSet, enc: Encoder, config: EvalConfig) -> BenchmarkResult:
-    images = enc.images(bench.images)
-    texts = enc.texts(bench.texts)
+    images = metrics.normalise(enc.images(bench.images), "images")
+    texts = metrics.normalise(enc.texts(bench.texts), "texts")
     index = np.asarray(bench.text_image, dtype=np.int64)
-    sims = metrics.cosine_matrix(texts, images)
-    scores = metrics.retrieval_from_similarities(sims, index)
+    scores = metrics.retrieval(images, texts, index)  # in blocks: the full matrix is never built
     result = BenchmarkResult(
         metrics={"text_to_image": scores.text_to_image.metrics,
                  "image_to_text": scores.image_to_text.metrics},
         counts={"text_to_image": len(bench.texts), "image_to_text": len(bench.images)},
     )
+    # Failures: only their own rows (texts) and columns (images) of the similarities, a block at a time.
+    block = 1024
     t2i: list[Failure] = []
-    for t in np.flatnonzero(~scores.text_to_image.correct["r1"]):
-        row = sims[t].copy()
-        right = row[index[t]]
-        row[index[t]] = -np.inf
-        wrong = int(np.argmax(row))
-        t2i.append(Failure(name, "text_to_image", "r1", bench.text_ids[t], str(bench.images[index[t]]),
-                           bench.texts[t], str(bench.images[wrong]), float(right), float(row[wrong])))
+    missed_texts = np.flatnonzero(~scores.text_to_image.correct["r1"])
+    for start in range(0, len(missed_texts), block):
+        rows = missed_texts[start:start + block]
+        for t, row in zip(rows, texts[rows] @ images.T, strict=True):
+            right = row[index[t]]
+            row[index[t]] = -np.inf
+            wrong = int(np.argmax(row))
+            t2i.append(Failure(name, "text_to_image", "r1", bench.text_ids[t], str(bench.images[index[t]]),
+                               bench.texts[t], str(bench.images[wrong]), float(right), float(row[wrong])))
     i2t: list[Failure] = []
-    for i in np.flatnonzero(~scores.image_to_text.correct["r1"]):
-        column = sims[:, i]
-        own = np.flatnonzero(index == i)
-        best_own = int(own[np.argmax(column[own])])
-        others = np.where(index == i, -np.inf, column)
-        wrong = int(np.argmax(others))
-        i2t.append(Failure(name, "image_to_text", "r1", bench.text_ids[best_own], str(bench.images[i]),
-                           bench.texts[best_own], bench.texts[wrong], float(column[best_own]),
-                           float(others[wrong])))
+    missed_images = np.flatnonzero(~scores.image_to_text.correct["r1"])
+    for start in range(0, len(missed_images), block // 4):
+        chunk = missed_images[start:start + block // 4]
+        for i, column in zip(chunk, (texts @ images[chunk].T).T, strict=True):
+            own = np.flatnonzero(index == i)
+            best_own = int(own[np.argmax(column[own])])
+            others = np.where(index == i, -np.inf, column)
+            wrong = int(np.argmax(others))
+            i2t.append(Failure(name, "image_to_text", "r1", bench.text_ids[best_own], str(bench.images[i]),
+                               bench.texts[best_own], bench.texts[wrong], float(column[best_own]),
+                               float(others[wrong])))
     result.failures = _worst_first(t2i, config.max_failures) + _worst_first(i2t, config.max_failures)
     return result
 

@@ -126,9 +126,29 @@ class RetrievalScores:
 
 
 def retrieval(images: ArrayLike, texts: ArrayLike, text_image: ArrayLike,
-              ks: tuple[int, ...] = (1, 5, 10)) -> RetrievalScores:
-    """Text→image and image→text recall@k from embeddings; see `retrieval_from_similarities`."""
-    return retrieval_from_similarities(cosine_matrix(texts, images, ("texts", "images")), text_image, ks)
+              ks: tuple[int, ...] = (1, 5, 10), block: int = 1024) -> RetrievalScores:
+    """Text→image and image→text recall@k from embeddings, with the ranks `retrieval_from_similarities`
+    gives on their cosine matrix, computed `block` rows or columns at a time: COCO's 25k × 5k matrix
+    (1 GB in float64) never exists whole."""
+    text_rows, image_rows = normalise(texts, "texts"), normalise(images, "images")
+    if text_rows.shape[1] != image_rows.shape[1]:
+        raise ValueError(f"texts and images have different dimensions "
+                         f"({text_rows.shape[1]} vs {image_rows.shape[1]})")
+    n_texts, n_images = len(text_rows), len(image_rows)
+    index = _check_text_images(text_image, n_texts, n_images)
+    text_ranks = np.empty(n_texts, dtype=np.int64)
+    for start in range(0, n_texts, block):
+        sims = text_rows[start:start + block] @ image_rows.T
+        right = sims[np.arange(len(sims)), index[start:start + block]]
+        text_ranks[start:start + block] = np.sum(sims >= right[:, None], axis=1)
+    image_ranks = np.empty(n_images, dtype=np.int64)
+    columns = max(1, block // 4)  # these blocks are all texts tall
+    for start in range(0, n_images, columns):
+        sims = text_rows @ image_rows[start:start + columns].T
+        own = index[:, None] == np.arange(start, start + sims.shape[1])[None, :]
+        best_own = np.where(own, sims, -np.inf).max(axis=0)
+        image_ranks[start:start + columns] = 1 + np.sum(~own & (sims >= best_own[None, :]), axis=0)
+    return _retrieval_scores(text_ranks, image_ranks, ks)
 
 
 def retrieval_from_similarities(sims: ArrayLike, text_image: ArrayLike,
@@ -154,6 +174,11 @@ def retrieval_from_similarities(sims: ArrayLike, text_image: ArrayLike,
         best_own = column[own].max()
         image_ranks[image] = 1 + int(np.sum(~own & (column >= best_own)))
 
+    return _retrieval_scores(text_ranks, image_ranks, ks)
+
+
+def _retrieval_scores(text_ranks: NDArray[np.int64], image_ranks: NDArray[np.int64],
+                      ks: tuple[int, ...]) -> RetrievalScores:
     def at_k(ranks: NDArray[np.int64]) -> dict[str, BoolArray]:
         return {f"r{k}": ranks <= k for k in ks}
 

@@ -42,7 +42,7 @@ from torch import nn
 
 from toolkit import distributed as dist_utils
 from toolkit.adapters.base import ClipAdapter
-from toolkit.anchors import anchor_sample
+from toolkit.anchors import anchor_digest, anchor_sample
 from toolkit.batches import CLIC, PLAIN, BatchSource, TrainBatch
 from toolkit.checkpoint import (
     CHECKPOINT_FILE,
@@ -308,9 +308,12 @@ class ClicRecipe:
         epoch, offset = self.epoch, self.data_offset
         if offset >= self.steps_per_epoch * self.config.grad_accum:  # the epoch is complete
             epoch, offset = epoch + 1, 0
+        data = self.batches.describe()
+        if self.config.anchor_weight > 0:  # an edited anchor file must not change the targets mid-run
+            data = {**data, "anchors_sha256": anchor_digest(self.anchor_texts)}
         return ResumeState(epoch=epoch, global_step=self.global_step, data_offset=offset,
                            seed=self.config.seed, config_fingerprint=self.config.fingerprint(),
-                           data=self.batches.describe(), world_size=dist_utils.world_size())
+                           data=data, world_size=dist_utils.world_size())
 
     def _save_checkpoint(self) -> None:
         rngs: list[Any] = [rng_state()]
