@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,14 @@ def test_demo_chain_runs_and_reuses_its_steps(tmp_path: Path) -> None:
                                      "zeroshot_top1", "domain_acc"}
     assert summary["delta"]["zeroshot_top1"] == pytest.approx(
         summary["candidate"]["zeroshot_top1"] - summary["base"]["zeroshot_top1"], abs=0.01)
+    assert set(summary["delta_standard_error"]) == set(summary["delta"]) - {"retrieval_r5"}
     candidate = Path(summary["results_folder"])
     assert (candidate / "summary.json").is_file() and (candidate / "results.json").is_file()
+    # The artifact pairs every later model with the base on the same items.
+    paired = json.loads((candidate / "results.json").read_text())["paired"]
+    zeroshot = paired[summary["trained"]]["zeroshot"]["all"]["top1"]
+    assert zeroshot["items"] == 80 and zeroshot["delta"] == pytest.approx(
+        summary["trained_unblended"]["zeroshot_top1"] - summary["base"]["zeroshot_top1"], abs=0.01)
     assert any("CLIC training" in line for line in said)
     # WiSE-FT: every blend scored on the validation sets; the reported candidate is the chosen blend.
     wise = summary["wise_ft"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -142,3 +144,17 @@ def test_bad_embeddings_are_refused(bad: object) -> None:
 def test_shape_mismatch_names_the_inputs() -> None:
     with pytest.raises(ValueError, match=r"image .* and positive .* must have the same shape"):
         metrics.image_text_accuracy([X, Y], [X], [Y, X])
+
+
+def test_paired_difference_by_hand() -> None:
+    before = np.array([True, True, True, False, False, True, False, True])
+    after = np.array([True, False, True, True, True, True, False, False])
+    diff = metrics.paired_difference(before, after)
+    # lost: items 1 and 7; won: items 3 and 4 -> no change, yet two disagreements each way.
+    assert (diff.lost, diff.won, diff.items, diff.delta) == (2, 2, 8, 0.0)
+    assert diff.standard_error == pytest.approx(100 * math.sqrt(4 - 0 / 8) / 8)
+    one_way = metrics.paired_difference([True] * 4, [True, False, False, True])
+    assert one_way.delta == -50.0 and one_way.standard_error == pytest.approx(100 * math.sqrt(2 - 4 / 4) / 4)
+    assert metrics.paired_difference([True, False], [True, False]).standard_error == 0.0
+    with pytest.raises(ValueError, match="equally long"):
+        metrics.paired_difference([True], [True, False])

@@ -2,7 +2,9 @@
 and (optionally) MLflow logging. Numbers come from `toolkit.evaluate` unchanged.
 
 Folder written by `write_artifacts(report, out_dir)`:
-    results.json      {"results": {model: {benchmark: {subset: {metric: value}}}}, "counts": …, "models": […]}
+    results.json      {"results": {model: {benchmark: {subset: {metric: value}}}}, "counts": …, "models": […],
+                       "paired": {model: {benchmark: {subset: {metric: {delta, standard_error, items, lost,
+                       won}}}}}: every later model against the first, on the same items}
     failures.jsonl    one failure per line: model, benchmark, subset, metric, item_id, image, positive,
                       confuser, positive_score, confuser_score, generator
     <benchmark>.png   bars per subset × metric, one colour per model
@@ -16,6 +18,7 @@ from pathlib import Path
 from rich.table import Table
 
 from toolkit.evaluate import EvalReport, Results
+from toolkit.metrics import paired_difference
 
 
 def _short(model: str) -> str:
@@ -26,7 +29,8 @@ def _short(model: str) -> str:
 def write_artifacts(report: EvalReport, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "results.json", out_dir / "failures.jsonl"]
-    payload = {"results": report.results, "counts": report.counts, "models": list(report.results)}
+    payload = {"results": report.results, "counts": report.counts, "models": list(report.results),
+               "paired": paired_against_first(report)}
     written[0].write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     with written[1].open("w", encoding="utf-8") as handle:
         for model, failures in report.failures.items():
@@ -36,6 +40,28 @@ def write_artifacts(report: EvalReport, out_dir: Path) -> list[Path]:
     for benchmark in benchmarks:
         written.append(plot_benchmark(report.results, benchmark, out_dir / f"{benchmark}.png"))
     return written
+
+
+def paired_against_first(report: EvalReport) -> dict[str, dict[str, dict[str, dict[str, dict[str, float]]]]]:
+    """Each later model minus the first (the base, by convention), per item-level metric: the difference in
+    points and its standard error, so a reader sees whether a change is larger than its noise."""
+    models = list(report.correct)
+    if len(models) < 2:
+        return {}
+    first = report.correct[models[0]]
+    paired: dict[str, dict[str, dict[str, dict[str, dict[str, float]]]]] = {}
+    for model in models[1:]:
+        for benchmark, subsets in report.correct[model].items():
+            for subset, per_metric in subsets.items():
+                for metric, flags in per_metric.items():
+                    before = first.get(benchmark, {}).get(subset, {}).get(metric)
+                    if before is None or len(before) != len(flags):
+                        continue
+                    diff = paired_difference(before, flags)
+                    paired.setdefault(model, {}).setdefault(benchmark, {}).setdefault(subset, {})[metric] = {
+                        "delta": diff.delta, "standard_error": diff.standard_error, "items": diff.items,
+                        "lost": diff.lost, "won": diff.won}
+    return paired
 
 
 def plot_benchmark(results: Results, benchmark: str, path: Path) -> Path:

@@ -72,6 +72,9 @@ class BenchmarkResult:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # subset -> metric -> value
     counts: dict[str, int] = field(default_factory=dict)  # subset -> items scored
     failures: list[Failure] = field(default_factory=list)
+    # subset -> metric -> which items were right, where a metric is a mean over items (not for averages of
+    # subset means): what paired comparisons between models need (`toolkit.metrics.paired_difference`).
+    correct: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass
@@ -79,6 +82,8 @@ class EvalReport:
     results: Results
     failures: dict[str, list[Failure]]  # model -> failures
     counts: dict[str, dict[str, dict[str, int]]]  # model -> benchmark -> subset -> items
+    # model -> benchmark -> subset -> metric -> per-item flags (in item order, the same for every model)
+    correct: dict[str, dict[str, dict[str, dict[str, np.ndarray]]]] = field(default_factory=dict)
 
 
 class Encoder:
@@ -173,6 +178,7 @@ def _score_composition(name: str, bench: CompositionSet, enc: Encoder, config: E
                     domain_flags.setdefault(kind, []).append(scored.correct["acc"])
         result.metrics[subset] = scored.metrics
         result.counts[subset] = len(items)
+        result.correct[subset] = scored.correct
         for metric in scored.metrics:
             result.failures += _worst_first([f for f in fails if f.metric == metric], config.max_failures)
     _add_averages(bench.kind, result, domain_flags)
@@ -197,7 +203,8 @@ def _add_averages(kind: str, result: BenchmarkResult, domain_flags: dict[str, li
     elif kind == "domain":
         # Over items, not a mean of generator means: generators yield very different item counts.
         for group, flags in domain_flags.items():
-            result.metrics[group] = {"acc": metrics.percent(np.concatenate(flags))}
+            result.correct[group] = {"acc": np.concatenate(flags)}
+            result.metrics[group] = {"acc": metrics.percent(result.correct[group]["acc"])}
 
 
 def _score_retrieval(name: str, bench: RetrievalSet, enc: Encoder, config: EvalConfig) -> BenchmarkResult:
@@ -209,6 +216,7 @@ def _score_retrieval(name: str, bench: RetrievalSet, enc: Encoder, config: EvalC
         metrics={"text_to_image": scores.text_to_image.metrics,
                  "image_to_text": scores.image_to_text.metrics},
         counts={"text_to_image": len(bench.texts), "image_to_text": len(bench.images)},
+        correct={"text_to_image": scores.text_to_image.correct, "image_to_text": scores.image_to_text.correct},
     )
     # Failures: only their own rows (texts) and columns (images) of the similarities, a block at a time.
     block = 1024
@@ -248,7 +256,7 @@ def _score_winoground(name: str, bench: WinogroundSet, enc: Encoder, config: Eva
                      items[k].caption_1, float(c0_i0[k]), float(c1_i0[k]))
              for k in np.flatnonzero(~scored.correct["group"])]
     return BenchmarkResult({"all": scored.metrics}, {"all": len(items)},
-                           _worst_first(fails, config.max_failures))
+                           _worst_first(fails, config.max_failures), {"all": scored.correct})
 
 
 def _score_zeroshot(name: str, bench: ZeroShotSet, enc: Encoder, config: EvalConfig) -> BenchmarkResult:
@@ -263,7 +271,7 @@ def _score_zeroshot(name: str, bench: ZeroShotSet, enc: Encoder, config: EvalCon
                      bench.classnames[predicted[k]], float(sims[k, labels[k]]), float(sims[k, predicted[k]]))
              for k in np.flatnonzero(~scored.correct["top1"])]
     return BenchmarkResult({"all": scored.metrics}, {"all": len(bench.images)},
-                           _worst_first(fails, config.max_failures))
+                           _worst_first(fails, config.max_failures), {"all": scored.correct})
 
 
 def score_benchmark(name: str, bench: Benchmark, enc: Encoder, config: EvalConfig) -> BenchmarkResult:
@@ -295,16 +303,18 @@ def evaluate(models: Sequence[str], benchmarks: Sequence[Benchmark], config: Eva
 
     config = config or EvalConfig()
     names = benchmark_names(benchmarks)
-    report = EvalReport({}, {}, {})
+    report = EvalReport({}, {}, {}, {})
     for model in models:
         encoder = Encoder(load_model(model), config)
         report.results[model], report.failures[model], report.counts[model] = {}, [], {}
+        report.correct[model] = {}
         for name, bench in zip(names, benchmarks, strict=True):
             if progress is not None:
                 progress(f"{model}: {name}")
             scored = score_benchmark(name, bench, encoder, config)
             report.results[model][name] = scored.metrics
             report.counts[model][name] = scored.counts
+            report.correct[model][name] = scored.correct
             report.failures[model] += scored.failures
     return report
 

@@ -77,6 +77,31 @@ def _scored(correct: dict[str, BoolArray]) -> Scored:
     return Scored({name: percent(flags) for name, flags in correct.items()}, correct)
 
 
+@dataclass(frozen=True)
+class PairedDifference:
+    """`after` minus `before` on the same items, in points, with the standard error of that difference."""
+
+    delta: float
+    standard_error: float
+    items: int
+    lost: int  # right before, wrong after
+    won: int  # wrong before, right after
+
+
+def paired_difference(before: ArrayLike, after: ArrayLike) -> PairedDifference:
+    """Two models' per-item results on the same items. Only the items on which they disagree move the
+    difference, so its standard error is sqrt(lost + won - (won - lost)² / n) / n: with 400 zero-shot
+    images and 35 disagreements it is about 1.5 points, larger than a 1-point tolerance."""
+    old, new = np.asarray(before, dtype=bool), np.asarray(after, dtype=bool)
+    if old.shape != new.shape or old.ndim != 1 or old.size == 0:
+        raise ValueError(f"paired_difference needs two equally long, non-empty 1-D flag arrays, got "
+                         f"{old.shape} and {new.shape}")
+    n = old.size
+    lost, won = int(np.sum(old & ~new)), int(np.sum(~old & new))
+    variance = max(0.0, lost + won - (won - lost) ** 2 / n)
+    return PairedDifference(100.0 * (won - lost) / n, 100.0 * float(np.sqrt(variance)) / n, n, lost, won)
+
+
 def sugarcrepe_pp(image: ArrayLike, positive1: ArrayLike, positive2: ArrayLike,
                   negative: ArrayLike) -> Scored:
     """SugarCrepe++ ITT and TOT, row i being one item.

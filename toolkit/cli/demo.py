@@ -151,11 +151,13 @@ def run(
                   + ("the trained run unblended (no WiSE-FT blend passed on validation)" if alpha is None
                      else f"WiSE-FT blend alpha {alpha:g}, chosen on the validation sets"))
     table = Table(title="base -> candidate on held-out test items (points)")
-    for column in ("metric", "base", "trained, unblended", "candidate", "delta"):
+    for column in ("metric", "base", "trained, unblended", "candidate", "delta", "standard error"):
         table.add_column(column)
+    errors = summary["delta_standard_error"]
     for key, before in summary["base"].items():
         table.add_row(key, f"{before:.1f}", f"{summary['trained_unblended'][key]:.1f}",
-                      f"{summary['candidate'][key]:.1f}", f"{summary['delta'][key]:+.1f}")
+                      f"{summary['candidate'][key]:.1f}", f"{summary['delta'][key]:+.1f}",
+                      f"{errors[key]:.1f}" if key in errors else "-")
     console.print(table)
     for check, ok in summary["targets_met"].items():
         console.print(f"  {'met ' if ok else 'MISSED'} {check}")

@@ -202,6 +202,27 @@ def headline_metrics(per: dict[str, Any]) -> dict[str, float]:
     return figures
 
 
+# Where each headline figure's per-item flags live in a report (retrieval R@5 averages two item sets: none).
+HEADLINE_ITEMS = {"swap_att_acc": ("sugarcrepe", "swap_att", "acc"),
+                  "swap_att_itt": ("sugarcrepe_pp", "swap_att", "itt"),
+                  "swap_att_tot": ("sugarcrepe_pp", "swap_att", "tot"),
+                  "zeroshot_top1": ("zeroshot", "all", "top1"),
+                  "domain_acc": ("domain", "all", "acc")}
+
+
+def headline_standard_errors(correct: dict[str, Any], base: str, candidate: str) -> dict[str, float]:
+    """The standard error (points) of each headline change, base to candidate, from their per-item flags."""
+    from toolkit.metrics import paired_difference
+
+    errors = {}
+    for figure, (benchmark, subset, metric) in HEADLINE_ITEMS.items():
+        before = correct[base].get(benchmark, {}).get(subset, {}).get(metric)
+        after = correct[candidate].get(benchmark, {}).get(subset, {}).get(metric)
+        if before is not None and after is not None:
+            errors[figure] = round(paired_difference(before, after).standard_error, 2)
+    return errors
+
+
 def summarise(results: dict[str, Any], base: str, candidate: str) -> dict[str, Any]:
     """The demo's three claims, base against candidate, with the targets they are held to."""
     before, after = headline_metrics(results[base]), headline_metrics(results[candidate])
@@ -243,6 +264,7 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
     summary = {"evaluation_run": run_id, "results_folder": str(out), "trained": str(tuned),
                "wise_ft": {"alpha": blend.alpha, "validation": blend.validation},
                **summarise(report.results, str(base), str(candidate)),
+               "delta_standard_error": headline_standard_errors(report.correct, str(base), str(candidate)),
                "trained_unblended": headline_metrics(report.results[str(tuned)])}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     summary["results"] = report.results
