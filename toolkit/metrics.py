@@ -14,6 +14,7 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,27 +153,17 @@ class RetrievalScores:
 
 def retrieval(images: ArrayLike, texts: ArrayLike, text_image: ArrayLike,
               ks: tuple[int, ...] = (1, 5, 10), block: int = 1024) -> RetrievalScores:
-    """Text→image and image→text recall@k from embeddings, with the ranks `retrieval_from_similarities`
-    gives on their cosine matrix, computed `block` rows or columns at a time: COCO's 25k × 5k matrix
-    (1 GB in float64) never exists whole."""
+    """Text→image and image→text recall@k from embeddings, as `retrieval_from_similarities` on their
+    cosine matrix, whose blocks are computed on demand: COCO's 25k × 5k matrix (1 GB in float64) never
+    exists whole."""
     text_rows, image_rows = normalise(texts, "texts"), normalise(images, "images")
     if text_rows.shape[1] != image_rows.shape[1]:
         raise ValueError(f"texts and images have different dimensions "
                          f"({text_rows.shape[1]} vs {image_rows.shape[1]})")
-    n_texts, n_images = len(text_rows), len(image_rows)
-    index = _check_text_images(text_image, n_texts, n_images)
-    text_ranks = np.empty(n_texts, dtype=np.int64)
-    for start in range(0, n_texts, block):
-        sims = text_rows[start:start + block] @ image_rows.T
-        right = sims[np.arange(len(sims)), index[start:start + block]]
-        text_ranks[start:start + block] = np.sum(sims >= right[:, None], axis=1)
-    image_ranks = np.empty(n_images, dtype=np.int64)
-    columns = max(1, block // 4)  # these blocks are all texts tall
-    for start in range(0, n_images, columns):
-        sims = text_rows @ image_rows[start:start + columns].T
-        own = index[:, None] == np.arange(start, start + sims.shape[1])[None, :]
-        best_own = np.where(own, sims, -np.inf).max(axis=0)
-        image_ranks[start:start + columns] = 1 + np.sum(~own & (sims >= best_own[None, :]), axis=0)
+    index = _check_text_images(text_image, len(text_rows), len(image_rows))
+    text_ranks, image_ranks = _blocked_ranks(lambda a, b: text_rows[a:b] @ image_rows.T,
+                                             lambda a, b: text_rows @ image_rows[a:b].T,
+                                             index, len(image_rows), block)
     return _retrieval_scores(text_ranks, image_ranks, ks)
 
 
@@ -188,18 +179,31 @@ def retrieval_from_similarities(sims: ArrayLike, text_image: ArrayLike,
     matrix = _matrix(sims, "similarities")
     n_texts, n_images = matrix.shape
     index = _check_text_images(text_image, n_texts, n_images)
-    right = matrix[np.arange(n_texts), index]
-    # Counting candidates >= the right one counts the right one itself once: that count IS the rank.
-    text_ranks = np.sum(matrix >= right[:, None], axis=1).astype(np.int64)
-
-    image_ranks = np.empty(n_images, dtype=np.int64)
-    for image in range(n_images):
-        column = matrix[:, image]
-        own = index == image
-        best_own = column[own].max()
-        image_ranks[image] = 1 + int(np.sum(~own & (column >= best_own)))
-
+    text_ranks, image_ranks = _blocked_ranks(lambda a, b: matrix[a:b], lambda a, b: matrix[:, a:b],
+                                             index, n_images)
     return _retrieval_scores(text_ranks, image_ranks, ks)
+
+
+def _blocked_ranks(text_block: Callable[[int, int], FloatArray], image_block: Callable[[int, int], FloatArray],
+                   index: NDArray[np.int64], n_images: int, block: int = 1024
+                   ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Pessimistic ranks of the right answers, `block` texts (rows) or `block // 4` images (columns, all
+    texts tall) at a time. `text_block(a, b)` is sims[a:b], `image_block(a, b)` is sims[:, a:b]."""
+    n_texts = len(index)
+    text_ranks = np.empty(n_texts, dtype=np.int64)
+    for start in range(0, n_texts, block):
+        sims = text_block(start, start + block)
+        right = sims[np.arange(len(sims)), index[start:start + block]]
+        # Counting candidates >= the right one counts the right one itself once: that count IS the rank.
+        text_ranks[start:start + block] = np.sum(sims >= right[:, None], axis=1)
+    image_ranks = np.empty(n_images, dtype=np.int64)
+    columns = max(1, block // 4)
+    for start in range(0, n_images, columns):
+        sims = image_block(start, start + columns)
+        own = index[:, None] == np.arange(start, start + sims.shape[1])[None, :]
+        best_own = np.where(own, sims, -np.inf).max(axis=0)  # each image's best-ranked caption counts
+        image_ranks[start:start + columns] = 1 + np.sum(~own & (sims >= best_own[None, :]), axis=0)
+    return text_ranks, image_ranks
 
 
 def _retrieval_scores(text_ranks: NDArray[np.int64], image_ranks: NDArray[np.int64],
