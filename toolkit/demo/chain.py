@@ -210,16 +210,14 @@ HEADLINE_ITEMS = {"swap_att_acc": ("sugarcrepe", "swap_att", "acc"),
                   "domain_acc": ("domain", "all", "acc")}
 
 
-def headline_standard_errors(correct: dict[str, Any], base: str, candidate: str) -> dict[str, float]:
-    """The standard error (points) of each headline change, base to candidate, from their per-item flags."""
-    from toolkit.metrics import paired_difference
-
+def headline_standard_errors(paired: dict[str, Any], candidate: str) -> dict[str, float]:
+    """The standard error (points) of each headline change, base to candidate, from the report's pairing
+    with its first model (`toolkit.eval_report.paired_against_first`; the base is evaluated first)."""
     errors = {}
     for figure, (benchmark, subset, metric) in HEADLINE_ITEMS.items():
-        before = correct[base].get(benchmark, {}).get(subset, {}).get(metric)
-        after = correct[candidate].get(benchmark, {}).get(subset, {}).get(metric)
-        if before is not None and after is not None:
-            errors[figure] = round(paired_difference(before, after).standard_error, 2)
+        stats = paired.get(candidate, {}).get(benchmark, {}).get(subset, {}).get(metric)
+        if stats is not None:
+            errors[figure] = round(stats["standard_error"], 2)
     return errors
 
 
@@ -253,7 +251,7 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
     models = list(dict.fromkeys([str(base), str(tuned), str(candidate)]))
     report = evaluate(models, loaded)
     out = settings.workspace / "demo" / "eval" / candidate.name
-    from toolkit.eval_report import write_artifacts
+    from toolkit.eval_report import paired_against_first, write_artifacts
 
     write_artifacts(report, out)
     store = open_store(settings.db_url)
@@ -264,7 +262,7 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
     summary = {"evaluation_run": run_id, "results_folder": str(out), "trained": str(tuned),
                "wise_ft": {"alpha": blend.alpha, "validation": blend.validation},
                **summarise(report.results, str(base), str(candidate)),
-               "delta_standard_error": headline_standard_errors(report.correct, str(base), str(candidate)),
+               "delta_standard_error": headline_standard_errors(paired_against_first(report), str(candidate)),
                "trained_unblended": headline_metrics(report.results[str(tuned)])}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     summary["results"] = report.results
