@@ -116,6 +116,7 @@ def main() -> None:
         f"the base in brackets.\n\n{table}\n", encoding="utf-8")
     args.out.with_suffix(".json").write_text(json.dumps(
         {"rows": rows, "models": models, "train_seconds": seconds, "wise_ft_validation": blend.validation,
+         "wise_ft_validation_standard_errors": blend.standard_errors, "wise_ft_confidence_z": blend.confidence_z,
          "train_config": config.to_dict(), "benchmarks": specs}, indent=2) + "\n", encoding="utf-8")
 
 

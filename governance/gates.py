@@ -94,47 +94,82 @@ def evaluate_gates(candidate: dict[str, float], champion: dict[str, float] | Non
     return GateReport(gates)
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+Entry = tuple[str, str, str]  # (benchmark, subset, metric) in `toolkit eval` results
+
+
+def _gate_entries(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, list[Entry]]:
+    """The results entries each gate metric averages, for one model."""
+    entries: dict[str, list[Entry]] = {"composition": [], "retrieval_r5": [], "zeroshot_top1": []}
+    for benchmark, subsets in results.items():
+        kind = benchmark.split(":", 1)[0]
+        if kind == "domain" and "all" in subsets:
+            entries["composition"].append((benchmark, "all", "acc"))
+        elif kind == "sugarcrepe_pp" and "average" in subsets:
+            entries["composition"].append((benchmark, "average", "itt"))
+        elif kind == "sugarcrepe":
+            entries["composition"].extend((benchmark, g, "acc") for g in ("add", "replace", "swap") if g in subsets)
+        elif kind == "retrieval":
+            entries["retrieval_r5"].extend((benchmark, d, "r5") for d in ("text_to_image", "image_to_text")
+                                           if d in subsets)
+        elif kind == "zeroshot":
+            entries["zeroshot_top1"].extend((benchmark, s, "top1") for s, v in subsets.items() if "top1" in v)
+    return {gate: found for gate, found in entries.items() if found}
 
 
 def gate_metrics_from_results(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
     """One model's `{benchmark: {subset: {metric: value}}}` from `toolkit eval` -> the gate metrics."""
-    composition: list[float] = []
-    retrieval: list[float] = []
-    zeroshot: list[float] = []
-    for benchmark, subsets in results.items():
-        kind = benchmark.split(":", 1)[0]
-        if kind == "domain" and "all" in subsets:
-            composition.append(subsets["all"]["acc"])
-        elif kind == "sugarcrepe_pp" and "average" in subsets:
-            composition.append(subsets["average"]["itt"])
-        elif kind == "sugarcrepe":
-            composition.extend(subsets[g]["acc"] for g in ("add", "replace", "swap") if g in subsets)
-        elif kind == "retrieval":
-            retrieval.extend(subsets[d]["r5"] for d in ("text_to_image", "image_to_text") if d in subsets)
-        elif kind == "zeroshot":
-            zeroshot.extend(v["top1"] for v in subsets.values() if "top1" in v)
-    found = {"composition": _mean(composition), "retrieval_r5": _mean(retrieval), "zeroshot_top1": _mean(zeroshot)}
-    return {k: v for k, v in found.items() if v is not None}
+    return {gate: sum(results[b][s][m] for b, s, m in found) / len(found)
+            for gate, found in _gate_entries(results).items()}
+
+
+def gate_standard_errors(results: dict[str, dict[str, dict[str, float]]],
+                         paired: dict[str, dict[str, dict[str, dict[str, float]]]]) -> dict[str, float]:
+    """The standard error (points) of each gate metric's change, for a model evaluated after the reference
+    it is compared with: `results` is its entry of `toolkit eval` results, `paired` its entry of
+    `toolkit.eval_report.paired_against_first`. A gate averaging several entries gets the mean of their
+    standard errors, a bound that holds however the entries correlate. A gate with any entry that has no
+    per-item pairing (an average of subset averages, say) gets none."""
+    errors = {}
+    for gate, found in _gate_entries(results).items():
+        stats = [paired.get(b, {}).get(s, {}).get(m) for b, s, m in found]
+        if all(stat is not None for stat in stats):
+            errors[gate] = sum(stat["standard_error"] for stat in stats if stat is not None) / len(stats)
+    return errors
 
 
 BLEND_GATES = ("composition", "retrieval_r5", "zeroshot_top1")
+# The gates that guard against forgetting: a blend must clear them with room for its measurement noise.
+FORGETTING_GATES = ("retrieval_r5", "zeroshot_top1")
 
 
 def choose_blend(base: dict[str, float], blends: dict[float, dict[str, float]],
-                 thresholds: GateThresholds | None = None) -> float | None:
+                 thresholds: GateThresholds | None = None, *,
+                 standard_errors: dict[float, dict[str, float]] | None = None,
+                 confidence_z: float = 0.0) -> float | None:
     """WiSE-FT's alpha: among the blends whose composition, retrieval and zero-shot gates pass against the
     base, the one with the highest composition (the smaller alpha on a tie); None when none passes.
+
+    With `confidence_z` > 0, a blend's retrieval and zero-shot changes must stay within tolerance by
+    `confidence_z` standard errors of the change (`standard_errors[alpha]`, from `gate_standard_errors`):
+    at 1, a blend whose measured change sits exactly at the tolerance fails, since its true change is worse
+    than the tolerance about half the time. A blend lacking a standard error for such a gate fails it.
 
     Feed it scores on validation items only: the alpha it returns is a choice, so the test items that are
     reported must not have made it.
     """
     thresholds = thresholds or GateThresholds()
+    if confidence_z < 0:
+        raise ValueError(f"confidence_z must be >= 0, got {confidence_z}")
     passing: dict[float, float] = {}
     for alpha, metrics in blends.items():
-        report = evaluate_gates(metrics, base, thresholds)
-        if all(g.passed for g in report.gates if g.name in BLEND_GATES) and "composition" in metrics:
+        if "composition" not in metrics:
+            continue
+        # Judged at z standard errors below the measured value: the change must clear the tolerance by that.
+        errors = (standard_errors or {}).get(alpha, {})
+        noisy = {gate: metrics[gate] - confidence_z * errors.get(gate, float("inf"))
+                 for gate in FORGETTING_GATES if gate in metrics and confidence_z > 0}
+        report = evaluate_gates({**metrics, **noisy}, base, thresholds)
+        if all(g.passed for g in report.gates if g.name in BLEND_GATES):
             passing[alpha] = metrics["composition"]
     if not passing:
         return None

@@ -38,6 +38,10 @@ def test_demo_chain_runs_and_reuses_its_steps(tmp_path: Path) -> None:
     # WiSE-FT: every blend scored on the validation sets; the reported candidate is the chosen blend.
     wise = summary["wise_ft"]
     assert set(wise["validation"]) == {"base", *(f"{a:g}" for a in WISE_ALPHAS)}
+    assert wise["confidence_z"] == settings.blend_confidence_z > 0
+    assert set(wise["validation_standard_errors"]) == {f"{a:g}" for a in WISE_ALPHAS}
+    assert all(set(e) >= {"retrieval_r5", "zeroshot_top1"} and e["zeroshot_top1"] >= 0
+               for e in wise["validation_standard_errors"].values())
     if wise["alpha"] is not None and wise["alpha"] != 1.0:
         assert summary["results_folder"].endswith(f"-wise{wise['alpha']:g}")
 

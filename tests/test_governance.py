@@ -206,3 +206,40 @@ def test_wise_ft_alpha_is_the_best_composition_that_keeps_retrieval_and_zero_sho
     assert choose_blend(base, tie) == 0.25
     worse = {a: {**m, "composition": 49.0} for a, m in blends.items()}
     assert choose_blend(base, worse) is None
+
+
+def test_gate_standard_errors_come_from_the_pairing_and_bound_averaged_gates():
+    from toolkit.governance.gates import gate_standard_errors
+
+    results = {"retrieval": {"text_to_image": {"r5": 70.0}, "image_to_text": {"r5": 80.0}},
+               "zeroshot": {"all": {"top1": 55.0}},
+               "sugarcrepe_pp": {"swap_att": {"itt": 60.0}, "average": {"itt": 60.0}}}
+    paired = {"retrieval": {"text_to_image": {"r5": {"standard_error": 1.0}},
+                            "image_to_text": {"r5": {"standard_error": 3.0}}},
+              "zeroshot": {"all": {"top1": {"standard_error": 0.7}}},
+              "sugarcrepe_pp": {"swap_att": {"itt": {"standard_error": 2.0}}}}
+    # Retrieval averages two directions: the mean of their errors. The SugarCrepe++ average has no item
+    # pairing of its own, so composition gets no standard error rather than a wrong one.
+    assert gate_standard_errors(results, paired) == {"retrieval_r5": 2.0, "zeroshot_top1": 0.7}
+    del paired["retrieval"]["image_to_text"]
+    assert gate_standard_errors(results, paired) == {"zeroshot_top1": 0.7}
+
+
+def test_wise_ft_alpha_clears_the_forgetting_tolerances_by_its_standard_errors():
+    from toolkit.governance.gates import choose_blend
+
+    base = {"composition": 50.0, "retrieval_r5": 40.0, "zeroshot_top1": 60.0}
+    blends = {0.7: {"composition": 60.0, "retrieval_r5": 45.0, "zeroshot_top1": 60.0},
+              0.8: {"composition": 66.0, "retrieval_r5": 45.0, "zeroshot_top1": 59.3}}
+    errors = {0.7: {"retrieval_r5": 2.0, "zeroshot_top1": 0.6}, 0.8: {"retrieval_r5": 2.0, "zeroshot_top1": 0.7}}
+    assert choose_blend(base, blends, standard_errors=errors) == 0.8  # no confidence asked: a point gate
+    # 59.3 - 0.7 = 58.6 < 60 - 1: 0.8 is within tolerance only by its noise.
+    assert choose_blend(base, blends, standard_errors=errors, confidence_z=1.0) == 0.7
+    assert choose_blend(base, blends, standard_errors=errors, confidence_z=2.0) is None  # 60 - 1.2 < 59
+    # A blend whose forgetting gates have no standard error cannot show it clears them.
+    assert choose_blend(base, blends, standard_errors={0.8: errors[0.8]}, confidence_z=1.0) is None
+    # Composition is what the blend maximises, not a tolerance: its noise does not move the choice.
+    assert choose_blend(base, blends, standard_errors={a: {**e, "composition": 50.0} for a, e in errors.items()},
+                        confidence_z=1.0) == 0.7
+    with pytest.raises(ValueError, match="confidence_z"):
+        choose_blend(base, blends, confidence_z=-1.0)

@@ -149,7 +149,8 @@ def run(
     alpha = summary["wise_ft"]["alpha"]
     console.print(f"trained run {summary['trained']}; candidate = "
                   + ("the trained run unblended (no WiSE-FT blend passed on validation)" if alpha is None
-                     else f"WiSE-FT blend alpha {alpha:g}, chosen on the validation sets"))
+                     else f"WiSE-FT blend alpha {alpha:g}, chosen on the validation sets (retrieval and "
+                     f"zero-shot within tolerance by {summary['wise_ft']['confidence_z']:g} standard error(s))"))
     table = Table(title="base -> candidate on held-out test items (points)")
     for column in ("metric", "base", "trained, unblended", "candidate", "delta", "standard error"):
         table.add_column(column)

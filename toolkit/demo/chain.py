@@ -35,6 +35,9 @@ class DemoSettings:
     generate: GenerateConfig = field(default_factory=lambda: GenerateConfig(pretrain_images=0))
     # WiSE-FT blends tried (1.0 = the trained model as it is); () reports the trained model unblended.
     wise_alphas: tuple[float, ...] = WISE_ALPHAS
+    # A blend's validation zero-shot and retrieval changes must clear their tolerances by this many standard
+    # errors: at 2,000 validation images one standard error of a zero-shot change is about 0.7 points.
+    blend_confidence_z: float = 1.0
 
 
 def _data(settings: DemoSettings, say: Callable[[str], None]) -> GeneratedPaths:
@@ -126,21 +129,25 @@ class Blend:
     model: Path
     alpha: float | None  # None: no blend passed the gates on validation; the trained model is reported
     validation: dict[str, dict[str, float]]  # "base" or the alpha -> gate metrics
+    standard_errors: dict[str, dict[str, float]]  # the alpha -> standard errors of its gate changes
+    confidence_z: float
 
 
 def blend_on_validation(settings: DemoSettings, inputs: DemoInputs, tuned: Path,
                         say: Callable[[str], None] = print) -> Blend:
     """WiSE-FT: blend the trained text tower back towards the base at each of `settings.wise_alphas`, score
     every blend on the *validation* sets, and keep the one `choose_blend` picks (best composition with
-    retrieval and zero-shot within the promotion gates' tolerances). The test sets play no part."""
+    retrieval and zero-shot within the promotion gates' tolerances by `settings.blend_confidence_z` standard
+    errors). The test sets play no part."""
     from toolkit.adapters.loading import load_model
     from toolkit.benchmarks import load_benchmark, parse_benchmark_spec
+    from toolkit.eval_report import paired_against_first
     from toolkit.evaluate import evaluate
-    from toolkit.governance.gates import choose_blend, gate_metrics_from_results
+    from toolkit.governance.gates import choose_blend, gate_metrics_from_results, gate_standard_errors
     from toolkit.interpolate import interpolate, save_interpolated
 
     if not settings.wise_alphas:
-        return Blend(tuned, 1.0, {})
+        return Blend(tuned, 1.0, {}, {}, settings.blend_confidence_z)
     models: dict[float, Path] = {}
     for alpha in settings.wise_alphas:
         out = tuned if alpha == 1.0 else tuned.with_name(f"{tuned.name}-wise{alpha:g}")
@@ -152,17 +159,22 @@ def blend_on_validation(settings: DemoSettings, inputs: DemoInputs, tuned: Path,
     specs = held_out_benchmarks(inputs.data.validation)
     benchmarks = [load_benchmark(parse_benchmark_spec(spec)) for spec in specs]
     names = [str(inputs.base), *(str(m) for m in models.values())]
-    results = evaluate(names, benchmarks).results
+    report = evaluate(names, benchmarks)  # the base first: every blend is paired with it
+    results, paired = report.results, paired_against_first(report)
     base = gate_metrics_from_results(results[str(inputs.base)])
     blends = {alpha: gate_metrics_from_results(results[str(model)]) for alpha, model in models.items()}
-    chosen = choose_blend(base, blends)
+    errors = {alpha: gate_standard_errors(results[str(model)], paired.get(str(model), {}))
+              for alpha, model in models.items()}
+    z = settings.blend_confidence_z
+    chosen = choose_blend(base, blends, standard_errors=errors, confidence_z=z)
     validation = {"base": base, **{f"{a:g}": m for a, m in blends.items()}}
+    standard_errors = {f"{a:g}": {g: round(se, 3) for g, se in e.items()} for a, e in errors.items()}
     if chosen is None:
-        say("WiSE-FT: no blend kept retrieval and zero-shot within tolerance on validation; reporting the "
-            "trained model unblended")
-        return Blend(tuned, None, validation)
+        say(f"WiSE-FT: no blend kept retrieval and zero-shot within tolerance by {z:g} standard error(s) on "
+            "validation; reporting the trained model unblended")
+        return Blend(tuned, None, validation, standard_errors, z)
     say(f"WiSE-FT: alpha {chosen:g} chosen on validation")
-    return Blend(models[chosen], chosen, validation)
+    return Blend(models[chosen], chosen, validation, standard_errors, z)
 
 
 def held_out_benchmarks(held_out: HeldOutPaths) -> list[str]:
@@ -260,7 +272,8 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
     finally:
         store.close()
     summary = {"evaluation_run": run_id, "results_folder": str(out), "trained": str(tuned),
-               "wise_ft": {"alpha": blend.alpha, "validation": blend.validation},
+               "wise_ft": {"alpha": blend.alpha, "confidence_z": blend.confidence_z,
+                           "validation": blend.validation, "validation_standard_errors": blend.standard_errors},
                **summarise(report.results, str(base), str(candidate)),
                "delta_standard_error": headline_standard_errors(paired_against_first(report), str(candidate)),
                "trained_unblended": headline_metrics(report.results[str(tuned)])}
