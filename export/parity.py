@@ -9,7 +9,8 @@ whole deployed path, and tokenization is compared id for id as well.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -102,6 +103,28 @@ def check_parity(
         runtime_ids = encoder.tokenize(captions)  # type: ignore[attr-defined]
         identical = runtime_ids.shape == reference_ids.shape and bool((runtime_ids == reference_ids).all())
         results[variant] = compare_embeddings(variant, reference, encoder.encode(captions), identical)  # type: ignore[attr-defined]
+    return results
+
+
+def check_provider_parity(
+    bundle_dir: Path,
+    provider: str,
+    variants: Sequence[str],
+    captions: Sequence[str] = HELD_OUT_CAPTIONS,
+    min_cosine: float = FP32_MIN_COSINE,
+) -> dict[str, VariantParity]:
+    """Each variant of a bundle on `provider` against the same variant on the CPU, where export measured
+    its parity with torch and its approval scores: a variant passes when every caption's embedding keeps a
+    cosine of at least `min_cosine`. Torch-free, so it runs on the serving machine."""
+    from toolkit.runtime import CPU, TextEncoder
+
+    results: dict[str, VariantParity] = {}
+    for variant in variants:
+        on_cpu = TextEncoder(bundle_dir, variant, allow_unapproved=True)
+        # The CPU stays listed second: ORT places the nodes a GPU provider cannot run there.
+        there = TextEncoder(bundle_dir, variant, allow_unapproved=True, providers=list(dict.fromkeys([provider, CPU])))
+        compared = compare_embeddings(variant, on_cpu.encode(captions), there.encode(captions), True)
+        results[variant] = replace(compared, passed=compared.min_cosine >= min_cosine)
     return results
 
 

@@ -119,6 +119,51 @@ def test_runtime_refuses_variants_not_approved(exported) -> None:  # type: ignor
     assert TextEncoder(bundle).approved
 
 
+def test_execution_providers_are_checked_before_and_after_the_session_starts(exported) -> None:  # type: ignore[no-untyped-def]
+    from toolkit.runtime import CPU, ProviderError, check_providers, check_session_providers
+
+    available = ["CPUExecutionProvider"]
+    assert check_providers(["CPUExecutionProvider"], available) == ["CPUExecutionProvider"]
+    with pytest.raises(ProviderError, match=r"\['CUDAExecutionProvider'\] are not in this onnxruntime build; "
+                       r"available: \['CPUExecutionProvider'\] \(install onnxruntime-gpu"):
+        check_providers(["CUDAExecutionProvider", "CPUExecutionProvider"], available)
+    for bad in ([], "CPUExecutionProvider"):
+        with pytest.raises(ProviderError, match="non-empty list"):
+            check_providers(bad, available)
+    # ORT's silent fallback from a GPU provider that failed to start is an error, not a slow success.
+    with pytest.raises(ProviderError, match="asked for CUDAExecutionProvider but started"):
+        check_session_providers(["CUDAExecutionProvider", CPU], [CPU])
+    check_session_providers(["CUDAExecutionProvider", CPU], ["CUDAExecutionProvider", CPU])
+
+    _, bundle, _ = exported
+    with pytest.raises(ProviderError, match="NoSuchExecutionProvider"):
+        TextEncoder(bundle, providers=["NoSuchExecutionProvider"])
+    assert TextEncoder(bundle).providers[0] == CPU
+
+
+def test_verify_checks_a_provider_against_the_cpu(exported) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from toolkit.cli import app
+
+    _, bundle, _ = exported
+    runner = CliRunner()
+    result = runner.invoke(app, ["verify", str(bundle), "--provider", "CPUExecutionProvider", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report["provider_parity"]) == {"fp32", "fp16", "int8"}
+    assert all(r["captions"] == len(HELD_OUT_CAPTIONS) and r["min_cosine"] > 0.9999 and r["passed"]
+               for r in report["provider_parity"].values())
+    # The rule is applied: no embedding reaches a cosine above 1.
+    refused = runner.invoke(app, ["verify", str(bundle), "--provider", "CPUExecutionProvider", "--variant",
+                                  "fp32", "--min-cosine", "1.5"])
+    assert refused.exit_code == 5 and "fp32 on CPUExecutionProvider differ from the CPU" in refused.output
+    unknown = runner.invoke(app, ["verify", str(bundle), "--provider", "NoSuchExecutionProvider"])
+    assert unknown.exit_code == 3 and "not in this onnxruntime build" in unknown.output
+    assert runner.invoke(app, ["verify", str(bundle), "--provider", "CPUExecutionProvider",
+                               "--variant", "fp64"]).exit_code == 3
+
+
 def test_parity_passed_reads_the_fp32_record(exported) -> None:  # type: ignore[no-untyped-def]
     from toolkit.export.manifest import parity_passed
 

@@ -3,6 +3,8 @@
     from toolkit.runtime import TextEncoder
     vectors = TextEncoder("bundle/").encode(["a red cube left of a blue ball"])  # float32, unit rows
 
+    TextEncoder("bundle/", providers=["CUDAExecutionProvider"])  # with onnxruntime-gpu installed
+
 The bundle is verified (SHA-256 of every file) before anything is loaded. Texts are tokenized exactly
 as in training (see `toolkit.clip_tokenizer`). Each batch is trimmed to its longest <eot> + 1 before
 it reaches ORT: attention is causal and pooling reads the <eot> position, so the padding after the
@@ -22,6 +24,34 @@ import numpy as np
 from toolkit.clip_tokenizer import ClipBpeTokenizer, TokenizerSettings
 from toolkit.export.manifest import BundleError, variant_entry, verify_bundle
 
+CPU = "CPUExecutionProvider"
+
+
+class ProviderError(ValueError):
+    """An ONNX Runtime execution provider that cannot run here, or that ORT replaced without asking."""
+
+
+def check_providers(requested: Sequence[str], available: Sequence[str]) -> list[str]:
+    """The requested execution providers, in order of preference, each one available in this ORT build."""
+    if isinstance(requested, str) or not requested:
+        raise ProviderError(f"providers must be a non-empty list of names, got {requested!r}")
+    missing = [name for name in requested if name not in available]
+    if missing:
+        hint = (" (install onnxruntime-gpu in place of onnxruntime)"
+                if any(name in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for name in missing) else "")
+        raise ProviderError(f"execution provider(s) {missing} are not in this onnxruntime build; available: "
+                            f"{list(available)}{hint}")
+    return list(requested)
+
+
+def check_session_providers(requested: Sequence[str], active: Sequence[str]) -> None:
+    """ORT falls back to the CPU when a GPU provider fails to start (no driver, wrong CUDA libraries) and
+    only logs it; serving on the wrong device must be an error instead."""
+    if not active or active[0] != requested[0]:
+        raise ProviderError(f"onnxruntime was asked for {requested[0]} but started {list(active)}: the "
+                            "provider failed to initialise (check the driver and CUDA/cuDNN libraries that "
+                            "onnxruntime-gpu needs), so the session fell back")
+
 
 def trim_to_longest_eot(ids: np.ndarray, eot_id: int) -> np.ndarray:
     """Drop the columns after the last <eot> of the batch (first <eot> per row: pad may equal <eot>)."""
@@ -35,7 +65,12 @@ def trim_to_longest_eot(ids: np.ndarray, eot_id: int) -> np.ndarray:
 
 
 class TextEncoder:
-    """Encode texts with a bundle's text encoder. `variant` picks fp32 / fp16 / int8 if the bundle has it."""
+    """Encode texts with a bundle's text encoder. `variant` picks fp32 / fp16 / int8 if the bundle has it.
+
+    `providers`: ONNX Runtime execution providers in order of preference. The default, the CPU, is where
+    export measured parity and approval; on another provider, `toolkit verify BUNDLE --provider NAME`
+    checks that it encodes as the CPU does before serving from it.
+    """
 
     def __init__(
         self,
@@ -46,9 +81,11 @@ class TextEncoder:
         trim: bool = True,
         intra_op_threads: int | None = None,
         allow_unapproved: bool = False,
+        providers: Sequence[str] = (CPU,),
     ) -> None:
         import onnxruntime as ort
 
+        requested = check_providers(providers, ort.get_available_providers())
         self.bundle_dir = Path(bundle_dir)
         self.manifest: dict[str, Any] = verify_bundle(self.bundle_dir)
         entry = variant_entry(self.manifest, variant, self.bundle_dir)
@@ -71,9 +108,9 @@ class TextEncoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads is not None:
             options.intra_op_num_threads = intra_op_threads
-        self.session = ort.InferenceSession(
-            str(self.bundle_dir / entry["file"]), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(str(self.bundle_dir / entry["file"]), options, providers=requested)
+        check_session_providers(requested, self.session.get_providers())
+        self.providers: list[str] = self.session.get_providers()
         self._input = str(self.manifest["input_name"])
 
     def tokenize(self, texts: Sequence[str]) -> np.ndarray:

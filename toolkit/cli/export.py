@@ -217,19 +217,50 @@ def _read_metrics(path: Path) -> dict[str, float]:
 
 def verify_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder written by `toolkit export`.")],
+    provider: Annotated[
+        str | None,
+        typer.Option(
+            "--provider",
+            help="Also check that this ONNX Runtime execution provider (e.g. CUDAExecutionProvider, with "
+            "onnxruntime-gpu) encodes the parity captions as the CPU does, where export approved the bundle.",
+        ),
+    ] = None,
+    variant: Annotated[
+        list[str] | None, typer.Option("--variant", help="Variant(s) to check on --provider (default: all).")
+    ] = None,
+    min_cosine: Annotated[
+        float, typer.Option("--min-cosine", help="Least cosine to the CPU embedding, per caption, on --provider.")
+    ] = 0.9999,
     json_out: JsonOption = False,
 ) -> None:
-    """Exit 0 only if every file of the bundle matches its manifest (exit 5 if altered)."""
+    """Exit 0 only if every file of the bundle matches its manifest (exit 5 if altered), and, with
+    --provider, every checked variant encodes there as on the CPU (exit 5 if not; 3 if the provider
+    cannot run here)."""
     from toolkit.export.manifest import BundleError, verify_bundle
+    from toolkit.export.parity import check_provider_parity, parity_report
+    from toolkit.runtime import ProviderError
 
     if not bundle.is_dir():
         fail(f"{bundle} is not a folder")
-    with errors_to_exit({BundleError: EXIT_REFUSED}):
+    with errors_to_exit({BundleError: EXIT_REFUSED, ProviderError: EXIT_BAD_INPUT}):
         manifest = verify_bundle(bundle)
+        unknown = sorted(set(variant or []) - set(manifest["variants"]))
+        if unknown:
+            fail(f"{bundle} has no variant(s) {unknown}; it has {sorted(manifest['variants'])}")
+        parity = {} if provider is None else check_provider_parity(
+            bundle, provider, variant or list(manifest["variants"]), min_cosine=min_cosine)
+    failed = [name for name, result in parity.items() if not result.passed]
     if json_out:
-        print_json({"bundle": str(bundle), "intact": True, "files": len(manifest["files"])})
+        print_json({"bundle": str(bundle), "intact": True, "files": len(manifest["files"]),
+                    **({"provider": provider, "provider_parity": parity_report(parity)} if provider else {})})
     else:
         typer.echo(f"{bundle}: intact ({len(manifest['files'])} files match the manifest)")
+        for name, result in parity.items():
+            typer.echo(f"  {name} on {provider}: min cosine to the CPU {result.min_cosine:.6f} over "
+                       f"{result.captions} captions ({'ok' if result.passed else f'below {min_cosine}'})")
+    if failed:
+        fail(f"{bundle}: {', '.join(failed)} on {provider} differ from the CPU beyond --min-cosine {min_cosine}",
+             EXIT_REFUSED)
 
 
 def shadow_command(
