@@ -122,19 +122,23 @@ def gate_metrics_from_results(results: dict[str, dict[str, dict[str, float]]]) -
             for gate, found in _gate_entries(results).items()}
 
 
+def averaged_standard_error(paired: dict[str, dict[str, dict[str, dict[str, float]]]],
+                            entries: list[Entry]) -> float | None:
+    """The standard error (points) of the change of a figure that averages `entries`, from one model's entry
+    of `toolkit.eval_report.paired_against_first`: the mean of the entries' errors, a bound that holds
+    however they correlate. None when an entry has no per-item pairing (an average of subset averages)."""
+    stats = [paired.get(b, {}).get(s, {}).get(m) for b, s, m in entries]
+    if not stats or any(stat is None for stat in stats):
+        return None
+    return sum(stat["standard_error"] for stat in stats if stat is not None) / len(stats)
+
+
 def gate_standard_errors(results: dict[str, dict[str, dict[str, float]]],
                          paired: dict[str, dict[str, dict[str, dict[str, float]]]]) -> dict[str, float]:
-    """The standard error (points) of each gate metric's change, for a model evaluated after the reference
-    it is compared with: `results` is its entry of `toolkit eval` results, `paired` its entry of
-    `toolkit.eval_report.paired_against_first`. A gate averaging several entries gets the mean of their
-    standard errors, a bound that holds however the entries correlate. A gate with any entry that has no
-    per-item pairing (an average of subset averages, say) gets none."""
-    errors = {}
-    for gate, found in _gate_entries(results).items():
-        stats = [paired.get(b, {}).get(s, {}).get(m) for b, s, m in found]
-        if all(stat is not None for stat in stats):
-            errors[gate] = sum(stat["standard_error"] for stat in stats if stat is not None) / len(stats)
-    return errors
+    """The standard error of each gate metric's change, for a model evaluated after the reference it is
+    compared with: `results` is its entry of `toolkit eval` results, `paired` its entry of the pairing."""
+    errors = {gate: averaged_standard_error(paired, found) for gate, found in _gate_entries(results).items()}
+    return {gate: error for gate, error in errors.items() if error is not None}
 
 
 BLEND_GATES = ("composition", "retrieval_r5", "zeroshot_top1")
