@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import typer
 from PIL import Image as PILImage
 from sqlalchemy import func, select
@@ -212,6 +213,11 @@ def test_cli_eval_json_and_errors(tmp_path: Path, tiny_open_clip_spec: str, eval
     assert "swap_obj.json: expected a non-empty JSON list" in " ".join(bad.stderr.split())  # rich wraps
     unknown = runner.invoke(app, ["eval", "--model", tiny_open_clip_spec, "--benchmark", "coco:/x"])
     assert unknown.exit_code == 3 and "KIND one of" in " ".join(unknown.stderr.split())
+    not_a_device = runner.invoke(app, [*scpp, "--device", "gpu0"])
+    assert not_a_device.exit_code == 3 and "'gpu0' is not a torch device" in " ".join(not_a_device.stderr.split())
+    if not torch.cuda.is_available():
+        no_cuda = runner.invoke(app, [*scpp, "--device", "cuda"])
+        assert no_cuda.exit_code == 3 and "sees no CUDA device" in " ".join(no_cuda.stderr.split())
 
 
 def test_named_generators_from_the_negatives_module(tmp_path: Path, eval_cli: typer.Typer) -> None:

@@ -390,6 +390,10 @@ def test_export_cli_writes_a_bundle_and_rejects_bad_variants(tiny_config_path: P
         app, ["export", "--model", f"open_clip:{tiny_config_path}", "--out", str(tmp_path / "b")]
     )
     assert no_weights.exit_code == 3 and "names no weights file" in no_weights.output
+    lone_device = runner.invoke(app, ["export", "--model", f"open_clip:{tiny_config_path}", "--out",
+                                      str(tmp_path / "b"), "--allow-random-init", "--approve-device", "cuda"])
+    assert lone_device.exit_code == 3 and "needs --approve-on" in lone_device.output
+    assert not (tmp_path / "b").exists()
     metrics = tmp_path / "metrics.json"
     metrics.write_text('{"retrieval_r5": 41.0}', encoding="utf-8")
     captions = tmp_path / "held_out.txt"

@@ -38,15 +38,32 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+class DeviceError(ValueError):
+    """A --device that is not a torch device, or one this machine does not have."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """`name` as a torch device, refused with a clear message when this machine cannot run it (torch's own
+    error for a CPU-only build is an AssertionError deep inside `.to()`)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise DeviceError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:1, ...): {err}") from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {name} was asked for but torch {torch.__version__} sees no CUDA device"
+                              f"{'' if torch.version.cuda else ' (a CPU-only build)'}; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
 def init_distributed(device: str) -> torch.device:
     """Join the torchrun process group if WORLD_SIZE > 1; return the device this rank should use."""
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
-        torch.cuda.set_device(local_rank())
-        chosen = torch.device("cuda", local_rank())
-    else:
-        chosen = torch.device(device)
+    chosen = resolve_device(device)
+    if chosen.type == "cuda":
+        chosen = torch.device("cuda", local_rank())  # torchrun gives each rank its own GPU
+        torch.cuda.set_device(chosen)
     if env_world_size() > 1 and not dist.is_initialized():
         backend = "nccl" if chosen.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)

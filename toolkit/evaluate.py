@@ -90,11 +90,11 @@ class Encoder:
     """Batched no-grad encoding for one model, caching images and texts by identity."""
 
     def __init__(self, adapter: Any, config: EvalConfig) -> None:
-        import torch
+        from toolkit.distributed import resolve_device
 
         self.adapter = adapter
         self.config = config
-        self.device = torch.device(config.device)
+        self.device = resolve_device(config.device)
         adapter.model.to(self.device).eval()
         self._transform = adapter.image_transform()
         self._images: dict[Path, np.ndarray] = {}

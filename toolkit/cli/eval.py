@@ -41,6 +41,7 @@ def eval_command(
 
     from toolkit.adapters.base import ModelLoadError
     from toolkit.benchmarks import BenchmarkError, load_benchmark, parse_benchmark_spec
+    from toolkit.distributed import DeviceError, resolve_device
     from toolkit.eval_report import results_table, write_artifacts
     from toolkit.evaluate import EvalConfig, evaluate
     from toolkit.snapshot import SnapshotError
@@ -48,8 +49,9 @@ def eval_command(
 
     bad_input: dict[type[BaseException], int] = {
         kind: EXIT_BAD_INPUT
-        for kind in (BenchmarkError, ModelLoadError, SnapshotError, StoreError, SQLAlchemyError)}
+        for kind in (BenchmarkError, ModelLoadError, SnapshotError, StoreError, SQLAlchemyError, DeviceError)}
     with errors_to_exit(bad_input):
+        resolve_device(device)  # before minutes of loading: a device this machine lacks is refused at once
         loaded = []
         for text in benchmark:
             with console.status(f"loading {text}"):

@@ -86,6 +86,11 @@ def export_command(
         Path | None,
         typer.Option("--images", help="Images folder for --approve-on benchmarks, as `toolkit eval --images`."),
     ] = None,
+    approve_device: Annotated[
+        str,
+        typer.Option("--approve-device", help="torch device (cpu, cuda) for the fp32 torch reference scores of "
+                     "--approve-on; the ONNX variants are scored on the CPU provider, as the runtime serves them."),
+    ] = "cpu",
     db: DbOption = None,
     with_image: Annotated[
         bool, typer.Option("--with-image", help="Also export the frozen image encoder (fp32).")
@@ -130,7 +135,7 @@ def export_command(
         spec = parse_model_spec(model)
         card = read_model_card(Path(spec.target)) if spec.family == "run" else {}
         adapter = load_model(model, allow_random_init=allow_random_init)
-        plan = _approval_plan(approve_on or [], approve_tolerance, images, db)
+        plan = _approval_plan(approve_on or [], approve_tolerance, images, db, approve_device)
         provenance = Provenance(
             source_run=source_run or card.get("mlflow_run_id"),
             base_weights_sha256=file_sha256(base_weights) or card.get("base_weights_sha256"),
@@ -162,17 +167,23 @@ def export_command(
     typer.echo(f"bundle written to {out}" + (f" (MLflow run {run_id})" if run_id else ""))
 
 
-def _approval_plan(specs: list[str], tolerance: float, images: Path | None, db: str | None) -> Any:
+def _approval_plan(specs: list[str], tolerance: float, images: Path | None, db: str | None,
+                   device: str) -> Any:
     from toolkit.benchmarks import load_benchmark, parse_benchmark_spec
+    from toolkit.distributed import resolve_device
+    from toolkit.evaluate import EvalConfig
     from toolkit.export.approval import ApprovalPlan
 
     if not specs:
+        if device != "cpu":
+            raise ValueError(f"--approve-device {device} needs --approve-on: it is where approval scores run")
         return None
+    resolve_device(device)  # refused before the benchmarks load and the export runs
     loaded = []
     for text in specs:
         with console.status(f"loading {text}"):
             loaded.append(load_benchmark(parse_benchmark_spec(text), images, db))
-    return ApprovalPlan(tuple(loaded), tuple(specs), tolerance)
+    return ApprovalPlan(tuple(loaded), tuple(specs), tolerance, EvalConfig(device=device))
 
 
 def _tracked_export(run_export: Callable[[], dict[str, Any]], provenance: Any, params: dict[str, Any],

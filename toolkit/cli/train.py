@@ -18,6 +18,7 @@ def _bad_input_errors() -> dict[type[BaseException], int]:
     from toolkit.adapters.base import ModelLoadError
     from toolkit.anchors import AnchorError
     from toolkit.checkpoint import ResumeError
+    from toolkit.distributed import DeviceError
     from toolkit.interpolate import InterpolationError
     from toolkit.outputs import OutputExistsError
     from toolkit.snapshot import SnapshotError
@@ -26,7 +27,7 @@ def _bad_input_errors() -> dict[type[BaseException], int]:
     errors: dict[type[BaseException], int] = {
         ModelLoadError: EXIT_BAD_INPUT, ConfigError: EXIT_BAD_INPUT, ResumeError: EXIT_BAD_INPUT,
         OutputExistsError: EXIT_BAD_INPUT, SnapshotError: EXIT_BAD_INPUT, InterpolationError: EXIT_BAD_INPUT,
-        AnchorError: EXIT_BAD_INPUT,
+        AnchorError: EXIT_BAD_INPUT, DeviceError: EXIT_BAD_INPUT,
     }
     from toolkit.samples import TrainingDataError
     from toolkit.store.db import StoreError
