@@ -244,9 +244,11 @@ def verify_command(
     ] = 0.9999,
     json_out: JsonOption = False,
 ) -> None:
-    """Exit 0 only if every file of the bundle matches its manifest (exit 5 if altered), and, with
-    --provider, every checked variant encodes there as on the CPU (exit 5 if not; 3 if the provider
-    cannot run here)."""
+    """Exit 0 only if every file of the bundle matches its manifest (exit 5 if altered).
+
+    With --provider, every checked variant must also encode the parity captions there as on the CPU
+    (exit 5 if not; 3 if the provider cannot run here).
+    """
     from toolkit.export.manifest import BundleError, verify_bundle
     from toolkit.export.parity import check_provider_parity, parity_report
     from toolkit.runtime import ProviderError
