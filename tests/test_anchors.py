@@ -95,6 +95,24 @@ def test_config_checks_and_paths_beside_the_config_file(tmp_path: Path) -> None:
         TrainConfig(anchor_batch=0)
 
 
+def test_fingerprint_reads_an_anchor_file_by_content_not_path(tmp_path: Path) -> None:
+    here, there = tmp_path / "a" / "prompts.txt", tmp_path / "b" / "prompts.txt"
+    for path in (here, there):
+        path.parent.mkdir()
+        path.write_text("a photo of a dog.\na red circle.\n", encoding="utf-8")
+    anchored = TrainConfig(anchor_weight=2.0, anchor_texts=str(here))
+    # A copied config and anchor file elsewhere is the same run (the demo reuses it)...
+    assert TrainConfig(anchor_weight=2.0, anchor_texts=str(there)).fingerprint() == anchored.fingerprint()
+    # ...an edited anchor file is another run, never a stale reuse.
+    there.write_text("a photo of a dog.\na blue circle.\n", encoding="utf-8")
+    assert TrainConfig(anchor_weight=2.0, anchor_texts=str(there)).fingerprint() != anchored.fingerprint()
+    # With anchors off, their file and batch shape nothing.
+    assert TrainConfig(anchor_texts=str(there), anchor_batch=7).fingerprint() == TrainConfig().fingerprint()
+    assert TrainConfig(anchor_weight=2.0).fingerprint() != TrainConfig().fingerprint()
+    with pytest.raises(ConfigError, match=r"anchor_texts file .*missing\.txt cannot be read"):
+        TrainConfig(anchor_weight=2.0, anchor_texts=str(tmp_path / "missing.txt")).fingerprint()
+
+
 def test_demo_reference_captions_are_reproduced_by_their_generator() -> None:
     from toolkit.demo.chain import DEMO_TRAIN_CONFIG
     from toolkit.demo.generate import reference_captions

@@ -20,6 +20,13 @@ class ConfigError(ValueError):
     """A training config file or override is invalid; the message names the key."""
 
 
+def _file_sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as err:
+        raise ConfigError(f"training config: anchor_texts file {path} cannot be read: {err}") from err
+
+
 @dataclass(frozen=True)
 class LoraSettings:
     """LoRA on the text tower's Linear layers (needs the optional `peft`). rank 0 = full fine-tuning."""
@@ -102,10 +109,15 @@ class TrainConfig:
 
     def fingerprint(self) -> str:
         """Hash of everything that shapes the optimisation (not logging, workers, checkpoint cadence, nor how
-        pixels are read or kernels compiled)."""
+        pixels are read or kernels compiled). An anchor file counts by its content, not its path: a copy of
+        the config elsewhere is the same run, and an edited file is another one."""
         relevant = {k: v for k, v in self.to_dict().items()
                     if k not in ("num_workers", "log_every", "progress", "checkpoint_every", "tiles",
                                  "compile_text")}
+        if self.anchor_weight == 0:  # anchors off: their other settings shape nothing
+            del relevant["anchor_texts"], relevant["anchor_batch"]
+        elif self.anchor_texts != NOUN_PHRASES:
+            relevant["anchor_texts"] = f"sha256:{_file_sha256(Path(self.anchor_texts))}"
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
