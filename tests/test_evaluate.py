@@ -161,6 +161,16 @@ def test_two_models_side_by_side_with_artifacts(tmp_path: Path, tiny_open_clip_s
         assert plot.size[0] > 100
     table = results_table(report.results)
     assert len(table.columns) == 5 and table.row_count == 12  # 6 subsets × (itt, tot)
+    # With the pairing, the second model's cells carry its change from the first and that change's error.
+    paired = saved["paired"][second]["sugarcrepe_pp"]["swap_obj"]["itt"]
+    columns = results_table(report.results, saved["paired"]).columns
+    row = list(zip(columns[1].cells, columns[2].cells, strict=True)).index(("swap_obj", "itt"))
+    value = report.results[second]["sugarcrepe_pp"]["swap_obj"]["itt"]
+    cell = str(list(columns[4].cells)[row]).replace("[bold]", "").replace("[/]", "")  # the best is in bold
+    assert cell == f"{value:.2f} ({paired['delta']:+.2f} ± {paired['standard_error']:.2f})"
+    before = report.results[tiny_open_clip_spec]["sugarcrepe_pp"]["swap_obj"]["itt"]
+    assert paired["delta"] == pytest.approx(value - before)
+    assert "±" not in list(columns[3].cells)[row]  # the first model is what the others are paired with
 
 
 def test_unreadable_image_is_named(tmp_path: Path, tiny_open_clip_spec: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
@@ -92,10 +93,12 @@ def plot_benchmark(results: Results, benchmark: str, path: Path) -> Path:
     return path
 
 
-def results_table(results: Results) -> Table:
-    """Models side by side: one row per benchmark/subset/metric; the best value per row in bold."""
+def results_table(results: Results, paired: dict[str, Any] | None = None) -> Table:
+    """Models side by side: one row per benchmark/subset/metric; the best value per row in bold. With
+    `paired` (`paired_against_first`), each later model's cell also shows its change from the first model
+    and the standard error of that change, so a difference inside the noise reads as one."""
     models = list(results)
-    table = Table(title="Evaluation (%)")
+    table = Table(title="Evaluation (%)" + (f"; change from {_short(models[0])} ± standard error" if paired else ""))
     for header in ("benchmark", "subset", "metric"):
         table.add_column(header)
     for model in models:
@@ -105,8 +108,13 @@ def results_table(results: Results) -> Table:
     for benchmark, subset, metric in rows:
         values = [results[m].get(benchmark, {}).get(subset, {}).get(metric) for m in models]
         best = max((v for v in values if v is not None), default=None)
-        cells = ["-" if v is None else (f"[bold]{v:.2f}[/]" if v == best and len(models) > 1 else f"{v:.2f}")
-                 for v in values]
+        cells = []
+        for model, v in zip(models, values, strict=True):
+            cell = "-" if v is None else (f"[bold]{v:.2f}[/]" if v == best and len(models) > 1 else f"{v:.2f}")
+            change = (paired or {}).get(model, {}).get(benchmark, {}).get(subset, {}).get(metric)
+            if v is not None and change is not None:
+                cell += f" ({change['delta']:+.2f} ± {change['standard_error']:.2f})"
+            cells.append(cell)
         table.add_row(benchmark, subset, metric, *cells)
     return table
 

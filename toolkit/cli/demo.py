@@ -145,7 +145,7 @@ def run(
         return
     from toolkit.eval_report import results_table
 
-    console.print(results_table(summary["results"]))
+    console.print(results_table(summary["results"], summary["paired"]))
     alpha = summary["wise_ft"]["alpha"]
     console.print(f"trained run {summary['trained']}; candidate = "
                   + ("the trained run unblended (no WiSE-FT blend passed on validation)" if alpha is None

@@ -42,7 +42,7 @@ def eval_command(
     from toolkit.adapters.base import ModelLoadError
     from toolkit.benchmarks import BenchmarkError, load_benchmark, parse_benchmark_spec
     from toolkit.distributed import DeviceError, resolve_device
-    from toolkit.eval_report import results_table, write_artifacts
+    from toolkit.eval_report import paired_against_first, results_table, write_artifacts
     from toolkit.evaluate import EvalConfig, evaluate
     from toolkit.snapshot import SnapshotError
     from toolkit.store.db import StoreError, open_store
@@ -75,7 +75,7 @@ def eval_command(
     if json_output:
         print_json(report.results)
     else:
-        console.print(results_table(report.results))
+        console.print(results_table(report.results, paired_against_first(report)))
         failures = sum(len(f) for f in report.failures.values())
         where = f" in {out / 'failures.jsonl'}" if out else " (write them with --out)"
         console.print(f"{failures} failures kept for review{where}")

@@ -266,6 +266,7 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
     from toolkit.eval_report import paired_against_first, write_artifacts
 
     write_artifacts(report, out)
+    paired = paired_against_first(report)
     store = open_store(settings.db_url)
     try:
         run_id = track_evaluation(report, models, specs, store, out)
@@ -275,8 +276,8 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
                "wise_ft": {"alpha": blend.alpha, "confidence_z": blend.confidence_z,
                            "validation": blend.validation, "validation_standard_errors": blend.standard_errors},
                **summarise(report.results, str(base), str(candidate)),
-               "delta_standard_error": headline_standard_errors(paired_against_first(report), str(candidate)),
+               "delta_standard_error": headline_standard_errors(paired, str(candidate)),
                "trained_unblended": headline_metrics(report.results[str(tuned)])}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    summary["results"] = report.results
+    summary["results"], summary["paired"] = report.results, paired
     return summary
