@@ -157,8 +157,8 @@ def run(
     errors = summary["delta_standard_error"]
     for key, before in summary["base"].items():
         table.add_row(key, f"{before:.1f}", f"{summary['trained_unblended'][key]:.1f}",
-                      f"{summary['candidate'][key]:.1f}", f"{summary['delta'][key]:+.1f}",
-                      f"{errors[key]:.1f}" if key in errors else "-")
+                      f"{summary['candidate'][key]:.1f}", f"{summary['delta'][key]:+.2f}",
+                      f"{errors[key]:.2f}" if key in errors else "-")
     console.print(table)
     for check, ok in summary["targets_met"].items():
         console.print(f"  {'met ' if ok else 'MISSED'} {check}")
