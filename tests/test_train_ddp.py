@@ -44,3 +44,19 @@ def test_two_process_ddp_matches_single_process(tiny_open_clip_spec: str, tmp_pa
         torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5, msg=name)
         moved += int(not torch.equal(expected, base[name]))
     assert moved > 10  # training did change the text tower, so the comparison means something
+
+
+def test_devices_are_refused_by_name_before_any_work() -> None:
+    import pytest
+
+    from toolkit.distributed import DeviceError, init_distributed, resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu") == init_distributed("cpu")
+    with pytest.raises(DeviceError, match="'gpu0' is not a torch device"):
+        resolve_device("gpu0")
+    if torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA device"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+    else:
+        with pytest.raises(DeviceError, match="sees no CUDA device"):
+            init_distributed("cuda")  # what `toolkit train --device cuda` reaches first

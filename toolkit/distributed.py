@@ -39,7 +39,7 @@ def is_main_process() -> bool:
 
 
 class DeviceError(ValueError):
-    """A --device that is not a torch device, or one this machine does not have."""
+    """A device (--device, --approve-device) that is not a torch device, or one this machine lacks."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,13 +48,13 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise DeviceError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:1, ...): {err}") from err
+        raise DeviceError(f"device {name!r} is not a torch device (cpu, cuda, cuda:1, ...): {err}") from err
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"--device {name} was asked for but torch {torch.__version__} sees no CUDA device"
-                              f"{'' if torch.version.cuda else ' (a CPU-only build)'}; use --device cpu")
+            raise DeviceError(f"device {name!r} was asked for but torch {torch.__version__} sees no CUDA device"
+                              f"{'' if torch.version.cuda else ' (a CPU-only build)'}; use cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise DeviceError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
