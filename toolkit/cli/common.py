@@ -6,6 +6,7 @@ The CLI is a thin shell: it parses options, calls the library, prints, and maps 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +23,9 @@ EXIT_BAD_INPUT = 3  # a file, model, snapshot or URL is missing, corrupt or wron
 EXIT_STRICT = 4  # --strict ingest refused a batch with rejects
 EXIT_REFUSED = 5  # a gate, check or verification refused (promotion, parity, bundle integrity)
 
-console = Console(stderr=True)
+# Piped or logged output gets rich's 80 columns, which folds the side-by-side tables; a terminal keeps its
+# own width, and COLUMNS still wins.
+console = Console(stderr=True, width=None if sys.stderr.isatty() or "COLUMNS" in os.environ else 140)
 
 DbOption = Annotated[
     str | None,
