@@ -110,6 +110,8 @@ class ClicRecipe:
         self.config, self.adapter, self.batches, self.out_dir = config, adapter, batches, out_dir
         self.provenance, self.tracker, self.resume = provenance or {}, tracker, resume
         self.anchor_texts = list(anchor_texts)
+        # Once, at the start: it reads the anchor file, and every checkpoint records the run as it started.
+        self.config_fingerprint = config.fingerprint()
         self.device = device or torch.device(config.device)
         self.work_dir = work_dir_for(out_dir)
         self.global_step, self.epoch, self.data_offset = 0, 0, 0
@@ -312,7 +314,7 @@ class ClicRecipe:
         if self.config.anchor_weight > 0:  # an edited anchor file must not change the targets mid-run
             data = {**data, "anchors_sha256": anchor_digest(self.anchor_texts)}
         return ResumeState(epoch=epoch, global_step=self.global_step, data_offset=offset,
-                           seed=self.config.seed, config_fingerprint=self.config.fingerprint(),
+                           seed=self.config.seed, config_fingerprint=self.config_fingerprint,
                            data=data, world_size=dist_utils.world_size())
 
     def _save_checkpoint(self) -> None:
