@@ -27,11 +27,12 @@ def _short(model: str) -> str:
     return model.rstrip("/").replace("\\", "/").split("/")[-1] or model
 
 
-def write_artifacts(report: EvalReport, out_dir: Path) -> list[Path]:
+def write_artifacts(report: EvalReport, out_dir: Path, paired: dict[str, Any] | None = None) -> list[Path]:
+    """`paired`: the report's `paired_against_first`, when the caller already has it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "results.json", out_dir / "failures.jsonl"]
     payload = {"results": report.results, "counts": report.counts, "models": list(report.results),
-               "paired": paired_against_first(report)}
+               "paired": paired_against_first(report) if paired is None else paired}
     written[0].write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     with written[1].open("w", encoding="utf-8") as handle:
         for model, failures in report.failures.items():

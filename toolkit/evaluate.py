@@ -219,7 +219,7 @@ def _score_retrieval(name: str, bench: RetrievalSet, enc: Encoder, config: EvalC
         correct={"text_to_image": scores.text_to_image.correct, "image_to_text": scores.image_to_text.correct},
     )
     # Failures: only their own rows (texts) and columns (images) of the similarities, a block at a time.
-    block = 1024
+    block = metrics.RETRIEVAL_BLOCK
     t2i: list[Failure] = []
     missed_texts = np.flatnonzero(~scores.text_to_image.correct["r1"])
     for start in range(0, len(missed_texts), block):
@@ -232,8 +232,9 @@ def _score_retrieval(name: str, bench: RetrievalSet, enc: Encoder, config: EvalC
                                bench.texts[t], str(bench.images[wrong]), float(right), float(row[wrong])))
     i2t: list[Failure] = []
     missed_images = np.flatnonzero(~scores.image_to_text.correct["r1"])
-    for start in range(0, len(missed_images), block // 4):
-        chunk = missed_images[start:start + block // 4]
+    columns = max(1, block // 4)
+    for start in range(0, len(missed_images), columns):
+        chunk = missed_images[start:start + columns]
         for i, column in zip(chunk, (texts @ images[chunk].T).T, strict=True):
             own = np.flatnonzero(index == i)
             best_own = int(own[np.argmax(column[own])])

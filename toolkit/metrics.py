@@ -151,8 +151,12 @@ class RetrievalScores:
     image_ranks: NDArray[np.int64]
 
 
+# Similarity rows (texts) per block; columns (images, all texts tall) go `RETRIEVAL_BLOCK // 4` at a time.
+RETRIEVAL_BLOCK = 1024
+
+
 def retrieval(images: ArrayLike, texts: ArrayLike, text_image: ArrayLike,
-              ks: tuple[int, ...] = (1, 5, 10), block: int = 1024) -> RetrievalScores:
+              ks: tuple[int, ...] = (1, 5, 10), block: int = RETRIEVAL_BLOCK) -> RetrievalScores:
     """Text→image and image→text recall@k from embeddings, as `retrieval_from_similarities` on their
     cosine matrix, whose blocks are computed on demand: COCO's 25k × 5k matrix (1 GB in float64) never
     exists whole."""
@@ -185,7 +189,7 @@ def retrieval_from_similarities(sims: ArrayLike, text_image: ArrayLike,
 
 
 def _blocked_ranks(text_block: Callable[[int, int], FloatArray], image_block: Callable[[int, int], FloatArray],
-                   index: NDArray[np.int64], n_images: int, block: int = 1024
+                   index: NDArray[np.int64], n_images: int, block: int = RETRIEVAL_BLOCK
                    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Pessimistic ranks of the right answers, `block` texts (rows) or `block // 4` images (columns, all
     texts tall) at a time. `text_block(a, b)` is sims[a:b], `image_block(a, b)` is sims[:, a:b]."""

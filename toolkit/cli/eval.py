@@ -59,8 +59,9 @@ def eval_command(
         with console.status("evaluating") as status:
             report = evaluate(model, loaded, EvalConfig(batch_size=batch_size, device=device),
                               progress=lambda message: status.update(f"evaluating {message}"))
+    paired = paired_against_first(report)
     if out is not None:
-        for path in write_artifacts(report, out):
+        for path in write_artifacts(report, out, paired):
             console.print(f"wrote {path}")
     if track:
         from toolkit.config import resolve_db_url
@@ -75,7 +76,7 @@ def eval_command(
     if json_output:
         print_json(report.results)
     else:
-        console.print(results_table(report.results, paired_against_first(report)))
+        console.print(results_table(report.results, paired))
         failures = sum(len(f) for f in report.failures.values())
         where = f" in {out / 'failures.jsonl'}" if out else " (write them with --out)"
         console.print(f"{failures} failures kept for review{where}")

@@ -265,8 +265,8 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
     out = settings.workspace / "demo" / "eval" / candidate.name
     from toolkit.eval_report import paired_against_first, write_artifacts
 
-    write_artifacts(report, out)
     paired = paired_against_first(report)
+    write_artifacts(report, out, paired)
     store = open_store(settings.db_url)
     try:
         run_id = track_evaluation(report, models, specs, store, out)
