@@ -62,3 +62,27 @@ def test_summary_checks_the_targets() -> None:
                                       "zeroshot_drop<=1": True}
     missed = summarise({"b": model(60, 50, 80), "c": model(70, 49, 78)}, "b", "c")["targets_met"]
     assert not any(missed.values())
+
+
+def test_demo_data_are_regenerated_when_their_settings_change(tmp_path: Path) -> None:
+    from toolkit.demo.chain import _data
+
+    def settings(zeroshot_per_class: int) -> DemoSettings:
+        return DemoSettings(workspace=tmp_path / "ws", db_url="sqlite://", generate=GenerateConfig(
+            pretrain_images=0, domain_images=4, eval_two_object_images=2, zeroshot_images_per_class=zeroshot_per_class,
+            validation_two_object_images=2, validation_zeroshot_images_per_class=1))
+
+    def zeroshot_images(paths: object) -> int:
+        return len(json.loads(paths.test.zeroshot_labels.read_text())["images"])  # type: ignore[attr-defined]
+
+    said: list[str] = []
+    first = _data(settings(1), said.append)
+    assert zeroshot_images(first) == 80
+    kept = first.test.zeroshot_labels.stat().st_mtime_ns
+    assert zeroshot_images(_data(settings(1), said.append)) == 80  # same settings: reused, not rewritten
+    assert first.test.zeroshot_labels.stat().st_mtime_ns == kept
+    assert zeroshot_images(_data(settings(2), said.append)) == 160  # an older, smaller set is never scored
+    assert any("other settings" in line for line in said)
+    (first.root / "generation.json").write_text("not json")  # a damaged record is not trusted either
+    assert zeroshot_images(_data(settings(2), said.append)) == 160
+    assert sum("generating the demo domain" in line for line in said) == 3

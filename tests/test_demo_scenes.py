@@ -193,3 +193,16 @@ def test_validation_sets_are_other_scenes_in_the_same_formats(generated: Path) -
 
     for kind in ("two_object", "zeroshot"):
         assert pixels(test / kind / "images").isdisjoint(pixels(validation / kind / "images")), kind
+
+
+def test_a_larger_zeroshot_set_keeps_every_image_of_the_smaller_one(generated: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    generate_demo_data(tmp_path / "larger", replace(SMALL, zeroshot_images_per_class=2))
+    small = json.loads((generated / "eval" / "zeroshot" / "labels.json").read_text())
+    large = json.loads((tmp_path / "larger" / "eval" / "zeroshot" / "labels.json").read_text())
+    assert len(small["images"]) == 80 and len(large["images"]) == 160
+    assert large["images"][:80] == small["images"]
+    for item in small["images"]:
+        rel = Path("eval") / "zeroshot" / item["path"]
+        assert (generated / rel).read_bytes() == (tmp_path / "larger" / rel).read_bytes(), rel

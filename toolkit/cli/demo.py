@@ -36,7 +36,7 @@ def generate(
     pretrain_images: Annotated[int, typer.Option(help="Alt-text images for base pretraining.")] = 20000,
     domain_images: Annotated[int, typer.Option(help="Multi-sentence images: the data to ingest.")] = 3000,
     eval_images: Annotated[int, typer.Option(help="Held-out two-object images (swap-att, retrieval).")] = 500,
-    zeroshot_per_class: Annotated[int, typer.Option(help="Held-out single-object images per class.")] = 5,
+    zeroshot_per_class: Annotated[int, typer.Option(help="Held-out single-object images per class.")] = 25,
     json_output: JsonOption = False,
 ) -> None:
     """Write PNG scenes with JSONL manifests (pretrain/, domain/) and held-out evaluation sets (eval/)."""

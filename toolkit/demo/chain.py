@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +44,22 @@ def _data(settings: DemoSettings, say: Callable[[str], None]) -> GeneratedPaths:
     import shutil
 
     root = settings.workspace / "demo" / "data"
-    if (root / "generation.json").is_file():
-        return paths_under(root)
+    config = settings.generate if not settings.pretrain else GenerateConfig()
+    recorded = root / "generation.json"
+    if recorded.is_file():
+        try:
+            made_with = json.loads(recorded.read_text(encoding="utf-8")).get("config")
+        except (ValueError, AttributeError):  # unreadable or not an object: made by nothing we know
+            made_with = None
+        if made_with == asdict(config):
+            return paths_under(root)
+        # Same seeds, so every image already made comes out the same; only the set sizes differ.
+        say(f"the demo data in {root} were generated with other settings; generating them again")
     # Generate beside and rename, so an interrupted run never leaves a half-written domain behind.
     partial = root.with_name(root.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     say(f"generating the demo domain in {root}")
-    generate_demo_data(partial, settings.generate if not settings.pretrain else GenerateConfig())
+    generate_demo_data(partial, config)
     shutil.rmtree(root, ignore_errors=True)
     partial.rename(root)
     return paths_under(root)
