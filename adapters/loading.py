@@ -79,11 +79,31 @@ def load_saved_model(folder: Path) -> ClipAdapter:
     if family == "open_clip":
         from toolkit.adapters.open_clip_adapter import OpenClipAdapter, _build
 
-        adapter = OpenClipAdapter(card["name"], card["config"], _build(card["name"], card["config"]))
-        adapter.load_weights(folder / card["weights"])
+        name, config = card.get("name"), card.get("config")
+        if not isinstance(name, str) or not isinstance(config, dict):
+            raise ModelLoadError(f"{folder / MODEL_CARD}: an open_clip card needs 'name' (text) and 'config' "
+                                 "(an object); was it written by the toolkit?")
+        weights = model_card_file(folder, card.get("weights"), "weights")
+        try:
+            model = _build(name, config)
+        except (TypeError, ValueError, KeyError) as err:
+            raise ModelLoadError(f"{folder / MODEL_CARD}: its 'config' does not build a model: {err}") from err
+        adapter = OpenClipAdapter(name, config, model)
+        adapter.load_weights(weights)
         return adapter
     if family == "hf":
         from toolkit.adapters.hf_clip import HFClipAdapter
 
-        return HFClipAdapter.from_folder(folder / card.get("hf_folder", "hf"))
+        return HFClipAdapter.from_folder(model_card_file(folder, card.get("hf_folder", "hf"), "hf_folder"))
     raise ModelLoadError(f"{folder / MODEL_CARD}: unknown model family {family!r}")
+
+
+def model_card_file(folder: Path, name: Any, key: str) -> Path:
+    """A model card names its files beside itself: a plain name, never a path that leaves the folder, so
+    a moved or copied run folder carries everything it loads (and a card cannot pull in other weights)."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ModelLoadError(f"{folder / MODEL_CARD}: {key!r} must name a file in {folder}, got {name!r}")
+    path = folder / name
+    if path.is_symlink():
+        raise ModelLoadError(f"{path} is a symlink; a model folder holds its own files")
+    return path

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -131,6 +132,21 @@ def _torch_encoder(adapter: ClipAdapter):  # type: ignore[no-untyped-def]
     return encode
 
 
+def check_bundle_destination(out_dir: Path) -> None:
+    """Refuse, before minutes of export, a destination the bundle could not be written to: a file, a
+    non-empty folder, or a path under a file or an unwritable folder."""
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise ExportError(f"output {out_dir} is a file; choose a new folder for the bundle")
+        if any(out_dir.iterdir()):
+            raise ExportError(f"output folder {out_dir} is not empty; choose a new folder for the bundle")
+    existing = next(p for p in (out_dir.absolute(), *out_dir.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ExportError(f"output {out_dir} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ExportError(f"output {out_dir} cannot be created: {existing} is not writable")
+
+
 def export_bundle(
     adapter: ClipAdapter,
     out_dir: Path,
@@ -148,8 +164,7 @@ def export_bundle(
     """
     from toolkit.runtime import TextEncoder
 
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise ExportError(f"output folder {out_dir} is not empty; choose a new folder for the bundle")
+    check_bundle_destination(out_dir)
     module, facts = text_encoder_module(adapter)
     with tempfile.TemporaryDirectory() as tmp:
         stage = Path(tmp) / "bundle"

@@ -33,29 +33,51 @@ def load_index(index_path: Path, ids_path: Path | None = None) -> tuple[np.ndarr
         embeddings = np.load(index_path, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise ValueError(f"index {index_path} is not a readable .npy array: {err}") from err
-    if embeddings.ndim != 2:
-        raise ValueError(f"index {index_path} must be 2-D [images, dim], got shape {embeddings.shape}")
+    if embeddings.ndim != 2 or 0 in embeddings.shape:
+        raise ValueError(f"index {index_path} must be a non-empty 2-D [images, dim] array, got shape "
+                         f"{embeddings.shape}")
+    if embeddings.dtype.kind not in "fiu":  # bool, complex, strings: not embeddings
+        raise ValueError(f"index {index_path} holds {embeddings.dtype} values, not real numbers")
+    if not np.isfinite(embeddings).all():
+        bad = int(np.flatnonzero(~np.isfinite(embeddings).all(axis=1))[0])
+        raise ValueError(f"index {index_path}: row {bad} holds NaN or infinite values")
     candidates = (
         [ids_path] if ids_path else [index_path.with_suffix(".ids.txt"), index_path.with_suffix(".ids.json")]
     )
     found = next((p for p in candidates if p is not None and p.is_file()), None)
     if found is None:
         raise ValueError(f"no ids for index {index_path}: expected one of {[str(p) for p in candidates]}")
-    text = found.read_text(encoding="utf-8")
-    ids = (
-        [str(i) for i in json.loads(text)]
-        if found.suffix == ".json"
-        else [ln for ln in text.splitlines() if ln]
-    )
+    ids = _read_ids(found)
     if len(ids) != len(embeddings):
         raise ValueError(f"{found} has {len(ids)} ids but {index_path} has {len(embeddings)} rows")
+    repeated = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+    if repeated:
+        raise ValueError(f"{found}: ids must be unique; repeated: {repeated[:5]}")
     norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
     return (embeddings / np.maximum(norms, 1e-12)).astype(np.float32), ids
 
 
+def _read_ids(path: Path) -> list[str]:
+    """One id per line (.txt) or a JSON list of strings or numbers (.json)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix != ".json":
+            return [line for line in text.splitlines() if line]
+        ids = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"ids file {path} is unreadable: {err}") from err
+    if not isinstance(ids, list) or not all(isinstance(i, str | int) and not isinstance(i, bool) for i in ids):
+        raise ValueError(f"ids file {path} must hold a JSON list of strings or integers")
+    return [str(i) for i in ids]
+
+
 def read_queries(path: Path) -> list[str]:
     """One query per line (blank lines skipped)."""
-    queries = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"query file {path} is unreadable (one UTF-8 query per line expected): {err}") from err
+    queries = [line.strip() for line in text.splitlines() if line.strip()]
     if not queries:
         raise ValueError(f"query file {path} has no queries (expected one per line)")
     return queries

@@ -154,10 +154,30 @@ def test_verify_checks_a_provider_against_the_cpu(exported) -> None:  # type: ig
     assert set(report["provider_parity"]) == {"fp32", "fp16", "int8"}
     assert all(r["captions"] == len(HELD_OUT_CAPTIONS) and r["min_cosine"] > 0.9999 and r["passed"]
                for r in report["provider_parity"].values())
-    # The rule is applied: no embedding reaches a cosine above 1.
-    refused = runner.invoke(app, ["verify", str(bundle), "--provider", "CPUExecutionProvider", "--variant",
-                                  "fp32", "--min-cosine", "1.5"])
+
+    class DriftingThere(TextEncoder):
+        """Every second session (the provider's, after the CPU's) moves one caption's embedding a little."""
+        sessions = 0
+
+        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(*args, **kwargs)
+            DriftingThere.sessions += 1
+            self.drifts = DriftingThere.sessions % 2 == 0
+
+        def encode(self, texts, batch_size=64):  # type: ignore[no-untyped-def]
+            out = super().encode(texts, batch_size)
+            if self.drifts:
+                out[0] += 0.03 * np.roll(out[0], 1)
+                out[0] /= np.linalg.norm(out[0])
+            return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("toolkit.runtime.TextEncoder", DriftingThere)
+        refused = runner.invoke(app, ["verify", str(bundle), "--provider", "CPUExecutionProvider", "--variant",
+                                      "fp32", "--json"])
     assert refused.exit_code == 5 and "fp32 on CPUExecutionProvider differ from the CPU" in refused.output
+    drifted = json.loads(refused.stdout)["provider_parity"]["fp32"]
+    assert 0.99 < drifted["min_cosine"] < 0.9999 and drifted["passed"] is False
     unknown = runner.invoke(app, ["verify", str(bundle), "--provider", "NoSuchExecutionProvider"])
     assert unknown.exit_code == 3 and "not in this onnxruntime build" in unknown.output
     assert runner.invoke(app, ["verify", str(bundle), "--provider", "CPUExecutionProvider",
@@ -207,6 +227,85 @@ def test_missing_and_extra_files_are_refused(exported, tmp_path: Path) -> None: 
         verify_bundle(missing)
 
 
+def _rehashed(bundle: Path, out: Path, edit) -> Path:  # type: ignore[no-untyped-def]
+    """A copy whose manifest.json is edited and hashed again, as a forger who can rewrite both would."""
+    import hashlib
+
+    copy = _copy(bundle, out)
+    manifest = json.loads((copy / "manifest.json").read_text(encoding="utf-8"))
+    edited = edit(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest if edited is None else edited), encoding="utf-8")
+    digest = hashlib.sha256((copy / "manifest.json").read_bytes()).hexdigest()
+    (copy / "manifest.sha256").write_text(f"{digest}  manifest.json\n", encoding="utf-8")
+    return copy
+
+
+def test_a_rehashed_manifest_cannot_point_outside_the_hashed_files(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, bundle, _ = exported
+    outside = tmp_path / "outside.onnx"
+    shutil.copy(bundle / "text_encoder.int8.onnx", outside)
+    escapes = {"../outside.onnx": "steps outside", str(outside): "not a relative path", "a/./b": "not normalised"}
+    for n, (name, why) in enumerate(escapes.items()):
+        def listed(m, name=name):  # type: ignore[no-untyped-def]
+            m["files"][name] = "00" * 32
+        with pytest.raises(BundleError, match=why):
+            verify_bundle(_rehashed(bundle, tmp_path / f"escape{n}", listed))
+    # A variant or the merges file that no hash covers: a signed manifest.sha256 must cover what is loaded.
+    def fp32_elsewhere(m):  # type: ignore[no-untyped-def]
+        m["variants"]["fp32"]["file"] = "../outside.onnx"
+    def fp32_is_int8(m):  # type: ignore[no-untyped-def]
+        m["variants"]["fp32"]["file"] = "text_encoder.int8.onnx"
+    def merges_elsewhere(m):  # type: ignore[no-untyped-def]
+        m["tokenizer"]["bpe_file"] = "../outside.onnx"
+    with pytest.raises(BundleError, match=r"variants\.fp32\.file is not one of the hashed files"):
+        TextEncoder(_rehashed(bundle, tmp_path / "v", fp32_elsewhere))
+    with pytest.raises(BundleError, match=r"tokenizer\.bpe_file '\.\./outside\.onnx' is not one of the hashed"):
+        TextEncoder(_rehashed(bundle, tmp_path / "t", merges_elsewhere))
+    # Nor can fp32 be pointed at the int8 graph, which would then be served under fp32's approval.
+    with pytest.raises(BundleError, match=r"variants\.int8 and variants\.fp32 name the same file"):
+        verify_bundle(_rehashed(bundle, tmp_path / "i", fp32_is_int8))
+
+
+def test_a_rehashed_manifest_with_wrong_fields_is_refused_by_name(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, bundle, _ = exported
+    edits = {
+        "expected a JSON object": lambda m: [m],
+        r"embed_dim is 'abc', expected a positive integer": lambda m: m.update(embed_dim="abc"),
+        r"trim_to_eot is 1, expected true or false": lambda m: m.update(trim_to_eot=1),
+        r"tokenizer is None, expected an object": lambda m: m.pop("tokenizer") and None,
+        r"variants is \[\], expected an object": lambda m: m.update(variants=[]),
+        r"variants\.int8\.approved is 'yes'": lambda m: m["variants"]["int8"].update(approved="yes"),
+    }
+    for n, (message, edit) in enumerate(edits.items()):
+        with pytest.raises(BundleError, match=message):
+            verify_bundle(_rehashed(bundle, tmp_path / f"f{n}", edit))
+    unknown = _rehashed(bundle, tmp_path / "k", lambda m: m["tokenizer"].update(lowercase=True))
+    with pytest.raises(BundleError, match="tokenizer settings"):
+        TextEncoder(unknown)
+
+
+def test_a_symlink_in_the_bundle_is_refused(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, bundle, _ = exported
+    copy = _copy(bundle, tmp_path / "linked")
+    merges = copy / "tokenizer" / "bpe_merges.txt.gz"
+    shutil.move(merges, tmp_path / "merges.gz")
+    merges.symlink_to(tmp_path / "merges.gz")  # same bytes, but whatever the link points at later is loaded
+    with pytest.raises(BundleError, match=r"bpe_merges\.txt\.gz is a symlink"):
+        verify_bundle(copy)
+
+
+def test_encode_refuses_bad_texts_and_batch_sizes_by_name(exported) -> None:  # type: ignore[no-untyped-def]
+    _, bundle, _ = exported
+    encoder = TextEncoder(bundle)
+    with pytest.raises(TypeError, match=r"text 1 is NoneType None"):
+        encoder.encode(["a red cube", None])  # type: ignore[list-item]
+    for size in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            encoder.encode(["a red cube", "b"], batch_size=size)  # type: ignore[arg-type]
+    texts = np.array(["a red cube", "a blue ball", "b"])
+    np.testing.assert_array_equal(encoder.encode(texts, batch_size=1), encoder.encode(list(texts)))
+
+
 def test_index_compatibility_retrieval_matches_torch(exported) -> None:  # type: ignore[no-untyped-def]
     from toolkit.export.rollout import top_k
 
@@ -247,6 +346,68 @@ def test_compare_rankings_by_hand() -> None:
     assert shifts[0].mean_rank_change == 1.0 and shifts[0].entered == ["d"] and shifts[0].left == ["c"]
 
 
+def test_compare_embeddings_holds_fp32_to_its_bound_by_hand() -> None:
+    from toolkit.export.parity import compare_embeddings
+
+    reference = np.array([[1.0, 0.0], [0.0, 1.0]])
+    def turned(cosine: float) -> np.ndarray:  # the second row turned by the angle with this cosine
+        return np.array([[1.0, 0.0], [np.sqrt(1 - cosine**2), cosine]])
+    assert compare_embeddings("fp32", reference, turned(0.99995), True).passed
+    below = compare_embeddings("fp32", reference, turned(0.9998), True)
+    assert not below.passed and below.min_cosine == pytest.approx(0.9998)
+    assert not compare_embeddings("fp32", reference, reference, tokens_identical=False).passed
+    assert compare_embeddings("int8", reference, turned(0.9), True).passed  # recorded; approval decides
+
+
+def test_export_is_refused_and_leaves_nothing_when_fp32_parity_fails(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import toolkit.export.bundle as bundle_module
+    from toolkit.export.bundle import ParityError, Provenance, export_bundle
+
+    real = bundle_module._torch_encoder
+
+    def drifting(adapter):  # type: ignore[no-untyped-def]
+        encode = real(adapter)
+        def encode_with_drift(ids: np.ndarray) -> np.ndarray:  # the torch side moves one caption slightly
+            out = encode(ids).copy()
+            out[0] += 0.03 * np.roll(out[0], 1)
+            return out / np.linalg.norm(out, axis=1, keepdims=True)
+        return encode_with_drift
+
+    monkeypatch.setattr(bundle_module, "_torch_encoder", drifting)
+    with pytest.raises(ParityError, match=r"fp32 ONNX parity failed: min cosine 0\.99"):
+        export_bundle(_tiny_adapter(tmp_path, seed=0), tmp_path / "bundle", ["fp32"], Provenance())
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_rollout_inputs_are_refused_by_name(tmp_path: Path) -> None:
+    from toolkit.export.rollout import load_index, read_queries
+
+    def index(values, ids) -> Path:  # type: ignore[no-untyped-def]
+        path = tmp_path / f"i{len(list(tmp_path.iterdir()))}.npy"
+        np.save(path, values)
+        path.with_suffix(".ids.json").write_text(json.dumps(ids), encoding="utf-8")
+        return path
+
+    good = np.ones((2, 4), dtype=np.float32)
+    cases = {
+        "holds <U1 values, not real numbers": index(np.array([["a", "b"], ["c", "d"]]), ["x", "y"]),
+        "holds bool values": index(np.ones((2, 4), dtype=bool), ["x", "y"]),
+        "row 1 holds NaN or infinite values": index(np.array([[1.0, 0.0], [np.nan, 1.0]]), ["x", "y"]),
+        "non-empty 2-D": index(np.zeros((0, 4)), []),
+        "must hold a JSON list of strings or integers": index(good, 5),
+        r"ids must be unique; repeated: \['x'\]": index(good, ["x", "x"]),
+    }
+    for message, path in cases.items():
+        with pytest.raises(ValueError, match=message):
+            load_index(path)
+    vectors, ids = load_index(index(good, [7, "b"]))
+    assert ids == ["7", "b"] and np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
+    queries = tmp_path / "queries.txt"
+    queries.write_bytes(b"a red cube\n\xff\xfe\n")
+    with pytest.raises(ValueError, match=r"queries\.txt is unreadable \(one UTF-8 query per line"):
+        read_queries(queries)
+
+
 def test_shadow_rollout_cli_and_mlflow(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # toolkit.cli's package __init__ registers every verb group; until they have all landed on this
     # branch the CLI package cannot be imported.
@@ -256,7 +417,7 @@ def test_shadow_rollout_cli_and_mlflow(exported, tmp_path: Path) -> None:  # typ
 
     from toolkit.cli.export import register
     from toolkit.export.bundle import log_bundle_to_mlflow
-    from toolkit.export.rollout import log_shadow_report_to_mlflow, shadow_report
+    from toolkit.export.rollout import load_index, log_shadow_report_to_mlflow, shadow_report
 
     _, bundle, _ = exported
     rng = np.random.default_rng(0)
@@ -288,6 +449,19 @@ def test_shadow_rollout_cli_and_mlflow(exported, tmp_path: Path) -> None:  # typ
     report = json.loads(result.stdout)
     assert report["queries"] == 3 and report["mean_overlap"] == 1.0 and report["identical_top_k_share"] == 1.0
     assert set(report["latency_ms"]["champion"]) == {"p50", "p90", "p95", "p99"}
+    # Another text tower on the same base moves the rankings, and each role keeps its own bundle.
+    from toolkit.export.bundle import Provenance, export_bundle
+
+    other = tmp_path / "other"
+    export_bundle(_tiny_adapter(tmp_path, seed=1), other, ["fp32"], Provenance(base_weights_sha256="ab" * 32))
+    queries = ["a red cube", "a blue ball", "two dogs", "a green star left of a cat", "an empty room"]
+    moved = shadow_report(bundle, other, queries, tmp_path / "index.npy", k=5)
+    assert moved["champion"] == str(bundle) and moved["challenger"] == str(other) and moved["same_base_weights"]
+    assert moved["mean_overlap"] < 1.0 and moved["most_changed"][0]["overlap"] < 1.0
+    index, _ = load_index(tmp_path / "index.npy")
+    champion_top = np.argsort(-(TextEncoder(bundle).encode(queries) @ index.T), axis=1)
+    first = moved["per_query"][0]
+    assert first["left"] and set(first["left"]) <= {f"img{i}" for i in champion_top[0, :5]}
 
     assert runner.invoke(app, ["verify", str(bundle)]).exit_code == 0
     broken = _copy(bundle, tmp_path / "broken")
@@ -394,6 +568,20 @@ def test_export_cli_writes_a_bundle_and_rejects_bad_variants(tiny_config_path: P
                                       str(tmp_path / "b"), "--allow-random-init", "--approve-device", "cuda"])
     assert lone_device.exit_code == 3 and "needs --approve-on" in lone_device.output
     assert not (tmp_path / "b").exists()
+    # A destination that cannot be written is refused before the model loads (the weights are absent here).
+    (tmp_path / "a-file").write_text("x", encoding="utf-8")
+    for out, why in ((tmp_path / "a-file" / "sub", "a-file is a file"), (tmp_path / "a-file", "is a file")):
+        unwritable = runner.invoke(app, ["export", "--model", f"open_clip:{tiny_config_path}@{tmp_path / 'none'}",
+                                         "--out", str(out)])
+        assert unwritable.exit_code == 3 and why in " ".join(unwritable.output.split()), unwritable.output
+    non_utf8 = tmp_path / "metrics.bin"
+    non_utf8.write_bytes(b'{"r5": 1.0\xff}')
+    unreadable = runner.invoke(app, ["export", "--model", f"open_clip:{tiny_config_path}", "--out",
+                                     str(tmp_path / "b"), "--allow-random-init", "--eval-metrics", str(non_utf8)])
+    assert unreadable.exit_code == 3 and "not a readable UTF-8 JSON file" in " ".join(unreadable.output.split())
+    for bound in ("nan", "1.5"):
+        nonsense = runner.invoke(app, ["verify", str(tmp_path), "--min-cosine", bound])
+        assert nonsense.exit_code == 2 and "is not a cosine in [-1, 1]" in " ".join(nonsense.output.split())
     metrics = tmp_path / "metrics.json"
     metrics.write_text('{"retrieval_r5": 41.0}', encoding="utf-8")
     captions = tmp_path / "held_out.txt"

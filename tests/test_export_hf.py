@@ -102,3 +102,29 @@ def test_variants_are_approved_from_real_scores(
     assert all(record["approved"] and not record["reasons"] for record in lenient["variants"].values())
     assert {n: r["scores"] for n, r in lenient["variants"].items()} == {n: r["scores"] for n, r in records.items()}
     assert TextEncoder(tmp_path / "lenient", "int8").approved
+
+
+def test_approval_scores_each_variant_through_its_onnx_graph(
+    hf_adapter: HFClipAdapter, hf_folder: Path, sugarcrepe_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A variant whose graph maps every text to one vector ties positive and negative everywhere (ties
+    count as wrong): approval must see that collapse, so it must score the graph, not the torch tower."""
+    from toolkit.benchmarks import BenchmarkSpec, load_benchmark
+    from toolkit.export.approval import ApprovalPlan, approve_bundle_variants
+    from toolkit.export.bundle import export_bundle
+
+    reference = _reference_scores(f"hf:{hf_folder}", sugarcrepe_dir)
+    assert reference["composition"] > 0.5  # so that a collapse to 0 is a drop beyond the tolerance
+    export_bundle(hf_adapter, tmp_path / "b", ["fp32", "int8"])
+
+    def collapsed(self: TextEncoder, ids: np.ndarray) -> np.ndarray:
+        return np.full((len(ids), self.embed_dim), self.embed_dim ** -0.5, dtype=np.float32)
+
+    monkeypatch.setattr(TextEncoder, "encode_ids", collapsed)
+    plan = ApprovalPlan((load_benchmark(BenchmarkSpec("sugarcrepe", str(sugarcrepe_dir))),),
+                        (f"sugarcrepe:{sugarcrepe_dir}",))
+    records, summary = approve_bundle_variants(hf_adapter, tmp_path / "b", ["fp32", "int8"], plan)
+    assert summary["reference_scores"] == pytest.approx(reference)  # the torch reference is untouched
+    for record in records.values():
+        assert record["scores"]["composition"] == 0.0 and record["approved"] is False
+        assert record["drops"]["composition"] == pytest.approx(reference["composition"])

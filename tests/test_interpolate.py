@@ -74,3 +74,34 @@ def test_cli_writes_loadable_folder(tiny_open_clip_spec: str, tuned_folder: Path
                             "--tuned", str(tuned_folder), "--alpha", "0.5", "--out", str(out)],
                            env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 3 and "already exists" in again.stderr
+
+
+def test_a_saved_model_card_is_checked_before_anything_loads(tuned_folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from toolkit.adapters.base import ModelLoadError
+    from toolkit.outputs import weights_sha256
+
+    card = json.loads((tuned_folder / "model.json").read_text(encoding="utf-8"))
+    shutil.copy(tuned_folder / card["weights"], tmp_path / "elsewhere.safetensors")
+    edits = {
+        r"'weights' must name a file in": {**card, "weights": "../elsewhere.safetensors"},
+        r"'weights' must name a file in .*got None": {k: v for k, v in card.items() if k != "weights"},
+        r"needs 'name' \(text\) and 'config' \(an object\)": {k: v for k, v in card.items() if k != "config"},
+        r"its 'config' does not build a model": {**card, "config": {"embed_dim": "wide"}},
+    }
+    for n, (message, edited) in enumerate(edits.items()):
+        folder = tmp_path / f"m{n}"
+        shutil.copytree(tuned_folder, folder)
+        (folder / "model.json").write_text(json.dumps(edited), encoding="utf-8")
+        with pytest.raises(ModelLoadError, match=message):
+            load_model(str(folder))
+        if "weights" in message:  # the base-weights hash reads the same file name, by the same rule
+            with pytest.raises(ModelLoadError, match=message):
+                weights_sha256(str(folder))
+    linked = tmp_path / "linked"
+    shutil.copytree(tuned_folder, linked)
+    (linked / card["weights"]).unlink()
+    (linked / card["weights"]).symlink_to(tmp_path / "elsewhere.safetensors")
+    with pytest.raises(ModelLoadError, match="is a symlink"):
+        load_model(str(linked))

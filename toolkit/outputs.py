@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.adapters.base import ClipAdapter
-from toolkit.adapters.loading import MODEL_CARD, parse_model_spec, read_model_card
+from toolkit.adapters.loading import MODEL_CARD, model_card_file, parse_model_spec, read_model_card
 from toolkit.adapters.weights import file_sha256
 
 
@@ -49,9 +49,9 @@ def _weight_files(spec: str) -> list[Path]:
     folder = Path(parsed.target)
     card = read_model_card(folder)
     if card["family"] == "hf":
-        hf = folder / card.get("hf_folder", "hf")
+        hf = model_card_file(folder, card.get("hf_folder", "hf"), "hf_folder")
         return sorted(p for p in hf.iterdir() if p.suffix in (".safetensors", ".bin"))
-    return [folder / card["weights"]]
+    return [model_card_file(folder, card.get("weights"), "weights")]
 
 
 def weights_sha256(spec: str) -> str | None:

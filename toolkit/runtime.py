@@ -97,9 +97,11 @@ class TextEncoder:
             )
         self.variant = variant
         self.approved = entry.get("approved") is True
-        self.tokenizer = ClipBpeTokenizer(
-            TokenizerSettings(**self.manifest["tokenizer"]), self.bundle_dir, require_ftfy=require_ftfy
-        )
+        try:
+            settings = TokenizerSettings(**self.manifest["tokenizer"])
+        except TypeError as err:  # keys this toolkit does not know, or a required one missing
+            raise BundleError(f"{self.bundle_dir / 'manifest.json'}: tokenizer settings {err}") from err
+        self.tokenizer = ClipBpeTokenizer(settings, self.bundle_dir, require_ftfy=require_ftfy)
         self.eot_id = int(self.manifest["eot_id"])
         self.embed_dim = int(self.manifest["embed_dim"])
         # Trimming is exact only for pooling that reads positions up to <eot> (recorded at export).
@@ -131,6 +133,12 @@ class TextEncoder:
         """
         if isinstance(texts, str):
             raise TypeError("encode takes a list of texts, not one string")
+        texts = list(texts)  # a numpy array of strings too
+        for position, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"encode: text {position} is {type(text).__name__} {text!r}, not a string")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"encode: batch_size must be a positive integer, got {batch_size!r}")
         out = np.zeros((len(texts), self.embed_dim), dtype=np.float32)
         if not texts:
             return out

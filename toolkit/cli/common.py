@@ -14,6 +14,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 # Exit codes that mean something to a calling script.
 EXIT_OK = 0
@@ -46,11 +47,12 @@ def print_result(result: dict[str, Any], json_output: bool) -> None:
         print_json(result)
         return
     for key, value in result.items():
-        console.print(f"{key}: {value}")
+        console.print(f"{key}: {escape(str(value))}")
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    # Escaped: messages quote paths and key lists in [brackets], which rich would read as markup and drop.
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 

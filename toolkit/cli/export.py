@@ -112,7 +112,7 @@ def export_command(
     from toolkit.adapters.base import ModelLoadError
     from toolkit.adapters.loading import load_model, parse_model_spec, read_model_card
     from toolkit.benchmarks import BenchmarkError
-    from toolkit.export.bundle import ParityError, Provenance, export_bundle, file_sha256
+    from toolkit.export.bundle import ParityError, Provenance, check_bundle_destination, export_bundle, file_sha256
     from toolkit.export.manifest import BundleError
     from toolkit.export.onnx_text import ExportError
     from toolkit.export.optimize import parse_variants
@@ -129,6 +129,7 @@ def export_command(
             OSError: EXIT_BAD_INPUT,
         }
     ):
+        check_bundle_destination(out)  # before the model loads: a bad --out costs nothing
         chosen = parse_variants(variants)
         metrics = _read_metrics(eval_metrics) if eval_metrics else {}
         extra_captions = _read_lines(parity_captions) if parity_captions else []
@@ -219,8 +220,8 @@ def _read_lines(path: Path) -> list[str]:
 def _read_metrics(path: Path) -> dict[str, float]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"--eval-metrics {path} is not a readable JSON file: {err}") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"--eval-metrics {path} is not a readable UTF-8 JSON file: {err}") from err
     if not isinstance(data, dict) or not all(isinstance(v, int | float) for v in data.values()):
         raise ValueError(f"--eval-metrics {path} must be a JSON object of name -> number")
     return {str(k): float(v) for k, v in data.items()}
@@ -253,6 +254,8 @@ def verify_command(
     from toolkit.export.parity import check_provider_parity, parity_report
     from toolkit.runtime import ProviderError
 
+    if not -1.0 <= min_cosine <= 1.0:  # NaN too: a cosine bound outside [-1, 1] passes or fails everything
+        raise typer.BadParameter(f"{min_cosine} is not a cosine in [-1, 1]", param_hint="--min-cosine")
     if not bundle.is_dir():
         fail(f"{bundle} is not a folder")
     with errors_to_exit({BundleError: EXIT_REFUSED, ProviderError: EXIT_BAD_INPUT}):
@@ -298,6 +301,9 @@ def shadow_command(
 
     with errors_to_exit({BundleError: EXIT_REFUSED, ValueError: EXIT_BAD_INPUT, OSError: EXIT_BAD_INPUT}):
         report = shadow_report(champion, challenger, read_queries(queries), index, k=k, ids_path=ids)
+        if not report["same_base_weights"]:
+            console.print("[yellow]warning:[/] champion and challenger come from different base weights: the "
+                          "index suits both only if their image towers are identical")
         if report_path is not None:
             report_path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     print_json(report)
