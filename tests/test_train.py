@@ -57,7 +57,13 @@ def test_vision_frozen_text_trained_output_loadable(tiny_open_clip_spec: str, tm
     tracker = RecordingTracker()
     out = tmp_path / "run"
     provenance = {"base": tiny_open_clip_spec}
+    modes: list[tuple[str, bool]] = []  # (tower, module.training) at every forward pass
+    adapter.model.visual.register_forward_pre_hook(lambda module, _: modes.append(("image", module.training)))
+    adapter.model.transformer.register_forward_pre_hook(lambda module, _: modes.append(("text", module.training)))
     result = run_training(tiny_config(log_every=1), adapter, source, out, provenance, tracker)
+    # The frozen image tower runs in eval mode (no dropout, fixed norms) while the text tower trains.
+    assert {training for tower, training in modes if tower == "image"} == {False}
+    assert ("text", True) in modes
 
     assert result.out_dir == out and result.global_step == 4
     for name, param in adapter.vision_parameters():
@@ -226,3 +232,31 @@ def test_gradient_accumulation_steps_and_kinds(tiny_open_clip_spec: str, tmp_pat
     assert result.global_step == 2
     assert [(step, sorted(k for k in m if k.startswith("loss/"))) for step, m in tracker.metrics] == [
         (1, ["loss/clic"]), (2, ["loss/plain"])]
+
+
+def test_torch_weight_files_are_read_safely_and_mismatches_listed(tiny_open_clip_spec: str, tmp_path: Path) -> None:
+    from toolkit.adapters.base import ModelLoadError
+    from toolkit.adapters.open_clip_adapter import OpenClipAdapter
+
+    config = tiny_open_clip_spec.removeprefix("open_clip:").rpartition("@")[0]
+    state = load_model(tiny_open_clip_spec).model.state_dict()
+    as_pt = tmp_path / "weights.pt"
+    torch.save({"state_dict": state}, as_pt)  # a training checkpoint's layout loads too
+    assert torch.equal(OpenClipAdapter.create(config, str(as_pt)).model.text_projection, state["text_projection"])
+
+    class Payload:  # any pickled object could run code on load: weights_only refuses it
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (print, ("pickled code ran",))
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"text_projection": Payload()}, pickled)
+    with pytest.raises(ModelLoadError, match="weights_only=True"):
+        OpenClipAdapter.create(config, str(pickled))
+
+    bad = {k: v for k, v in state.items() if k != "ln_final.bias"}
+    bad["text_projection"] = torch.zeros(3, 3)
+    bad["extra.weight"] = torch.zeros(1)
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(ModelLoadError, match=r"missing keys \[ln_final\.bias\].*unexpected keys \[extra\.weight\]"
+                                             r".*wrong shapes \[text_projection \(3, 3\) != \(64, 32\)\]"):
+        OpenClipAdapter.create(config, str(tmp_path / "bad.pt"))
+
