@@ -42,12 +42,28 @@ def scpp_subset_items(subset: str) -> list[dict[str, object]]:
     left_out = SUGARCREPE_PP_SUBSETS.index(subset)
     return [item for k, item in enumerate(SCPP_ITEMS) if k != left_out]
 
+
 SC_ITEMS = {
     "0": {"filename": "red.png", "caption": "a small red boat on a lake",
           "negative_caption": "a small red boat on a frozen lake"},
     "1": {"filename": "green.png", "caption": "a woman holding an umbrella",
           "negative_caption": "an umbrella holding a woman"},
+    "2": {"filename": "blue.png", "caption": "a dog on a sofa", "negative_caption": "a dog on a wooden sofa"},
+    "3": {"filename": "red.png", "caption": "a kite above a field", "negative_caption": "a field above a kite"},
+    "4": {"filename": "green.png", "caption": "a green leaf", "negative_caption": "a green and yellow leaf"},
+    "5": {"filename": "blue.png", "caption": "a boy throwing a ball", "negative_caption": "a ball throwing a boy"},
 }
+# Each subset holds different items (and counts), so subset and group accuracies differ: averaging the wrong
+# subsets into add/replace/swap, or weighting by items, changes the numbers.
+SC_SUBSET_KEYS = {
+    "add_att": ["0", "1"], "add_obj": ["1", "3", "4"],
+    "replace_att": ["0", "2", "3"], "replace_obj": ["0", "1", "2", "3"], "replace_rel": ["1", "2", "3", "4", "5"],
+    "swap_att": ["0", "2"], "swap_obj": ["0", "1", "2", "3", "4", "5"],
+}
+
+
+def sc_subset_items(subset: str) -> dict[str, dict[str, str]]:
+    return {key: SC_ITEMS[key] for key in SC_SUBSET_KEYS[subset]}
 
 
 def write_sugarcrepe_pp(folder: Path) -> Path:
@@ -60,7 +76,7 @@ def write_sugarcrepe_pp(folder: Path) -> Path:
 def write_sugarcrepe(folder: Path) -> Path:
     write_images(folder / "images")
     for subset in SUGARCREPE_SUBSETS:
-        (folder / f"{subset}.json").write_text(json.dumps(SC_ITEMS), encoding="utf-8")
+        (folder / f"{subset}.json").write_text(json.dumps(sc_subset_items(subset)), encoding="utf-8")
     return folder
 
 

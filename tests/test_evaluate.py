@@ -12,7 +12,9 @@ from PIL import Image
 
 from tests.eval_fixtures import (
     SC_ITEMS,
+    SC_SUBSET_KEYS,
     SCPP_ITEMS,
+    sc_subset_items,
     scpp_subset_items,
     write_sugarcrepe,
     write_sugarcrepe_pp,
@@ -23,6 +25,7 @@ from toolkit.adapters.base import ClipAdapter
 from toolkit.adapters.loading import load_model
 from toolkit.benchmarks import (
     SUGARCREPE_PP_SUBSETS,
+    SUGARCREPE_SUBSETS,
     load_sugarcrepe,
     load_sugarcrepe_pp,
     load_winoground,
@@ -98,18 +101,28 @@ def test_sugarcrepe_pp_end_to_end_matches_direct_computation(tmp_path: Path,
 def test_sugarcrepe_accuracy_and_group_averages(tmp_path: Path, tiny_open_clip_spec: str) -> None:
     folder = write_sugarcrepe(tmp_path / "sc")
     direct = Direct(tiny_open_clip_spec)
-    correct = []
-    for item in SC_ITEMS.values():
+    correct: dict[str, bool] = {}
+    for key, item in SC_ITEMS.items():
         i = direct.image(folder / "images" / item["filename"])
         pos = direct.sim(i, direct.text(item["caption"]))
         neg = direct.sim(i, direct.text(item["negative_caption"]))
         _margin_ok((pos, neg))
-        correct.append(pos > neg)
+        correct[key] = pos > neg
+    by_hand = {subset: 100 * np.mean([correct[k] for k in sc_subset_items(subset)])
+               for subset in SUGARCREPE_SUBSETS}
+    groups = {"add": ("add_att", "add_obj"), "replace": ("replace_att", "replace_obj", "replace_rel"),
+              "swap": ("swap_att", "swap_obj")}
+    # A group is the mean of its subsets' accuracies, not a mean over their items.
+    by_hand |= {group: np.mean([by_hand[s] for s in members]) for group, members in groups.items()}
+    # The fixture only tells a mix-up apart if the groups differ from each other and from a mean over items.
+    assert len({round(by_hand[g], 6) for g in groups}) == 3
+    for group, members in groups.items():
+        over_items = [correct[k] for s in members for k in sc_subset_items(s)]
+        assert by_hand[group] != pytest.approx(100 * np.mean(over_items))
     report = evaluate([tiny_open_clip_spec], [load_sugarcrepe(folder)])
     result = report.results[tiny_open_clip_spec]["sugarcrepe"]
-    for subset in ("add_att", "replace_rel", "swap_obj", "add", "replace", "swap"):
-        assert result[subset] == {"acc": pytest.approx(100 * np.mean(correct))}
-    assert report.counts[tiny_open_clip_spec]["sugarcrepe"]["add_obj"] == len(SC_ITEMS)
+    assert result == {name: {"acc": pytest.approx(value)} for name, value in by_hand.items()}
+    assert report.counts[tiny_open_clip_spec]["sugarcrepe"] == {s: len(SC_SUBSET_KEYS[s]) for s in SUGARCREPE_SUBSETS}
 
 
 def test_winoground_and_zeroshot_match_direct_computation(tmp_path: Path, tiny_open_clip_spec: str) -> None:
@@ -202,3 +215,158 @@ def test_log_to_mlflow_writes_metrics_to_the_active_run(tmp_path: Path, tiny_ope
         report.results[tiny_open_clip_spec]["sugarcrepe"]["swap"]["acc"])
     assert len(logged) == 10  # 7 subsets + 3 group averages
     assert (tmp_path / "artifacts" / run.info.run_id / "artifacts" / "eval" / "results.json").is_file()
+
+
+def _huge_png(path: Path, side: int = 20000) -> None:
+    """A PNG whose header claims side × side pixels: what PIL refuses as a decompression bomb on open."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
+                     + chunk(b"IEND", b""))
+
+
+def test_huge_image_is_named(tmp_path: Path, tiny_open_clip_spec: str) -> None:
+    from toolkit.benchmarks import BenchmarkError
+
+    folder = write_sugarcrepe_pp(tmp_path / "scpp")
+    _huge_png(folder / "images" / "blue.png")
+    with pytest.raises(BenchmarkError, match=r"blue\.png is too large to decode \(Image size \(400000000 pixels\)"):
+        evaluate([tiny_open_clip_spec], [load_sugarcrepe_pp(folder)])
+
+
+@pytest.fixture
+def toolkit_app():  # type: ignore[no-untyped-def]
+    from toolkit.cli import app
+
+    return app
+
+
+def _eval(app, *benchmarks: str, extra: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    args = ["eval", "--model", "open_clip:none", "--no-track"]
+    for spec in benchmarks:
+        args += ["--benchmark", spec]
+    result = CliRunner().invoke(app, [*args, *extra])
+    return result.exit_code, " ".join(result.stderr.replace("│", " ").split())  # rich wraps and boxes
+
+
+def _latin1(path: Path, text: str) -> None:
+    path.write_bytes(text.replace("a red", "a r\u00e9d").encode("latin-1"))
+
+
+def test_eval_refuses_files_that_are_not_utf8(tmp_path: Path, toolkit_app) -> None:  # type: ignore[no-untyped-def]
+    wino = write_winoground(tmp_path / "wino")
+    _latin1(wino / "examples.jsonl", (wino / "examples.jsonl").read_text(encoding="utf-8"))
+    code, err = _eval(toolkit_app, f"winoground:{wino}")
+    assert code == 3 and "examples.jsonl is not UTF-8 text" in err and "byte 27" in err, err
+    manifest = tmp_path / "m.jsonl"
+    _latin1(manifest, json.dumps({"image": "wino/images/red.png", "caption": "a red thing"}))
+    code, err = _eval(toolkit_app, f"retrieval:{manifest}")
+    assert code == 3 and "m.jsonl is not UTF-8 text" in err, err
+    scpp = write_sugarcrepe_pp(tmp_path / "scpp")
+    _latin1(scpp / "swap_att.json", (scpp / "swap_att.json").read_text(encoding="utf-8"))
+    code, err = _eval(toolkit_app, f"sugarcrepe_pp:{scpp}")
+    assert code == 3 and "swap_att.json is not UTF-8 text" in err, err
+
+
+def test_eval_refuses_unreadable_benchmark_files(tmp_path: Path, toolkit_app,  # type: ignore[no-untyped-def]
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    scpp = write_sugarcrepe_pp(tmp_path / "scpp")
+    labels = write_zeroshot(tmp_path / "zs")
+    # Tests run as root, whom chmod does not stop: a permission error is simulated at the read.
+    unreadable = {scpp / "replace_obj.json", labels}
+    read_text = Path.read_text
+
+    def denied(self: Path, *args: object, **kwargs: object) -> str:
+        if self in unreadable:
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    code, err = _eval(toolkit_app, f"sugarcrepe_pp:{scpp}")
+    assert code == 3 and "replace_obj.json cannot be read (Permission denied)" in err, err
+    code, err = _eval(toolkit_app, f"zeroshot:{labels}")
+    assert code == 3 and "labels.json cannot be read (Permission denied)" in err, err
+    monkeypatch.undo()
+    # A folder where a file belongs is named as such, not skipped and not called missing.
+    (scpp / "replace_obj.json").unlink()
+    (scpp / "replace_obj.json").mkdir()
+    code, err = _eval(toolkit_app, f"sugarcrepe_pp:{scpp}")
+    assert code == 3 and "replace_obj.json is a folder, not a file" in err, err
+    labels.unlink()
+    labels.mkdir()
+    code, err = _eval(toolkit_app, f"zeroshot:{labels}")
+    assert code == 3 and "labels.json is a folder, not a file" in err, err
+
+
+def test_eval_checks_out_before_loading_models(tmp_path: Path, toolkit_app,  # type: ignore[no-untyped-def]
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import toolkit.adapters.loading
+
+    def no_model(spec: str) -> None:
+        raise AssertionError("a bad --out must be refused before any model loads")
+
+    monkeypatch.setattr(toolkit.adapters.loading, "load_model", no_model)
+    scpp = write_sugarcrepe_pp(tmp_path / "scpp")
+    taken = tmp_path / "results.txt"
+    taken.write_text("not a folder", encoding="utf-8")
+    for out in (taken, taken / "eval"):
+        code, err = _eval(toolkit_app, f"sugarcrepe_pp:{scpp}", extra=("--out", str(out)))
+        assert code == 2 and "--out" in err and f"{taken} is a file, not a folder" in err, err
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("caption", 3, r"text field 'caption' is a number \(3\), not text"),
+    ("caption", None, r"text field 'caption' is null, not text"),
+    ("caption", ["a", "b"], r"text field 'caption' is a list, not text"),
+    ("caption", " ", r"missing or empty text field 'caption'"),
+])
+def test_text_fields_of_the_wrong_type_say_what_they_are(tmp_path: Path, field: str, value: object,
+                                                         expected: str) -> None:
+    from toolkit.benchmarks import BenchmarkError
+
+    folder = write_sugarcrepe_pp(tmp_path)
+    items = scpp_subset_items("swap_obj")
+    items[1] = {**items[1], field: value}
+    (folder / "swap_obj.json").write_text(json.dumps(items), encoding="utf-8")
+    with pytest.raises(BenchmarkError, match=r"swap_obj\.json item 1: " + expected):
+        load_sugarcrepe_pp(folder)
+
+
+def test_records_that_are_not_objects_are_named(tmp_path: Path) -> None:
+    from toolkit.benchmarks import BenchmarkError
+
+    wino = write_winoground(tmp_path / "wino")
+    with (wino / "examples.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write('[4, "a caption", "another caption", "red", "blue"]\n')
+    with pytest.raises(BenchmarkError, match=r"examples\.jsonl line 5: expected a JSON object .*, got a list"):
+        load_winoground(wino)
+    scpp = write_sugarcrepe_pp(tmp_path / "scpp")
+    (scpp / "swap_att.json").write_text(json.dumps([SCPP_ITEMS[0], "an item"]), encoding="utf-8")
+    with pytest.raises(BenchmarkError, match=r"swap_att\.json item 1: expected a JSON object .*, got a string"):
+        load_sugarcrepe_pp(scpp)
+
+
+@pytest.mark.parametrize(("classnames", "expected"), [
+    (["red thing", None, "green thing"], r"classnames\[1\] is null; each class name must be a non-empty string"),
+    (["red thing", 3, "green thing"], r"classnames\[1\] is a number \(3\); each class name"),
+    (["red thing", "", "green thing"], r"classnames\[1\] is empty; each class name"),
+    (["red thing", "red thing", "green thing"], r"'classnames' has duplicates: 'red thing'"),
+])
+def test_zeroshot_classnames_must_be_distinct_strings(tmp_path: Path, classnames: list[object],
+                                                      expected: str) -> None:
+    from toolkit.benchmarks import BenchmarkError
+
+    labels = write_zeroshot(tmp_path)
+    data = json.loads(labels.read_text(encoding="utf-8"))
+    data["classnames"] = classnames
+    data["images"] = [{"path": "red.png", "label": 0}]
+    labels.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(BenchmarkError, match=r"labels\.json: " + expected):
+        load_zeroshot(labels)

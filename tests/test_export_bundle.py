@@ -463,6 +463,10 @@ def test_shadow_rollout_cli_and_mlflow(exported, tmp_path: Path) -> None:  # typ
     first = moved["per_query"][0]
     assert first["left"] and set(first["left"]) <= {f"img{i}" for i in champion_top[0, :5]}
 
+    no_results = runner.invoke(app, ["rollout", "shadow", "--champion", str(bundle), "--challenger", str(bundle),
+                                     "--queries", str(tmp_path / "queries.txt"), "--index",
+                                     str(tmp_path / "index.npy"), "--k", "0"])
+    assert no_results.exit_code == 2 and "not a positive number" in no_results.output
     assert runner.invoke(app, ["verify", str(bundle)]).exit_code == 0
     broken = _copy(bundle, tmp_path / "broken")
     (broken / "tokenizer" / "bpe_merges.txt.gz").write_bytes(b"x")
@@ -559,7 +563,7 @@ def test_export_cli_writes_a_bundle_and_rejects_bad_variants(tiny_config_path: P
             "--allow-random-init",
         ],
     )
-    assert bad.exit_code == 3 and "int4" in bad.output
+    assert bad.exit_code == 2 and "int4" in bad.output  # a bad option value
     no_weights = runner.invoke(
         app, ["export", "--model", f"open_clip:{tiny_config_path}", "--out", str(tmp_path / "b")]
     )

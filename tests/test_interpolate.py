@@ -66,6 +66,11 @@ def test_cli_writes_loadable_folder(tiny_open_clip_spec: str, tuned_folder: Path
                            "--tuned", str(tuned_folder), "--alpha", "0.5", "--out", str(out)],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    for alpha in ("1.5", "nan"):  # a bad option value, refused before any model loads
+        refused = subprocess.run([sys.executable, "-m", "toolkit", "interpolate", "--base", "nowhere", "--tuned",
+                                  "nowhere", "--alpha", alpha, "--out", str(tmp_path / "x")],
+                                 env=env, capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 2 and "is not in [0, 1]" in refused.stderr, refused.stderr
     card = json.loads((out / "model.json").read_text())
     assert (card["kind"], card["alpha"], card["family"]) == ("wise-ft", 0.5, "open_clip")
     base = load_model(tiny_open_clip_spec)

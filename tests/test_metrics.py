@@ -61,6 +61,9 @@ def test_retrieval_with_several_captions_per_image() -> None:
     assert scores.text_ranks.tolist() == [1, 3, 1, 2]
     assert scores.text_to_image.correct["r1"].tolist() == [True, False, True, False]
     assert scores.text_to_image.metrics == {"r1": 50.0, "r5": 100.0, "r10": 100.0}
+    # With 3 images R@5 is 100 by construction; R@2 and R@3 tell the ranks apart.
+    assert metrics.retrieval(images, texts, [0, 0, 1, 2], ks=(2, 3)).text_to_image.metrics == {"r2": 75.0,
+                                                                                               "r3": 100.0}
     # image 0: its best caption t0 (1.0) beats every other text -> rank 1 (t1 being low does not matter)
     # image 1: t2 (1.0) is best -> rank 1.  image 2: own t3 = .486; t1 = .196 below it -> rank 1
     assert scores.image_ranks.tolist() == [1, 1, 1]

@@ -21,6 +21,7 @@ Every loader checks that each image exists, so a run never fails half-way throug
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,19 +117,53 @@ def parse_benchmark_spec(text: str) -> BenchmarkSpec:
     return BenchmarkSpec(kind, path)
 
 
-def _read_json(path: Path, what: str) -> Any:
-    if not path.is_file():
+def _read_text(path: Path, what: str) -> str:
+    """A benchmark file's UTF-8 text; every way it can fail to read is reported with the file."""
+    if path.is_dir():
+        raise BenchmarkError(f"{path} is a folder, not a file; {what}")
+    if not path.exists():
         raise BenchmarkError(f"{path} does not exist; {what}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise BenchmarkError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as "
+                             "UTF-8") from err
+    except OSError as err:
+        raise BenchmarkError(f"{path} cannot be read ({err.strerror or err}); check its permissions") from err
+
+
+def _read_json(path: Path, what: str) -> Any:
+    text = _read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
         raise BenchmarkError(f"{path} is not valid JSON ({err}); {what}") from err
 
 
-def _text_field(record: Any, key: str, where: str) -> str:
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words, for messages about the wrong type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({json.dumps(value)})"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+def _object(record: Any, where: str, keys: str) -> dict[str, Any]:
     if not isinstance(record, dict):
-        raise BenchmarkError(f"{where}: expected an object, got {type(record).__name__}")
+        raise BenchmarkError(f"{where}: expected a JSON object {{{keys}}}, got {_json_kind(record)}")
+    return record
+
+
+def _text_field(record: Any, key: str, where: str) -> str:
+    record = _object(record, where, key + ", …")
     value = record.get(key)
+    if key in record and not isinstance(value, str):
+        raise BenchmarkError(f"{where}: text field {key!r} is {_json_kind(value)}, not text")
     if not isinstance(value, str) or not value.strip():
         present = ", ".join(sorted(record)) or "none"
         raise BenchmarkError(f"{where}: missing or empty text field {key!r} (keys present: {present})")
@@ -151,8 +186,10 @@ def _folder(path: str, kind: str) -> Path:
 
 
 def _present_subsets(root: Path, names: tuple[str, ...], benchmark: str) -> list[str]:
-    """The subset files a folder has; the public releases have all of them, a folder with some scores those."""
-    present = [name for name in names if (root / f"{name}.json").is_file()]
+    """The subset files a folder has; the public releases have all of them, a folder with some scores those.
+
+    A subset name that exists but is no file is kept, so reading it says what is wrong instead of skipping it."""
+    present = [name for name in names if (root / f"{name}.json").exists()]
     if not present:
         raise BenchmarkError(f"{root}: no {benchmark} subset file found; expected some of "
                              f"{', '.join(name + '.json' for name in names)} (as in the public release)")
@@ -171,7 +208,7 @@ def load_sugarcrepe_pp(folder: str | Path, images_dir: str | Path | None = None)
         items = []
         for row, record in enumerate(records):
             where = f"{path} item {row}"
-            if not isinstance(record, dict) or "id" not in record:
+            if "id" not in _object(record, where, "id, filename, caption, caption2, negative_caption"):
                 raise BenchmarkError(f"{where}: missing key 'id'")
             items.append(CompositionItem(
                 item_id=str(record["id"]),
@@ -213,11 +250,9 @@ def load_winoground(folder: str | Path, images_dir: str | Path | None = None) ->
     root = _folder(str(folder), "winoground")
     images = Path(images_dir) if images_dir else root / "images"
     path = root / "examples.jsonl"
-    if not path.is_file():
-        raise BenchmarkError(f"{path} does not exist; Winoground needs examples.jsonl and images/ "
-                             "(the public dataset's layout)")
+    text = _read_text(path, "Winoground needs examples.jsonl and images/ (the public dataset's layout)")
     items = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path} line {line_no}"
@@ -225,7 +260,7 @@ def load_winoground(folder: str | Path, images_dir: str | Path | None = None) ->
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise BenchmarkError(f"{where} is not valid JSON ({err})") from err
-        if not isinstance(record, dict) or "id" not in record:
+        if "id" not in _object(record, where, "id, caption_0, caption_1, image_0, image_1"):
             raise BenchmarkError(f"{where}: missing key 'id'")
         items.append(WinogroundItem(
             item_id=str(record["id"]),
@@ -247,10 +282,20 @@ def load_zeroshot(labels_file: str | Path, images_dir: str | Path | None = None)
     for key in ("classnames", "templates", "images"):
         if not isinstance(data.get(key), list) or not data[key]:
             raise BenchmarkError(f"{path}: key {key!r} must be a non-empty list")
-    classnames = [str(c) for c in data["classnames"]]
-    if len(set(classnames)) != len(classnames):
-        raise BenchmarkError(f"{path}: 'classnames' has duplicates")
-    templates = [str(t) for t in data["templates"]]
+    # Strings only: str() would turn null into the class "None" and 3 into "3", scored as if meant.
+    for key, what in (("classnames", "class name"), ("templates", "template")):
+        for k, value in enumerate(data[key]):
+            if not isinstance(value, str):
+                raise BenchmarkError(f"{path}: {key}[{k}] is {_json_kind(value)}; each {what} must be a "
+                                     "non-empty string")
+            if not value.strip():
+                raise BenchmarkError(f"{path}: {key}[{k}] is empty; each {what} must be a non-empty string")
+    classnames: list[str] = data["classnames"]
+    duplicates = sorted(c for c, times in Counter(classnames).items() if times > 1)
+    if duplicates:
+        raise BenchmarkError(f"{path}: 'classnames' has duplicates: {', '.join(map(repr, duplicates))}; "
+                             "each class must be named once")
+    templates: list[str] = data["templates"]
     for t in templates:
         if "{}" not in t:
             raise BenchmarkError(f"{path}: template {t!r} has no '{{}}' placeholder for the class name")
@@ -308,15 +353,13 @@ def load_retrieval_manifest(manifest: str | Path, images_dir: str | Path | None 
     """Retrieval over a JSONL manifest of {"image", "caption"} lines (paths relative to the manifest's
     folder, or to `images_dir`); several lines may share an image."""
     path = Path(manifest)
-    if not path.is_file():
-        raise BenchmarkError(f"{path} does not exist; retrieval:<manifest.jsonl> needs lines of "
-                             '{"image": <path>, "caption": <text>}')
+    text = _read_text(path, 'retrieval:<manifest.jsonl> needs lines of {"image": <path>, "caption": <text>}')
     root = Path(images_dir) if images_dir else path.parent
     image_position: dict[str, int] = {}
     images: list[Path] = []
     texts: list[str] = []
     text_image: list[int] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path} line {number}"

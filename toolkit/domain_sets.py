@@ -149,14 +149,19 @@ def held_out_sources(session: Session, snapshot_id: int, split: str) -> list[Dom
             for r in rows]
 
 
-def named_generators(names: Sequence[str], sources: Sequence[DomainSource]) -> list[NegativeGenerator]:
-    """toolkit.negatives' one-sentence generators, adapted; `replace` draws from the sources' words."""
-    from toolkit import negatives
-
+def check_generator_names(names: Sequence[str]) -> None:
+    """Refuse names that are not in NAMED_GENERATORS, saying which ones to use."""
     unknown = [n for n in names if n not in NAMED_GENERATORS]
     if unknown:
         raise BenchmarkError(f"negative generator(s) {unknown} cannot make single-image test items; use "
                              f"{' and/or '.join(NAMED_GENERATORS)} (swap_across makes two-image negatives)")
+
+
+def named_generators(names: Sequence[str], sources: Sequence[DomainSource]) -> list[NegativeGenerator]:
+    """toolkit.negatives' one-sentence generators, adapted; `replace` draws from the sources' words."""
+    from toolkit import negatives
+
+    check_generator_names(names)
 
     def theirs(sentence: TaggedSentence) -> Any:
         return negatives.TaggedSentence.of(sentence.tokens, sentence.pos)
@@ -176,7 +181,8 @@ def named_generators(names: Sequence[str], sources: Sequence[DomainSource]) -> l
 def create_domain_set(store: Store, snapshot_ref: str, split: str,
                       generators: Sequence[NegativeGenerator | str], *, seed: int = 0, name: str = "",
                       max_items: int | None = None) -> tuple[DomainTestSet, bool]:
-    """Generate and store a test set; returns (set, created). Identical items reuse the stored set.
+    """Generate and store a test set; returns (set, created). Identical items reuse the stored set, which
+    takes `name` if it has none (see `_take_name`).
 
     `generators`: callables, or names from NAMED_GENERATORS (resolved through toolkit.negatives).
     """
@@ -198,25 +204,46 @@ def create_domain_set(store: Store, snapshot_ref: str, split: str,
             select(DomainTestSet).where(DomainTestSet.snapshot_id == snapshot.id,
                                         DomainTestSet.split == split,
                                         DomainTestSet.content_hash == content_hash))
-        if existing is not None:
-            return existing, False
-        counts: dict[str, Any] = {"items": len(items), "captions": len(sources)}
-        for item in items:
-            counts[item.generator] = counts.get(item.generator, 0) + 1
-        test_set = DomainTestSet(content_hash=content_hash, name=name, snapshot_id=snapshot.id, split=split,
-                                 generators=sorted({i.generator for i in items}), seed=seed,
-                                 actor=current_actor(), counts=counts)
-        session.add(test_set)
-        session.flush()
-        session.execute(insert(DomainTestItem), [
-            {"test_set_id": test_set.id, "position": position, "image_id": item.image_id,
-             "caption_id": item.caption_id, "positive": item.positive, "negative": item.negative,
-             "generator": item.generator, "kind": item.kind, "detail": item.detail}
-            for position, item in enumerate(items)
-        ])
-    store.audit("domain_set.create", content_hash,
-                {"snapshot": snapshot.content_hash, "split": split, "name": name, "seed": seed, **counts})
-    return test_set, True
+        named = existing is not None and _take_name(existing, name, f"{snapshot_ref}:{split}")
+        test_set = existing or _store_set(session, snapshot.id, split, items, len(sources), seed, name)
+    details = {"snapshot": snapshot.content_hash, "split": split, "name": name}
+    if existing is None:
+        store.audit("domain_set.create", content_hash, {**details, "seed": seed, **test_set.counts})
+    elif named:
+        store.audit("domain_set.name", content_hash, details)
+    return test_set, existing is None
+
+
+def _take_name(existing: DomainTestSet, name: str, ref: str) -> bool:
+    """Give a stored set the `name` asked for if it has none; True if it took it. A set has one name, so a
+    different one is refused: dropping it would leave `domain:<ref>:<name>` finding nothing."""
+    if not name or name == existing.name:
+        return False
+    if existing.name:
+        raise BenchmarkError(f"identical items are already stored as domain set {existing.name!r} "
+                             f"({existing.content_hash[:12]}) and a set has one name; refer to it as "
+                             f"domain:{ref}:{existing.name}")
+    existing.name = name
+    return True
+
+
+def _store_set(session: Session, snapshot_id: int, split: str, items: Sequence[DomainItem], captions: int,
+               seed: int, name: str) -> DomainTestSet:
+    counts: dict[str, Any] = {"items": len(items), "captions": captions}
+    for item in items:
+        counts[item.generator] = counts.get(item.generator, 0) + 1
+    test_set = DomainTestSet(content_hash=items_hash(items), name=name, snapshot_id=snapshot_id, split=split,
+                             generators=sorted({i.generator for i in items}), seed=seed,
+                             actor=current_actor(), counts=counts)
+    session.add(test_set)
+    session.flush()
+    session.execute(insert(DomainTestItem), [
+        {"test_set_id": test_set.id, "position": position, "image_id": item.image_id,
+         "caption_id": item.caption_id, "positive": item.positive, "negative": item.negative,
+         "generator": item.generator, "kind": item.kind, "detail": item.detail}
+        for position, item in enumerate(items)
+    ])
+    return test_set
 
 
 def parse_domain_ref(ref: str) -> tuple[str, str, str | None]:

@@ -120,6 +120,9 @@ class Encoder:
             try:
                 with Image.open(path) as img:
                     return self._transform(img.convert("RGB"))
+            except Image.DecompressionBombError as err:  # not an OSError: PIL's guard against huge images
+                raise BenchmarkError(f"image {path} is too large to decode ({err}); shrink it or take it out "
+                                     "of the benchmark") from err
             except (OSError, UnidentifiedImageError) as err:
                 raise BenchmarkError(f"image {path} cannot be read ({err}); replace it") from err
 

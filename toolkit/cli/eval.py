@@ -16,6 +16,17 @@ BENCHMARK_HELP = (
 )
 
 
+def _out_folder(out: Path | None) -> Path | None:
+    """--out checked as the options are read: a file in the way would otherwise fail only after the whole
+    evaluation, when the results are written."""
+    if out is not None:
+        existing = next(folder for folder in (out, *out.parents) if folder.exists())
+        if not existing.is_dir():
+            raise typer.BadParameter(f"{existing} is a file, not a folder; name a folder (new or existing) "
+                                     "to write the results into")
+    return out
+
+
 def eval_command(
     model: Annotated[list[str], typer.Option(
         "--model", help="MODEL spec, repeatable: open_clip:<arch>@<weights>, hf:<folder>, or a run folder.")],
@@ -25,8 +36,9 @@ def eval_command(
                          "default <folder>/images) or zeroshot (default: the labels file's folder).")] = None,
     db: DbOption = None,
     json_output: JsonOption = False,
-    out: Annotated[Path | None, typer.Option("--out", help="Write results.json, failures.jsonl and one PNG "
-                                             "plot per benchmark to this folder.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", callback=_out_folder, help="Write results.json, "
+                                             "failures.jsonl and one PNG plot per benchmark to this folder.")]
+        = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images/texts per forward pass.")] \
         = 64,
     device: Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda.")] = "cpu",
@@ -82,13 +94,25 @@ def eval_command(
         console.print(f"{failures} failures kept for review{where}")
 
 
+def _generator_names(names: list[str] | None) -> list[str] | None:
+    from toolkit.benchmarks import BenchmarkError
+    from toolkit.domain_sets import check_generator_names
+
+    try:
+        check_generator_names(names or [])
+    except BenchmarkError as err:
+        raise typer.BadParameter(str(err)) from err
+    return names
+
+
 def domain_set_command(
     snapshot: Annotated[str, typer.Option("--snapshot", help="Snapshot: latest, a hash (prefix) or a name.")]
         = "latest",
     split: Annotated[str, typer.Option("--split", help="Held-out split whose captions become test items.")]
         = "test",
     generator: Annotated[list[str] | None, typer.Option(
-        "--generator", help="Negative generator, repeatable: swap_within, replace.")] = None,
+        "--generator", callback=_generator_names, help="Negative generator, repeatable: swap_within, replace.")]
+        = None,
     name: Annotated[str, typer.Option("--name", help="A name to refer to the set by "
                                                      "(domain:<snapshot>:<split>:<name>).")] = "",
     seed: Annotated[int, typer.Option("--seed", help="Seed for partners and generator choices.")] = 0,
@@ -99,6 +123,8 @@ def domain_set_command(
 ) -> None:
     """Generate a domain compositional test set from a snapshot's held-out captions and store it, so every
     model is later scored on the same items (`toolkit eval --benchmark domain:<snapshot>:<split>`)."""
+    from rich.markup import escape
+
     from toolkit.benchmarks import BenchmarkError
     from toolkit.config import resolve_db_url
     from toolkit.domain_sets import NAMED_GENERATORS, create_domain_set
@@ -120,7 +146,8 @@ def domain_set_command(
         print_json(summary)
     else:
         verb = "stored" if created else "already stored (identical items)"
-        console.print(f"domain test set {test_set.content_hash[:12]} {verb}: {test_set.counts}")
+        named = f" as {escape(repr(test_set.name))}" if test_set.name else ""  # a name may hold [brackets]
+        console.print(f"domain test set {test_set.content_hash[:12]} {verb}{named}: {test_set.counts}")
 
 
 def register(app: typer.Typer) -> None:

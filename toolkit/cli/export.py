@@ -118,6 +118,10 @@ def export_command(
     from toolkit.export.optimize import parse_variants
     from toolkit.outputs import weights_sha256
 
+    try:
+        chosen = parse_variants(variants)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--variants") from err
     with errors_to_exit(
         {
             ValueError: EXIT_BAD_INPUT,
@@ -130,7 +134,6 @@ def export_command(
         }
     ):
         check_bundle_destination(out)  # before the model loads: a bad --out costs nothing
-        chosen = parse_variants(variants)
         metrics = _read_metrics(eval_metrics) if eval_metrics else {}
         extra_captions = _read_lines(parity_captions) if parity_captions else []
         spec = parse_model_spec(model)
@@ -299,6 +302,8 @@ def shadow_command(
     from toolkit.export.manifest import BundleError
     from toolkit.export.rollout import read_queries, shadow_report
 
+    if k < 1:
+        raise typer.BadParameter(f"{k} is not a positive number of results", param_hint="--k")
     with errors_to_exit({BundleError: EXIT_REFUSED, ValueError: EXIT_BAD_INPUT, OSError: EXIT_BAD_INPUT}):
         report = shadow_report(champion, challenger, read_queries(queries), index, k=k, ids_path=ids)
         if not report["same_base_weights"]:

@@ -93,6 +93,8 @@ def interpolate(
     from toolkit.interpolate import interpolate as blend
     from toolkit.interpolate import save_interpolated
 
+    if not 0.0 <= alpha <= 1.0:  # NaN too; checked before two models load
+        raise typer.BadParameter(f"{alpha} is not in [0, 1]", param_hint="--alpha")
     with errors_to_exit(_bad_input_errors()):
         base_model, tuned_model = load_model(base), load_model(tuned)
         card = save_interpolated(blend(base_model, tuned_model, alpha), out, base, tuned, alpha)
