@@ -15,8 +15,10 @@ Gate metrics (percent, as `toolkit eval` reports them) are read from model-versi
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -32,13 +34,23 @@ class GateThresholds:
     def from_file(cls, path: Path) -> GateThresholds:
         try:
             values = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"gate thresholds file {path} is unreadable: {err}") from err
-        unknown = set(values) - set(cls.__dataclass_fields__)
+        known = {f.name: f for f in fields(cls)}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a JSON object of thresholds {sorted(known)}, "
+                             f"got {type(values).__name__}")
+        unknown = set(values) - set(known)
         if unknown:
-            raise ValueError(f"{path}: unknown threshold keys {sorted(unknown)}; known: "
-                             f"{sorted(cls.__dataclass_fields__)}")
-        return cls(**values)
+            raise ValueError(f"{path}: unknown threshold keys {sorted(unknown)}; known: {sorted(known)}")
+        parity = values.pop("require_parity", cls.require_parity)
+        if not isinstance(parity, bool):
+            raise ValueError(f"{path}: require_parity must be true or false, got {parity!r}")
+        for key, value in values.items():
+            # bool is an int to Python, and a string would only fail later, at the comparison
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"{path}: {key} must be a finite number, got {value!r}")
+        return cls(require_parity=parity, **{key: float(value) for key, value in values.items()})
 
 
 @dataclass(frozen=True)
@@ -66,31 +78,37 @@ class GateReport:
 
 
 def _not_below(name: str, candidate: dict[str, float], champion: dict[str, float] | None, slack: float,
-               sign: int) -> Gate:
-    """candidate >= champion + sign*slack; with no champion (or no champion value) the gate passes."""
+               sign: int, required: bool = False) -> Gate:
+    """candidate >= champion + sign*slack. With no champion (or no champion value) the gate passes, and so
+    does a candidate without a value, unless the value is `required`."""
     value = candidate.get(name)
     reference = champion.get(name) if champion else None
     bound = None if reference is None else reference + sign * slack
     rule = f"{name} >= champion {'+' if sign > 0 else '-'} {slack}"
     if value is None:
-        return Gate(name, reference is None, None, reference, rule + " (candidate has no value)")
+        return Gate(name, reference is None and not required, None, reference, rule + " (candidate has no value)")
     return Gate(name, bound is None or value >= bound - 1e-12, value, reference, rule)
 
 
 def evaluate_gates(candidate: dict[str, float], champion: dict[str, float] | None,
-                   thresholds: GateThresholds) -> GateReport:
+                   thresholds: GateThresholds, *, required: frozenset[str] = frozenset()) -> GateReport:
+    """Every gate of `candidate` against `champion`. A gate named in `required` fails when the candidate has
+    no value for it, even without a champion to compare with (e.g. regression_acc once a regression set exists)."""
     gates = [
-        _not_below("composition", candidate, champion, thresholds.composition_margin, +1),
-        _not_below("retrieval_r5", candidate, champion, thresholds.retrieval_tolerance, -1),
-        _not_below("zeroshot_top1", candidate, champion, thresholds.zeroshot_tolerance, -1),
-        _not_below("regression_acc", candidate, champion, thresholds.regression_tolerance, -1),
+        _not_below(name, candidate, champion, slack, sign, name in required)
+        for name, slack, sign in (("composition", thresholds.composition_margin, +1),
+                                  ("retrieval_r5", thresholds.retrieval_tolerance, -1),
+                                  ("zeroshot_top1", thresholds.zeroshot_tolerance, -1),
+                                  ("regression_acc", thresholds.regression_tolerance, -1))
     ]
     parity = candidate.get("parity_passed")
     gates.append(Gate("parity_passed", (parity == 1.0) or not thresholds.require_parity, parity, None,
                       "exported bundle passed parity" if thresholds.require_parity else "parity not required"))
-    share = candidate.get("unreviewed_share", 0.0)
-    gates.append(Gate("unreviewed_share", share <= thresholds.max_unreviewed_share, share, None,
-                      f"unreviewed_share <= {thresholds.max_unreviewed_share}"))
+    # Unknown is not zero: a candidate registered without its evaluation run must not pass as fully reviewed.
+    share = candidate.get("unreviewed_share")
+    rule = f"unreviewed_share <= {thresholds.max_unreviewed_share}"
+    gates.append(Gate("unreviewed_share", share is not None and share <= thresholds.max_unreviewed_share, share,
+                      None, rule if share is not None else rule + " (candidate has no value)"))
     return GateReport(gates)
 
 
@@ -116,10 +134,53 @@ def _gate_entries(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, 
     return {gate: found for gate, found in entries.items() if found}
 
 
+def _check_results_shape(results: Any) -> None:
+    """`{benchmark: {subset: {metric: value}}}` down to the subsets; raises ValueError naming the field."""
+    if not isinstance(results, dict):
+        raise ValueError(f"expected {{benchmark: {{subset: {{metric: value}}}}}}, got {type(results).__name__}")
+    for benchmark, subsets in results.items():
+        if not isinstance(subsets, dict):
+            raise ValueError(f"{benchmark}: expected {{subset: {{metric: value}}}}, got {type(subsets).__name__}")
+        for subset, values in subsets.items():
+            if not isinstance(values, dict):
+                raise ValueError(f"{benchmark}.{subset}: expected {{metric: value}}, got {type(values).__name__}")
+
+
+def _metric(results: dict[str, Any], benchmark: str, subset: str, metric: str) -> float:
+    value = results[benchmark][subset].get(metric)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        found = "missing" if value is None else repr(value)
+        raise ValueError(f"{benchmark}.{subset}.{metric}: expected a number (percent), got {found}")
+    return float(value)
+
+
 def gate_metrics_from_results(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
-    """One model's `{benchmark: {subset: {metric: value}}}` from `toolkit eval` -> the gate metrics."""
-    return {gate: sum(results[b][s][m] for b, s, m in found) / len(found)
+    """One model's `{benchmark: {subset: {metric: value}}}` from `toolkit eval` -> the gate metrics.
+
+    Raises ValueError naming the `benchmark.subset.metric` at fault when the results are not that shape."""
+    _check_results_shape(results)
+    return {gate: sum(_metric(results, b, s, m) for b, s, m in found) / len(found)
             for gate, found in _gate_entries(results).items()}
+
+
+def gate_metrics_from_eval_json(path: Path, model: str) -> dict[str, float]:
+    """The gate metrics of `model` in a `toolkit eval --json` file; ValueError naming the file and field."""
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise ValueError(f"evaluation results {path} does not exist; write it with `toolkit eval --json`") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"evaluation results {path} is not valid JSON ({err}); "
+                         "write it with `toolkit eval --json`") from err
+    if not isinstance(results, dict):
+        raise ValueError(f"{path}: expected a JSON object {{model: results}}, got {type(results).__name__}")
+    if model not in results:
+        raise ValueError(f"{path} has no results for {model!r}; models in it: {sorted(results)} "
+                         "(use --eval-model)")
+    try:
+        return gate_metrics_from_results(results[model])
+    except ValueError as err:
+        raise ValueError(f"{path}: results of {model!r}: {err}") from err
 
 
 def averaged_standard_error(paired: dict[str, dict[str, dict[str, dict[str, float]]]],

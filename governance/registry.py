@@ -4,7 +4,8 @@
     champion    what production serves; moved only by `promote` (gates passed) or `rollback`
 
 Every promotion, refusal and rollback is appended to the catalog's audit log and written as a tag on
-the model version, so either system alone tells the story.
+the model version, so either system alone tells the story. A rolled-back version is retired: it loses the
+`challenger` alias and `promote` refuses it; registering the model again gives it a new version and evidence.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.governance.gates import GateReport, GateThresholds, evaluate_gates
+from toolkit.governance.review import regression_set, review_progress
 from toolkit.governance.tracking import Lineage, tracked_run
 from toolkit.store.db import Store, current_actor
 
@@ -24,6 +26,7 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 GATE_TAG = "gate."
 PREVIOUS_CHAMPION_TAG = "toolkit.previous_champion"
+ROLLED_BACK_TAG = "toolkit.rolled_back"
 
 
 class RegistryError(RuntimeError):
@@ -57,11 +60,67 @@ def _client() -> Any:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def check_model_folder(model_dir: Path) -> None:
+    """Refuse a folder that `load_model` cannot load (no card, an empty card, missing or mismatched weights):
+    a registered version must be a model that promotion can score and serving can load."""
+    from toolkit.adapters.base import ModelLoadError
+    from toolkit.adapters.loading import MODEL_CARD, load_model
+
+    if not (model_dir / MODEL_CARD).is_file():
+        raise RegistryError(f"{model_dir} is not a toolkit model folder (no {MODEL_CARD})")
+    try:
+        load_model(str(model_dir))
+    except ModelLoadError as err:
+        raise RegistryError(f"{model_dir} cannot be loaded as a model: {err}") from err
+    except (KeyError, TypeError, ValueError) as err:  # a card with the family but not the adapter's keys
+        raise RegistryError(f"{model_dir / MODEL_CARD} is incomplete ({type(err).__name__}: {err}); "
+                            "was it written by `toolkit train` or `toolkit interpolate`?") from err
+
+
+def unreviewed_share_of_run(store: Store, eval_run_id: str) -> float:
+    """The unreviewed share of an evaluation's failures. A run with no review items counts as 0.0 only if it
+    is a run of the tracking store (an evaluation without failures), not a mistyped id."""
+    progress = review_progress(store, eval_run_id)
+    if progress["items"] == 0:
+        try:
+            _client().get_run(eval_run_id)
+        except Exception as err:  # MLflow: not found; or the tracking server cannot be reached
+            from toolkit.config import resolve_tracking_uri
+
+            raise RegistryError(
+                f"evaluation run {eval_run_id!r} has no review items in the catalog and is not a run of the "
+                f"tracking store {resolve_tracking_uri()} ({err}); pass the id `toolkit eval` printed") from err
+    return float(progress["unreviewed_share"])
+
+
+def bundle_parity(bundle_dir: Path, model_dir: Path) -> float:
+    """1.0 if the intact bundle exported from `model_dir`'s very weights passed fp32 parity, else 0.0.
+
+    A bundle of other weights (another run, an older checkpoint) is no evidence about this model: refused."""
+    from toolkit.adapters.base import ModelLoadError
+    from toolkit.export.manifest import MANIFEST, BundleError, parity_passed, verify_bundle
+    from toolkit.outputs import weights_sha256
+
+    try:
+        manifest = verify_bundle(bundle_dir)
+    except BundleError as err:
+        raise RegistryError(str(err)) from err
+    try:
+        own = weights_sha256(str(model_dir))
+    except (ModelLoadError, OSError, KeyError, TypeError) as err:
+        raise RegistryError(f"cannot hash the weights of {model_dir}: {err}") from err
+    exported = manifest.get("weights_sha256")
+    if exported != own:
+        raise RegistryError(f"bundle {bundle_dir} was exported from other weights than {model_dir}: "
+                            f"{bundle_dir / MANIFEST} records weights_sha256 {exported}, the model's is {own}; "
+                            f"export this model (`toolkit export --model {model_dir}`)")
+    return 1.0 if parity_passed(manifest) else 0.0
+
+
 def register_candidate(model_dir: Path, name: str, gate_metrics: dict[str, float], *,
                        lineage: Lineage | None = None, description: str = "") -> str:
     """Log `model_dir` as a model version of `name`, tag its gate metrics, and point `challenger` at it."""
-    if not (model_dir / "model.json").is_file():
-        raise RegistryError(f"{model_dir} is not a toolkit model folder (no model.json)")
+    check_model_folder(model_dir)
     client = _client()
     with tracked_run(lineage or Lineage(kind="register"), {"model_dir": str(model_dir)},
                      run_name=f"register-{name}") as run:
@@ -95,7 +154,9 @@ def promote(store: Store, name: str, version: str, thresholds: GateThresholds, *
     """Move `champion` to `version` only if every gate passes against the current champion.
 
     `regression_accuracy(model_source_uri)` re-scores a model on today's regression set, so candidate and
-    champion are compared on the same items even when the set has grown since the champion was promoted.
+    champion are compared on the same items even when the set has grown since the champion was promoted
+    (see `toolkit.governance.regression.regression_scorer`). While the set is not empty, a candidate
+    without that score fails the regression gate.
     """
     client = _client()
     actor = actor or current_actor()
@@ -103,6 +164,9 @@ def promote(store: Store, name: str, version: str, thresholds: GateThresholds, *
         candidate = client.get_model_version(name, version)
     except Exception as err:
         raise RegistryError(f"model {name!r} has no version {version!r}: {err}") from err
+    if ROLLED_BACK_TAG in candidate.tags:
+        raise RegistryError(f"version {version} of {name!r} was rolled back ({candidate.tags[ROLLED_BACK_TAG]}); "
+                            "its evidence is spent: register it again with fresh evidence (`toolkit register`)")
     champion = _version_by_alias(client, name, CHAMPION)
     if champion is not None and str(champion.version) == str(version):
         raise RegistryError(f"version {version} of {name!r} is already the champion")
@@ -112,7 +176,8 @@ def promote(store: Store, name: str, version: str, thresholds: GateThresholds, *
         candidate_metrics["regression_acc"] = regression_accuracy(candidate.source)
         if champion is not None and champion_metrics is not None:
             champion_metrics["regression_acc"] = regression_accuracy(champion.source)
-    report = evaluate_gates(candidate_metrics, champion_metrics, thresholds)
+    required = frozenset({"regression_acc"}) if regression_set(store) else frozenset()
+    report = evaluate_gates(candidate_metrics, champion_metrics, thresholds, required=required)
     previous = str(champion.version) if champion is not None else None
     result = PromotionResult(name, str(version), previous, report)
     record = {"actor": actor, "at": datetime.now(timezone.utc).isoformat(), "thresholds": thresholds.__dict__,
@@ -145,6 +210,11 @@ def rollback(store: Store, name: str, *, actor: str | None = None) -> tuple[str,
               "to": previous}
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     client.set_model_version_tag(name, str(champion.version), f"toolkit.rollback.{stamp}", json.dumps(record))
+    # Retired: without this, a plain `promote` re-promotes it through the challenger alias.
+    client.set_model_version_tag(name, str(champion.version), ROLLED_BACK_TAG, json.dumps(record))
+    challenger = _version_by_alias(client, name, CHALLENGER)
+    if challenger is not None and str(challenger.version) == str(champion.version):
+        client.delete_registered_model_alias(name, CHALLENGER)
     store.audit("registry.rollback", f"{name}/{champion.version}", record, actor=actor)
     return str(champion.version), previous
 

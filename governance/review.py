@@ -10,7 +10,8 @@ Traces tab, picks a trace, and adds a feedback assessment named `verdict` with o
 Verdicts act, and nothing is ever deleted:
 - caption_wrong: the caption is superseded by the corrected one (the old row stays, marked superseded);
 - negative_true: the negative text is excluded from generation and from scoring from now on;
-- model_error: the item joins the regression set that gates later candidates.
+- model_error: the item joins the regression set that gates later candidates (while it stays the item's
+  latest verdict: a later verdict takes it out again).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sqlalchemy import func, select
 
 from toolkit.negatives import match_key
 from toolkit.store.db import Store, current_actor
-from toolkit.store.models import Caption, Sentence
+from toolkit.store.models import AuditEvent, Caption, Sentence
 from toolkit.store.review_models import VERDICTS, NegativeExclusion, RegressionItem, ReviewItem, ReviewVerdict
 from toolkit.text import split_sentences, text_sha256
 
@@ -181,11 +182,28 @@ def _supersede_caption(session: Any, caption_id: int, corrected: str, tagger: An
     old.status = "superseded"
 
 
-def sync_verdicts_from_mlflow(store: Store, eval_run_id: str | None = None) -> int:
-    """Read `verdict` feedback from each item's trace; new assessments become verdicts. Returns how many."""
+INVALID_FEEDBACK = "review.invalid_feedback"
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What one `sync_verdicts_from_mlflow` found."""
+
+    recorded: int  # new verdicts
+    invalid: tuple[str, ...]  # verdict feedback refused, each reported (and audited) the first time only
+    missing_traces: int  # items whose trace the tracking store does not hold (another store? deleted?)
+
+
+def sync_verdicts_from_mlflow(store: Store, eval_run_id: str | None = None) -> SyncResult:
+    """Read `verdict` feedback from each item's trace in the workspace's tracking store; new assessments
+    become verdicts, and invalid ones are audited once (the audit log is append-only, so it remembers)."""
     import mlflow
 
-    recorded = 0
+    from toolkit.config import resolve_tracking_uri
+
+    mlflow.set_tracking_uri(resolve_tracking_uri())
+    recorded, missing = 0, 0
+    invalid: list[str] = []
     with store.session() as session:
         query = select(ReviewItem.id, ReviewItem.trace_id).where(ReviewItem.trace_id.is_not(None))
         if eval_run_id:
@@ -193,9 +211,12 @@ def sync_verdicts_from_mlflow(store: Store, eval_run_id: str | None = None) -> i
         items = list(session.execute(query).all())
         known = set(session.scalars(
             select(ReviewVerdict.assessment_id).where(ReviewVerdict.assessment_id.is_not(None))))
+        known |= {details.get("assessment_id") for details in session.scalars(
+            select(AuditEvent.details).where(AuditEvent.action == INVALID_FEEDBACK))}
     for item_id, trace_id in items:
         trace = mlflow.get_trace(trace_id)
         if trace is None:
+            missing += 1
             continue
         assessments = sorted(trace.info.assessments or [], key=lambda a: a.create_time_ms or 0)
         corrections = [a for a in assessments if a.name == CORRECTION_FEEDBACK and a.valid is not False]
@@ -210,10 +231,12 @@ def sync_verdicts_from_mlflow(store: Store, eval_run_id: str | None = None) -> i
                                assessment_id=assessment.assessment_id,
                                at=datetime.fromtimestamp((assessment.create_time_ms or 0) / 1000, timezone.utc))
             except ReviewError as err:
-                store.audit("review.invalid_feedback", f"trace:{trace_id}", {"error": str(err)})
+                store.audit(INVALID_FEEDBACK, f"trace:{trace_id}",
+                            {"error": str(err), "assessment_id": assessment.assessment_id, "item_id": item_id})
+                invalid.append(f"item {item_id} (trace {trace_id}): {err}")
                 continue
             recorded += 1
-    return recorded
+    return SyncResult(recorded, tuple(invalid), missing)
 
 
 def review_progress(store: Store, eval_run_id: str | None = None) -> dict[str, Any]:
@@ -255,7 +278,26 @@ def excluded_negative_keys(store: Store) -> frozenset[str]:
         return frozenset(session.scalars(select(NegativeExclusion.text_key)))
 
 
-def regression_set(store: Store) -> list[dict[str, str]]:
+def regression_set(store: Store) -> list[dict[str, Any]]:
+    """The confirmed model errors: items whose latest verdict is model_error, once per (image, positive,
+    confuser) however often or in however many evaluations they were confirmed. Oldest first.
+
+    `confuser_kind` is "image" for a text-to-image retrieval miss (the confuser is the wrongly preferred
+    image's path), else "text". `review_item` is the item to give a new verdict to take it out of the set.
+    """
+    latest = select(func.max(ReviewVerdict.id)).group_by(ReviewVerdict.item_id)
+    query = (select(RegressionItem, ReviewItem.id, ReviewItem.item_key)
+             .join(ReviewVerdict, ReviewVerdict.id == RegressionItem.verdict_id)
+             .join(ReviewItem, ReviewItem.id == ReviewVerdict.item_id)
+             .where(RegressionItem.verdict_id.in_(latest)).order_by(RegressionItem.id))
+    found: dict[tuple[str, str, str], dict[str, Any]] = {}
     with store.session() as session:
-        return [{"image_path": r.image_path, "positive": r.positive, "confuser": r.confuser,
-                 "benchmark": r.benchmark} for r in session.scalars(select(RegressionItem).order_by(RegressionItem.id))]
+        for row, item_id, item_key in session.execute(query).all():
+            key = (row.image_path, row.positive, row.confuser)
+            if key not in found:
+                # eval_run records retrieval failures under "<subset>/<metric>/<id>"
+                missed_image = row.benchmark.startswith("retrieval") and item_key.startswith("text_to_image/")
+                kind = "image" if missed_image else "text"
+                found[key] = {"image_path": row.image_path, "positive": row.positive, "confuser": row.confuser,
+                              "benchmark": row.benchmark, "confuser_kind": kind, "review_item": item_id}
+    return list(found.values())

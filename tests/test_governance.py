@@ -37,6 +37,17 @@ def catalog(tmp_path):
     store.close()
 
 
+@pytest.fixture
+def model_dir(tmp_path, tiny_open_clip_spec):
+    """A loadable toolkit model folder (what `toolkit train` writes), from the tiny random CLIP."""
+    from toolkit.adapters.loading import load_model
+    from toolkit.outputs import write_model_folder
+
+    folder = tmp_path / "model"
+    write_model_folder(load_model(tiny_open_clip_spec), folder, {})
+    return folder
+
+
 def _failures(store, tmp_path) -> list[Failure]:
     with store.session() as session:
         caption_id = session.scalar(select(Caption.id))
@@ -68,7 +79,8 @@ def test_verdicts_change_data_without_deleting(catalog, tmp_path):
     assert actions.count("review.verdict") == 3
     assert excluded_negative_keys(catalog) == {"a tiny cube"}
     assert regression_set(catalog) == [{"image_path": str(tmp_path / "a.png"), "positive": "A red ball left of a cube.",
-                                        "confuser": "A cube left of a red ball.", "benchmark": "domain"}]
+                                        "confuser": "A cube left of a red ball.", "benchmark": "domain",
+                                        "confuser_kind": "text", "review_item": ids[1]}]
     assert review_progress(catalog, "run-1") == {
         "items": 3, "reviewed": 3, "open": 0, "unreviewed_share": 0.0,
         "verdicts": {"caption_wrong": 1, "model_error": 1, "negative_true": 1}}
@@ -123,12 +135,32 @@ def test_verdicts_entered_in_mlflow_are_synced(catalog, tmp_path, monkeypatch):
     mlflow.log_feedback(trace_id=by_item[ids[1]], name="verdict", value="model_error", source=human)
     mlflow.log_feedback(trace_id=by_item[ids[0]], name="corrected_caption", value="A red cube.", source=human)
     mlflow.log_feedback(trace_id=by_item[ids[0]], name="verdict", value="caption_wrong", source=human)
-    assert sync_verdicts_from_mlflow(catalog, run.run_id) == 2
-    assert sync_verdicts_from_mlflow(catalog, run.run_id) == 0  # idempotent
+    mlflow.log_feedback(trace_id=by_item[ids[2]], name="verdict", value="bogus", source=human)
+    first = sync_verdicts_from_mlflow(catalog, run.run_id)
+    assert (first.recorded, first.missing_traces) == (2, 0)
+    assert len(first.invalid) == 1 and "bogus" in first.invalid[0] and f"item {ids[2]}" in first.invalid[0]
+    again = sync_verdicts_from_mlflow(catalog, run.run_id)  # idempotent: the bad feedback is reported once
+    assert (again.recorded, again.invalid, again.missing_traces) == (0, (), 0)
     progress = review_progress(catalog, run.run_id)
     assert progress["reviewed"] == 2 and progress["open"] == 1
     with catalog.session() as session:
         assert session.scalar(select(Caption.text).where(Caption.status == "active")) == "A red cube."
+        invalid = [e.details for e in session.scalars(select(AuditEvent).where(
+            AuditEvent.action == "review.invalid_feedback"))]
+    assert len(invalid) == 1 and invalid[0]["assessment_id"]
+
+
+def test_sync_against_a_store_without_the_traces_says_so(catalog, tmp_path, monkeypatch):
+    from toolkit.governance.tracking import Lineage, tracked_run
+
+    monkeypatch.setenv("TOOLKIT_WORKSPACE", str(tmp_path / "ws"))
+    with tracked_run(Lineage(kind="eval")) as run:
+        ids = record_failures(catalog, run.run_id, "cand", _failures(catalog, tmp_path))
+        log_review_traces(catalog, ids)
+    # Another, empty tracking store (mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI).
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other-mlflow.db'}")
+    result = sync_verdicts_from_mlflow(catalog)
+    assert (result.recorded, result.invalid, result.missing_traces) == (0, (), 3)
 
 
 def test_gates_compare_against_the_champion():
@@ -144,18 +176,45 @@ def test_gates_compare_against_the_champion():
     assert not evaluate_gates(better, champion, GateThresholds(composition_margin=20.0)).passed
     assert not evaluate_gates({**better, "zeroshot_top1": 78.9}, champion, GateThresholds()).passed
     assert evaluate_gates(better, None, GateThresholds()).passed  # first champion
+    unknown_share = {k: v for k, v in better.items() if k != "unreviewed_share"}
+    report = evaluate_gates(unknown_share, champion, GateThresholds())
+    assert [g.name for g in report.failed()] == ["unreviewed_share"]
+    assert "no value" in report.failed()[0].rule
 
 
-def test_refusal_is_audited_and_champion_unchanged_then_rollback(catalog, tmp_path, monkeypatch):
+def test_a_regression_set_makes_the_regression_score_required():
+    candidate = {"composition": 85.0, "retrieval_r5": 80.0, "zeroshot_top1": 80.0, "parity_passed": 1.0,
+                 "unreviewed_share": 0.0}
+    # No champion, no value: nothing to compare, unless a regression set exists.
+    assert evaluate_gates(candidate, None, GateThresholds()).passed
+    report = evaluate_gates(candidate, None, GateThresholds(), required=frozenset({"regression_acc"}))
+    assert [g.name for g in report.failed()] == ["regression_acc"] and "no value" in report.failed()[0].rule
+    assert evaluate_gates({**candidate, "regression_acc": 0.0}, None, GateThresholds(),
+                          required=frozenset({"regression_acc"})).passed
+
+
+@pytest.mark.parametrize("content", [b"[]", b"5", b'{"max_unreviewed_share": "0.5"}', b'{"require_parity": "yes"}',
+                                     b'{"zeroshot_tolerance": NaN}', b'{"require_parity": 1}', b"\xff\xfe{"])
+def test_bad_threshold_files_are_refused_by_name(tmp_path, content):
+    path = tmp_path / "gates.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"gates\.json"):
+        GateThresholds.from_file(path)
+
+
+def test_threshold_files_accept_numbers_and_booleans(tmp_path):
+    path = tmp_path / "gates.json"
+    path.write_text(json.dumps({"max_unreviewed_share": 1, "require_parity": False}))
+    assert GateThresholds.from_file(path) == GateThresholds(max_unreviewed_share=1.0, require_parity=False)
+
+
+def test_refusal_is_audited_and_champion_unchanged_then_rollback(catalog, tmp_path, monkeypatch, model_dir):
     from mlflow.tracking import MlflowClient
 
-    from toolkit.governance.registry import aliases, promote, register_candidate, rollback
+    from toolkit.governance.registry import RegistryError, aliases, promote, register_candidate, rollback
 
     monkeypatch.setenv("TOOLKIT_WORKSPACE", str(tmp_path / "ws"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    (model_dir / "model.json").write_text("{}")
     good = {"composition": 70.0, "retrieval_r5": 80.0, "zeroshot_top1": 80.0, "parity_passed": 1.0,
             "unreviewed_share": 0.0}
     v1 = register_candidate(model_dir, "clic-text", good)
@@ -177,7 +236,97 @@ def test_refusal_is_audited_and_champion_unchanged_then_rollback(catalog, tmp_pa
     assert promote(catalog, "clic-text", v3, GateThresholds()).promoted
     assert aliases("clic-text")["champion"] == v3
     assert rollback(catalog, "clic-text") == (v3, v1)
+    assert aliases("clic-text") == {"challenger": None, "champion": v1}  # v3 is no longer a candidate
+    assert "toolkit.rolled_back" in MlflowClient().get_model_version("clic-text", v3).tags
+    with pytest.raises(RegistryError, match=r"rolled back.*register it again"):
+        promote(catalog, "clic-text", v3, GateThresholds())
     assert aliases("clic-text")["champion"] == v1
+
+
+def test_register_refuses_broken_model_folders(tmp_path, model_dir):
+    from toolkit.governance.registry import RegistryError, register_candidate
+
+    empty_card = tmp_path / "empty-card"
+    empty_card.mkdir()
+    (empty_card / "model.json").write_text("{}")
+    with pytest.raises(RegistryError, match="empty-card"):
+        register_candidate(empty_card, "clic-text", {})
+    (model_dir / json.loads((model_dir / "model.json").read_text())["weights"]).unlink()
+    with pytest.raises(RegistryError, match="weights"):
+        register_candidate(model_dir, "clic-text", {})
+
+
+def test_unreviewed_share_needs_a_known_evaluation_run(catalog, tmp_path):
+    from toolkit.governance.registry import RegistryError, unreviewed_share_of_run
+    from toolkit.governance.tracking import Lineage, tracked_run
+
+    with pytest.raises(RegistryError, match="no-such-run"):
+        unreviewed_share_of_run(catalog, "no-such-run")
+    with tracked_run(Lineage(kind="eval")) as clean:  # a real evaluation without failures
+        pass
+    assert unreviewed_share_of_run(catalog, clean.run_id) == 0.0
+    record_failures(catalog, "run-1", "cand", _failures(catalog, tmp_path))  # items alone identify the run
+    assert unreviewed_share_of_run(catalog, "run-1") == 1.0
+
+
+def test_regression_set_follows_the_latest_verdict_without_duplicates(catalog, tmp_path):
+    ids = record_failures(catalog, "run-1", "cand", _failures(catalog, tmp_path))
+    same_item_again = record_failures(catalog, "run-2", "cand", _failures(catalog, tmp_path)[1:2])
+    record_verdict(catalog, ids[1], "model_error", reviewer="rita")
+    record_verdict(catalog, ids[1], "model_error", reviewer="sam")
+    record_verdict(catalog, same_item_again[0], "model_error", reviewer="sam")
+    record_verdict(catalog, ids[2], "model_error", reviewer="rita")
+    assert [r["positive"] for r in regression_set(catalog)] == ["A red ball left of a cube.", "A small cube."]
+    record_verdict(catalog, ids[2], "ambiguous", reviewer="sam")  # the later verdict wins; nothing is deleted
+    assert [r["positive"] for r in regression_set(catalog)] == ["A red ball left of a cube."]
+    record_verdict(catalog, ids[2], "model_error", reviewer="rita")
+    assert len(regression_set(catalog)) == 2
+
+
+def _regression_items(image: str, other_image: str) -> list[dict]:
+    # Each pair asks the same question both ways round: exactly one of the two is right, whatever the model.
+    return [
+        {"image_path": image, "positive": "a red cube", "confuser": "a blue ball", "confuser_kind": "text"},
+        {"image_path": image, "positive": "a blue ball", "confuser": "a red cube", "confuser_kind": "text"},
+        {"image_path": image, "positive": "a red cube", "confuser": other_image, "confuser_kind": "image"},
+        {"image_path": other_image, "positive": "a red cube", "confuser": image, "confuser_kind": "image"},
+        {"image_path": image, "positive": "a red cube", "confuser": "a red cube", "confuser_kind": "text"},  # tie
+    ]
+
+
+def test_regression_accuracy_scores_both_directions_and_counts_ties_wrong(tmp_path, model_dir):
+    from toolkit.governance.regression import RegressionSetError, regression_accuracy, regression_benchmark
+
+    write_png(tmp_path / "b.png", (40, 30), (10, 10, 200))
+    write_png(tmp_path / "a.png", (40, 30), (200, 10, 10))
+    items = _regression_items(str(tmp_path / "a.png"), str(tmp_path / "b.png"))
+    assert regression_accuracy(str(model_dir), regression_benchmark(items)) == pytest.approx(40.0)
+    missing = [{**items[0], "image_path": str(tmp_path / "gone.png"), "review_item": 7}]
+    with pytest.raises(RegressionSetError, match=r"review item 7.*gone\.png"):
+        regression_benchmark(missing)
+    with pytest.raises(RegressionSetError, match=r"nope\.png"):
+        regression_benchmark([{**items[2], "confuser": str(tmp_path / "nope.png")}])
+
+
+def test_promote_scores_the_regression_set_on_the_registered_model(catalog, tmp_path, monkeypatch, model_dir):
+    from toolkit.governance.registry import promote, register_candidate
+    from toolkit.governance.regression import regression_scorer
+
+    monkeypatch.setenv("TOOLKIT_WORKSPACE", str(tmp_path / "ws"))
+    assert regression_scorer(catalog) is None  # no reviewed model errors yet: nothing to score
+    good = {"composition": 70.0, "retrieval_r5": 80.0, "zeroshot_top1": 80.0, "parity_passed": 1.0,
+            "unreviewed_share": 0.0}
+    version = register_candidate(model_dir, "clic-text", good)
+    ids = record_failures(catalog, "run-1", "cand", _failures(catalog, tmp_path))
+    record_verdict(catalog, ids[1], "model_error", reviewer="rita")
+    # A regression set exists: a promotion that does not score it is refused.
+    unscored = promote(catalog, "clic-text", version, GateThresholds())
+    assert [g.name for g in unscored.report.failed()] == ["regression_acc"]
+    scorer = regression_scorer(catalog)
+    assert scorer is not None
+    promoted = promote(catalog, "clic-text", version, GateThresholds(), regression_accuracy=scorer)
+    gate = next(g for g in promoted.report.gates if g.name == "regression_acc")
+    assert promoted.promoted and gate.candidate in (0.0, 100.0)
 
 
 def test_gate_metrics_from_eval_results():

@@ -85,6 +85,9 @@ def test_train_eval_review_promote_through_a_real_server(mlflow_server, tiny_ope
     assert registered["gate_metrics"]["composition"] == results[str(run_dir)]["domain"]["all"]["acc"]
     promoted = json.loads(toolkit("promote", "--json").stdout)
     assert promoted["promoted"] and promoted["version"] == registered["version"]
+    # The confirmed model error is scored on the model downloaded from the server's artifact store.
+    regression = next(g for g in promoted["gates"] if g["name"] == "regression_acc")
+    assert regression["candidate"] in (0.0, 100.0)
 
     # The lineage, from MLflow alone: eval -> train -> snapshot and base weights.
     from toolkit.governance.tracking import read_lineage

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from toolkit.cli.common import EXIT_BAD_INPUT, EXIT_REFUSED, DbOption, JsonOption, console, errors_to_exit, print_json
@@ -37,9 +37,9 @@ def review_list(db: DbOption = None, run: RunOption = None, limit: int = 50, jso
     table = Table(title=f"open review items (first {limit})")
     for column in ("id", "benchmark", "positive", "confuser", "pos", "conf", "generator"):
         table.add_column(column)
-    for item in items:
-        table.add_row(str(item["id"]), item["benchmark"], item["positive"], item["confuser"],
-                      f"{item['positive_score']:.3f}", f"{item['confuser_score']:.3f}", item["generator"])
+    for item in items:  # captions are data, not rich markup: "[red]" must print as typed
+        table.add_row(str(item["id"]), escape(item["benchmark"]), escape(item["positive"]), escape(item["confuser"]),
+                      f"{item['positive_score']:.3f}", f"{item['confuser_score']:.3f}", escape(item["generator"]))
     console.print(table)
 
 
@@ -77,9 +77,17 @@ def review_record(
 @review_app.command("sync")
 def review_sync(db: DbOption = None, run: RunOption = None) -> None:
     """Read reviewers' `verdict` feedback from the MLflow traces and apply it."""
+    from toolkit.config import resolve_tracking_uri
     from toolkit.governance.review import sync_verdicts_from_mlflow
 
-    console.print(f"{sync_verdicts_from_mlflow(_store(db), run)} new verdict(s) recorded from MLflow")
+    result = sync_verdicts_from_mlflow(_store(db), run)
+    console.print(f"{result.recorded} new verdict(s) recorded from MLflow")
+    for problem in result.invalid:
+        console.print(f"[yellow]invalid verdict feedback, not applied:[/] {escape(problem)}", soft_wrap=True)
+    if result.missing_traces:
+        console.print(f"[yellow]{result.missing_traces} review item(s) have no trace in the tracking store "
+                      f"{escape(resolve_tracking_uri())}[/]: is MLFLOW_TRACKING_URI the store the evaluation "
+                      "logged to?", soft_wrap=True)
 
 
 def register_model(
@@ -93,29 +101,23 @@ def register_model(
     db: DbOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Register a candidate model version with its gate metrics and make it the `challenger`."""
-    from toolkit.governance.gates import gate_metrics_from_results
-    from toolkit.governance.registry import RegistryError, register_candidate
-    from toolkit.governance.review import review_progress
+    """Register a candidate model version with its gate metrics and make it the `challenger`.
+
+    Every piece of evidence is checked first: the model folder must load, the eval JSON must hold numbers for
+    this model, the evaluation run must exist, and the bundle must be exported from these very weights.
+    """
+    from toolkit.governance.gates import gate_metrics_from_eval_json
+    from toolkit.governance.registry import RegistryError, bundle_parity, register_candidate, unreviewed_share_of_run
     from toolkit.governance.tracking import Lineage
 
     metrics: dict[str, float] = {}
-    if eval_json is not None:
-        results = json.loads(eval_json.read_text(encoding="utf-8"))
-        key = eval_model or str(model_dir)
-        if key not in results:
-            from toolkit.cli.common import fail
-
-            fail(f"{eval_json} has no results for {key!r}; models in it: {sorted(results)} (use --eval-model)")
-        metrics.update(gate_metrics_from_results(results[key]))
-    if eval_run is not None:
-        metrics["unreviewed_share"] = review_progress(_store(db), eval_run)["unreviewed_share"]
-    if bundle is not None:
-        from toolkit.export.manifest import BundleError, parity_passed, verify_bundle
-
-        with errors_to_exit({BundleError: EXIT_BAD_INPUT}):
-            metrics["parity_passed"] = 1.0 if parity_passed(verify_bundle(bundle)) else 0.0
-    with errors_to_exit({RegistryError: EXIT_BAD_INPUT}):
+    with errors_to_exit({RegistryError: EXIT_BAD_INPUT, ValueError: EXIT_BAD_INPUT}):
+        if eval_json is not None:
+            metrics.update(gate_metrics_from_eval_json(eval_json, eval_model or str(model_dir)))
+        if eval_run is not None:
+            metrics["unreviewed_share"] = unreviewed_share_of_run(_store(db), eval_run)
+        if bundle is not None:
+            metrics["parity_passed"] = bundle_parity(bundle, model_dir)
         version = register_candidate(model_dir, name, metrics, lineage=Lineage(kind="register", parent_run=eval_run))
     if json_output:
         print_json({"name": name, "version": version, "gate_metrics": metrics})
@@ -137,13 +139,20 @@ def promote(
     from toolkit.governance.gates import GateThresholds
     from toolkit.governance.registry import RegistryError, aliases
     from toolkit.governance.registry import promote as promote_version
+    from toolkit.governance.regression import regression_scorer
 
+    store = _store(db)
     with errors_to_exit({RegistryError: EXIT_BAD_INPUT, ValueError: EXIT_BAD_INPUT}):
         limits = GateThresholds.from_file(thresholds) if thresholds else GateThresholds()
         target = version or aliases(name)["challenger"]
         if target is None:
-            raise RegistryError(f"model {name!r} has no challenger; pass --version")
-        result = promote_version(_store(db), name, target, limits)
+            raise RegistryError(f"model {name!r} has no challenger; register one, or pass --version")
+        scorer = regression_scorer(store)  # checks every regression image before anything is scored
+        if scorer is not None:
+            count = len(scorer.benchmark)
+            console.print(f"scoring the regression set ({count} item{'s' if count != 1 else ''}) "
+                          "on the candidate and the champion")
+        result = promote_version(store, name, target, limits, regression_accuracy=scorer)
     if json_output:
         print_json(result.as_dict())
     table = Table(title=f"{name} v{target}: {'PROMOTED' if result.promoted else 'REFUSED'}")
