@@ -68,3 +68,46 @@ def test_exit_codes(tmp_path):
     assert bad_db.returncode == 3 and "not a database URL" in bad_db.stderr
     no_snapshot = toolkit("data", "snapshot", workspace=tmp_path / "empty")
     assert no_snapshot.returncode == 3 and "toolkit ingest" in no_snapshot.stderr
+    # Paths and key lists in [brackets] reach the user whole (rich would read them as markup and drop them).
+    bracketed = toolkit("ingest", str(tmp_path / "release[v2]" / "rows.jsonl"), workspace=tmp_path / "ws")
+    assert bracketed.returncode == 3 and "release[v2]" in bracketed.stderr.replace("\n", "")
+
+
+def test_text_from_the_input_is_printed_as_text_not_markup(tmp_path):
+    write_png(tmp_path / "imgs" / "red.png", (40, 30), (1, 2, 3))
+    (tmp_path / "m.csv").write_text("image,caption\nimgs/red.png,A red square.\nimgs/red.png,[/]\n"
+                                    "imgs/[draft]/a.png,A draft.\n", encoding="utf-8")
+    done = toolkit("ingest", str(tmp_path / "m.csv"), workspace=tmp_path / "ws", env={"COLUMNS": "300"})
+    assert done.returncode == 0, done.stderr
+    assert "'[/]'" in done.stderr and "imgs/[draft]/a.png" in done.stderr
+    folder = tmp_path / "folder"
+    write_png(folder / "[x].png", (40, 30), (1, 2, 3))
+    refused = toolkit("ingest", str(folder), "--strict", workspace=tmp_path / "ws2", env={"COLUMNS": "300"})
+    assert refused.returncode == 4 and "[x].png" in refused.stderr
+
+
+def test_impossible_numeric_options_are_bad_options(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from toolkit.cli import app
+
+    monkeypatch.setenv("TOOLKIT_WORKSPACE", str(tmp_path / "ws"))
+    (tmp_path / "m.jsonl").write_text(json.dumps({"image": "a.png", "caption": "A cup."}))
+    for option, value in (("--commit-every", "0"), ("--commit-every", "-1"), ("--max-caption-chars", "-5"),
+                          ("--split-ratios", "nan,0,1"), ("--on-long-caption", "chop")):
+        result = CliRunner().invoke(app, ["ingest", str(tmp_path / "m.jsonl"), option, value])
+        assert result.exit_code == 2, (option, value, result.output)
+    assert not (tmp_path / "ws" / "catalog.db").exists()
+
+
+def test_stats_on_a_damaged_catalog_names_the_damage(tmp_path):
+    import sqlite3
+
+    write_png(tmp_path / "a.png", (40, 30), (1, 2, 3))
+    (tmp_path / "m.jsonl").write_text(json.dumps({"image": "a.png", "caption": "A cup."}))
+    assert toolkit("ingest", str(tmp_path / "m.jsonl"), workspace=tmp_path / "ws").returncode == 0
+    with sqlite3.connect(tmp_path / "ws" / "catalog.db") as connection:
+        connection.execute("UPDATE sentences SET pos = 'notjson'")
+    damaged = toolkit("data", "stats", workspace=tmp_path / "ws")
+    assert damaged.returncode == 3 and "Traceback" not in damaged.stderr
+    assert "sentences" in damaged.stderr and "pos" in damaged.stderr

@@ -6,6 +6,7 @@ The embedded default keeps everything in one workspace folder so a new user need
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,9 @@ class SplitRatios:
 
     def __post_init__(self) -> None:
         values = (self.train, self.val, self.test)
+        # NaN compares false with everything, so it would slip past the sign and sum checks.
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"split ratios must be finite numbers, got {values}")
         if any(v < 0 for v in values) or abs(sum(values) - 1.0) > 1e-6:
             raise ValueError(f"split ratios must be non-negative and sum to 1, got {values}")
 
@@ -88,6 +92,8 @@ class CaptionLimits:
     on_too_long: str = "reject"  # or "truncate"
 
     def __post_init__(self) -> None:
+        if self.max_chars < 1:
+            raise ValueError(f"the caption length limit must be at least 1 character, got {self.max_chars}")
         if self.on_too_long not in ("reject", "truncate"):
             raise ValueError(f"on_too_long must be 'reject' or 'truncate', got {self.on_too_long!r}")
 
@@ -102,3 +108,9 @@ class IngestConfig:
     splits: SplitRatios = field(default_factory=SplitRatios)
     images: ImageLimits = field(default_factory=ImageLimits)
     captions: CaptionLimits = field(default_factory=CaptionLimits)
+
+    def __post_init__(self) -> None:
+        # 0 rows per chunk would read nothing and report success; negatives crash islice.
+        for name in ("commit_every", "tag_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

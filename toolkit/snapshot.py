@@ -35,12 +35,21 @@ def membership_hash(pairs: list[tuple[str, str]]) -> str:
 
 
 def create_snapshot(store: Store, name: str = "") -> tuple[Snapshot, bool]:
-    """Freeze every active caption. Returns (snapshot, created); an identical membership is reused."""
+    """Freeze every active caption. Returns (snapshot, created); an identical membership is reused.
+
+    A name must be free (a name resolves to one snapshot) and not `latest`, which resolve_snapshot reads as
+    "the newest"."""
+    if name == "latest":
+        raise SnapshotError("the name 'latest' is reserved (it always means the newest snapshot); choose another")
     with store.session() as session:
         members = _membership(session)
         if not members:
             raise SnapshotError("the catalog has no active captions; run `toolkit ingest` first")
         content_hash = membership_hash([(m[3], m[4]) for m in members])
+        named = session.scalar(select(Snapshot).where(Snapshot.name == name).limit(1)) if name else None
+        if named is not None and named.content_hash != content_hash:
+            raise SnapshotError(f"snapshot name {name!r} is already used by snapshot {named.content_hash[:16]}; "
+                                "choose another name (list them with `toolkit data snapshots`)")
         existing = session.scalar(select(Snapshot).where(Snapshot.content_hash == content_hash))
         if existing is not None:
             return existing, False

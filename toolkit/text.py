@@ -9,6 +9,8 @@ import unicodedata
 # Control characters other than ordinary whitespace mean a binary or mangled field, not a caption.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _WHITESPACE = re.compile(r"\s+")
+# Lone UTF-16 surrogates (JSON "\ud800", or undecodable bytes kept by surrogateescape) cannot be stored as UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # A sentence ends at . ! or ? (optionally followed by closing quotes/brackets) and whitespace.
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
 # Tokens that end with a period but do not end a sentence.
@@ -43,7 +45,19 @@ def normalise_caption(text: str) -> str:
     """NFC, whitespace collapsed and stripped. Case is kept (the tagger needs it)."""
     if _CONTROL.search(text):
         raise CaptionError("caption_control_chars", "caption contains control characters (binary data?)")
+    if _SURROGATE.search(text):
+        raise CaptionError("caption_not_utf8", "caption holds a lone UTF-16 surrogate (such as a JSON '\\ud800' "
+                                               "escape), which is not valid Unicode; fix the text in the source")
     return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
+
+
+def has_surrogates(text: str) -> bool:
+    return _SURROGATE.search(text) is not None
+
+
+def replace_surrogates(text: str) -> str:
+    """`text` made storable as UTF-8: each lone surrogate becomes U+FFFD (for row references and excerpts)."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def has_words(text: str) -> bool:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -16,12 +19,14 @@ from toolkit.cli.common import (
     JsonOption,
     console,
     errors_to_exit,
+    fail,
     print_json,
 )
 from toolkit.config import CaptionLimits, IngestConfig, SplitRatios, resolve_db_url, workspace_dir
 from toolkit.store.db import StoreError
 
 data_app = typer.Typer(help="Inspect and freeze the catalog.", no_args_is_help=True)
+T = TypeVar("T")
 
 
 def _open(db: str | None):  # type: ignore[no-untyped-def]
@@ -29,6 +34,14 @@ def _open(db: str | None):  # type: ignore[no-untyped-def]
 
     with errors_to_exit({StoreError: EXIT_BAD_INPUT}):
         return open_store(resolve_db_url(db))
+
+
+def _option(hint: str, build: Callable[[], T]) -> T:
+    """Build a setting from an option's value; a value the library refuses is a bad option (exit 2)."""
+    try:
+        return build()
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint=hint) from None
 
 
 def ingest(
@@ -46,24 +59,24 @@ def ingest(
     split_ratios: Annotated[str, typer.Option(help="train,val,test shares for NEW images (existing images "
                                                    "never move).")] = "0.8,0.1,0.1",
     on_long_caption: Annotated[str, typer.Option(help="reject | truncate (at a sentence boundary).")] = "reject",
-    max_caption_chars: Annotated[int, typer.Option(help="Captions longer than this are over-long.")] = 2000,
-    commit_every: Annotated[int, typer.Option(help="Rows per transaction (what a crash can lose).")] = 500,
+    max_caption_chars: Annotated[int, typer.Option(min=1, help="Captions longer than this are over-long.")] = 2000,
+    commit_every: Annotated[int, typer.Option(min=1, help="Rows per transaction (what a crash can lose).")] = 500,
 ) -> None:
     """Ingest image–caption data into the catalog: validated, de-duplicated, POS-tagged once.
 
-    Exit codes: 0 committed (even with rejects), 3 bad input (missing source, unknown format, missing
-    tagger model, unreachable database), 4 --strict refused the batch.
+    Exit codes: 0 committed (even with rejects), 2 bad options, 3 bad input (missing source, unknown format,
+    missing tagger model, unreachable database), 4 --strict refused the batch.
     """
-    from toolkit.ingest import SourceError, StrictIngestError, TaggerError, ingest_source
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from toolkit.ingest import SourceError, StrictIngestError, TaggerError, WorkspaceError, ingest_source
 
     root = images_root or (source if source.is_dir() else source.parent)
-    with errors_to_exit({ValueError: EXIT_BAD_INPUT}):
-        config = IngestConfig(images_root=root, strict=strict, tagger=tagger,
-                              splits=SplitRatios.parse(split_ratios), commit_every=commit_every,
-                              captions=CaptionLimits(max_chars=max_caption_chars, on_too_long=on_long_caption))
+    splits = _option("--split-ratios", lambda: SplitRatios.parse(split_ratios))
+    captions = _option("--on-long-caption", lambda: CaptionLimits(max_caption_chars, on_long_caption))
+    config = _option("--commit-every", lambda: IngestConfig(
+        images_root=root, strict=strict, tagger=tagger, splits=splits, commit_every=commit_every, captions=captions))
     if not root.is_dir():
-        from toolkit.cli.common import fail
-
         fail(f"--images-root {root} is not a folder")
     store = _open(db)
     try:
@@ -76,15 +89,19 @@ def ingest(
                     f"{report.rows_read} rows · {report.images_added} images · {report.captions_added} captions"
                     f" · {report.rejected} rejected"))
 
-            with errors_to_exit({SourceError: EXIT_BAD_INPUT, TaggerError: EXIT_BAD_INPUT}):
+            with errors_to_exit({SourceError: EXIT_BAD_INPUT, TaggerError: EXIT_BAD_INPUT,
+                                 WorkspaceError: EXIT_BAD_INPUT}):
                 try:
                     report = ingest_source(store, source, config, blob_dir=workspace_dir() / "blobs",
                                            on_progress=show)
                 except StrictIngestError as err:
                     if json_output:
                         print_json(err.report.as_dict())
-                    console.print(f"[bold red]refused:[/] {err}")
+                    console.print(f"[bold red]refused:[/] {escape(str(err))}", soft_wrap=True)
                     raise typer.Exit(EXIT_STRICT) from None
+                except SQLAlchemyError as err:
+                    fail(f"the catalog failed during ingest ({getattr(err, 'orig', None) or err}); the chunks "
+                         "committed before it are kept, re-run the same command to continue")
     finally:
         store.close()
     if json_output:
@@ -99,8 +116,8 @@ def ingest(
         rejects = Table(title="rejects (first 20)")
         for column in ("row", "reason", "detail"):
             rejects.add_column(column)
-        for item in report.rejects[:20]:
-            rejects.add_row(item["row"], item["reason"], item["detail"])
+        for item in report.rejects[:20]:  # text from the source: printed as is, never read as markup
+            rejects.add_row(escape(item["row"]), escape(item["reason"]), escape(item["detail"]))
         console.print(rejects)
 
 
@@ -110,9 +127,14 @@ def stats(db: DbOption = None, json_output: JsonOption = False) -> None:
     from toolkit.stats import catalog_stats
 
     store = _open(db)
-    with store.session() as session:
-        result = catalog_stats(session)
-    store.close()
+    try:
+        with store.session() as session:
+            result = catalog_stats(session)
+    except json.JSONDecodeError as err:  # the only JSON column stats reads is sentences.pos
+        fail(f"the catalog is damaged: a value in table sentences, column pos, is not valid JSON ({err.msg}); "
+             "restore the catalog from a backup or re-ingest into a fresh one")
+    finally:
+        store.close()
     if json_output:
         print_json(result)
         return
@@ -120,7 +142,7 @@ def stats(db: DbOption = None, json_output: JsonOption = False) -> None:
     table.add_column("what")
     table.add_column("value")
     for key, value in result.items():
-        table.add_row(key, str(value))
+        table.add_row(key, escape(str(value)))
     console.print(table)
 
 
@@ -163,7 +185,7 @@ def snapshots(db: DbOption = None, json_output: JsonOption = False) -> None:
     for column in ("id", "name", "created_at", "members"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["id"][:16], row["name"], str(row["created_at"])[:19], str(row["members"]))
+        table.add_row(row["id"][:16], escape(row["name"]), str(row["created_at"])[:19], str(row["members"]))
     console.print(table)
 
 

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from toolkit.config import IngestConfig
-from toolkit.ingest.sources import SourceInfo, SourceRow, describe_source, read_source
+from toolkit.ingest.rows import SourceRow
+from toolkit.ingest.sources import SourceInfo, describe_source, read_source
 from toolkit.ingest.tagging import SpacyTagger, load_tagger
 from toolkit.ingest.validate import (
     RowRejected,
@@ -34,9 +36,13 @@ from toolkit.ingest.validate import (
 from toolkit.splits import split_for_hash
 from toolkit.store.db import Store, current_actor
 from toolkit.store.models import Caption, Image, IngestBatch, Reject, Sentence
-from toolkit.text import split_sentences, text_sha256
+from toolkit.text import replace_surrogates, split_sentences, text_sha256
 
 REJECTS_SHOWN = 1000  # rejects listed in the report; all of them are in the rejects table
+
+
+class WorkspaceError(RuntimeError):
+    """The workspace cannot take an image blob (disk full, no permission): an environment fault, fatal."""
 
 
 class StrictIngestError(RuntimeError):
@@ -75,6 +81,7 @@ class _Pending:
     images: dict[str, ValidImage] = field(default_factory=dict)
     captions: list[tuple[str, str, str]] = field(default_factory=list)  # (image sha, text, row ref)
     rejects: list[tuple[str, str, str, str]] = field(default_factory=list)  # (row, reason, detail, raw)
+    duplicate_images: int = 0  # rows whose image bytes an earlier row of the chunk had under another path
 
 
 def _chunks(rows: Iterable[SourceRow], size: int) -> Iterator[list[SourceRow]]:
@@ -130,38 +137,60 @@ class _ImageReader:
         relative = f"{image.sha256[:2]}/{image.sha256}.{image.format.lower()}"
         target = self.blob_dir / relative
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(image.data)
-            os.replace(tmp, target)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_bytes(image.data)
+                os.replace(tmp, target)
+            except OSError as err:
+                raise WorkspaceError(f"cannot write image blob {target}: {err.strerror or err}") from err
         return relative
 
 
 def _validate_chunk(rows: list[SourceRow], reader: _ImageReader, config: IngestConfig) -> _Pending:
     pending = _Pending()
     for row in rows:
-        if row.problem is not None:
-            pending.rejects.append((row.row_ref, *row.problem, row.raw))
-            continue
+        # Row references and excerpts go into the catalog as text, so no lone surrogate may remain.
+        row = replace(row, row_ref=replace_surrogates(row.row_ref), raw=replace_surrogates(row.raw))
         try:
-            image = reader.read(row)
-        except RowRejected as err:
-            pending.rejects.append((row.row_ref, err.reason, err.detail, row.raw))
-            continue
-        if not row.captions:
-            pending.rejects.append((row.row_ref, "caption_missing", "the row has no caption", row.raw))
-            continue
-        for index, value in enumerate(row.captions):
-            # A multi-caption row keeps its valid captions; each bad one is rejected on its own.
-            ref = row.row_ref if len(row.captions) == 1 else f"{row.row_ref} caption {index + 1}"
-            try:
-                text = clean_caption(value, config.captions)
-            except RowRejected as err:
-                pending.rejects.append((ref, err.reason, err.detail, row.raw))
-                continue
-            pending.images.setdefault(image.sha256, image)
-            pending.captions.append((image.sha256, text, ref))
+            _validate_row(row, reader, config, pending)
+        except (SQLAlchemyError, WorkspaceError):
+            raise  # the catalog or the workspace failed, not the row: stop, committed chunks stay
+        except Exception as err:  # a validator bug must cost this row only, not the chunk
+            pending.rejects.append((row.row_ref, "row_unexpected_error",
+                                    replace_surrogates(f"{type(err).__name__}: {err}"), row.raw))
     return pending
+
+
+def _validate_row(row: SourceRow, reader: _ImageReader, config: IngestConfig, pending: _Pending) -> None:
+    """Adds the row's valid captions, or its rejects, to `pending`; either all of them or none."""
+    if row.problem is not None:
+        reason, detail = row.problem
+        pending.rejects.append((row.row_ref, reason, replace_surrogates(detail), row.raw))
+        return
+    try:
+        image = reader.read(row)
+    except RowRejected as err:
+        pending.rejects.append((row.row_ref, err.reason, replace_surrogates(err.detail), row.raw))
+        return
+    if not row.captions:
+        pending.rejects.append((row.row_ref, "caption_missing", "the row has no caption", row.raw))
+        return
+    captions: list[tuple[str, str, str]] = []
+    rejects: list[tuple[str, str, str, str]] = []
+    for index, value in enumerate(row.captions):
+        # A multi-caption row keeps its valid captions; each bad one is rejected on its own.
+        ref = row.row_ref if len(row.captions) == 1 else f"{row.row_ref} caption {index + 1}"
+        try:
+            captions.append((image.sha256, clean_caption(value, config.captions), ref))
+        except RowRejected as err:
+            rejects.append((ref, err.reason, replace_surrogates(err.detail), row.raw))
+    pending.rejects.extend(rejects)
+    if captions:
+        known = pending.images.setdefault(image.sha256, image)
+        if image.path is not None and known.path != image.path:
+            pending.duplicate_images += 1  # identical bytes met under another path in this chunk
+        pending.captions.extend(captions)
 
 
 def _write_chunk(session: Session, pending: _Pending, batch: IngestBatch, info: SourceInfo,
@@ -176,7 +205,7 @@ def _write_chunk(session: Session, pending: _Pending, batch: IngestBatch, info: 
              "created_at": datetime.now(timezone.utc)}
             for sha, img in pending.images.items() if sha not in existing_paths
         ]
-        report.duplicate_images += sum(
+        report.duplicate_images += pending.duplicate_images + sum(
             1 for sha, img in pending.images.items()
             if sha in existing_paths and img.path is not None and existing_paths[sha] != img.path)
         if new_images:

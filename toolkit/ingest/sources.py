@@ -14,37 +14,29 @@ Supported sources:
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
-import tarfile
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
+
+from toolkit.ingest.delimited import CsvRecord, csv_records
+from toolkit.ingest.rows import SourceError, SourceRow, excerpt
+from toolkit.ingest.shards import read_wds
+
+__all__ = ["SourceError", "SourceInfo", "SourceRow", "describe_source", "detect_kind", "read_source"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-CAPTION_COLUMN_PREFIX = "caption"
-
-
-class SourceError(ValueError):
-    """The source as a whole cannot be read (missing file, unknown format, bad header)."""
-
-
-@dataclass
-class SourceRow:
-    """One row as read. `captions` holds raw caption values: str, bytes (undecoded) or anything JSON gave.
-
-    Exactly one of `image_path` (relative to the images root, as written in the source) and
-    `image_bytes` (WebDataset members) is set, unless `problem` says the row is unreadable.
-    """
-
-    row_ref: str
-    raw: str
-    image_path: str | None = None
-    image_bytes: bytes | None = None
-    captions: list[object] = field(default_factory=list)
-    problem: tuple[str, str] | None = None  # (reason, detail) for rows that cannot be parsed
+# `caption`, `caption_2`, …; not `caption_source` or `captioner`, which describe the caption.
+CAPTION_COLUMN = re.compile(r"caption(_\d+)?")
+MANIFEST_KINDS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "coco"}
+_BOM = b"\xef\xbb\xbf"
+_MAX_JSON_DEPTH = 64
+# Any \uD800-\uDFFF escape in JSON text; see _ijson_backend.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 @dataclass(frozen=True)
@@ -55,11 +47,13 @@ class SourceInfo:
 
 
 def detect_kind(source: Path) -> str:
-    if source.is_dir():
-        return "wds" if any(source.glob("*.tar")) else "folder"
     suffix = source.suffix.lower()
-    kinds = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "coco",
-             ".tar": "wds"}
+    if source.is_dir():
+        if suffix in MANIFEST_KINDS:
+            raise SourceError(f"{source} is a folder, not a {suffix} file; name the manifest file itself (or "
+                              "rename the folder if it is a folder of images)")
+        return "wds" if any(source.glob("*.tar")) else "folder"
+    kinds = {**MANIFEST_KINDS, ".tar": "wds"}
     if suffix not in kinds:
         raise SourceError(f"{source}: unknown source type {suffix!r}; expected .csv, .tsv, .jsonl, .json "
                           "(COCO captions), .tar (WebDataset) or a folder of images with .txt sidecars")
@@ -69,10 +63,13 @@ def detect_kind(source: Path) -> str:
 def _hash_files(paths: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in paths:
-        digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
+        digest.update(path.name.encode("utf-8", errors="surrogateescape"))
+        try:
+            with path.open("rb") as handle:
+                while block := handle.read(1 << 20):
+                    digest.update(block)
+        except OSError as err:
+            raise SourceError(f"{path} cannot be read ({err.strerror or err}); check its permissions") from err
     return digest.hexdigest()
 
 
@@ -83,8 +80,12 @@ def describe_source(source: Path) -> SourceInfo:
     kind = detect_kind(source)
     if kind == "folder":
         # A folder's identity is its listing; content is checked per image anyway.
-        listing = "\n".join(sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.is_file()))
-        sha = hashlib.sha256(f"{source.resolve()}\n{listing}".encode()).hexdigest()
+        files = sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.is_file())
+        if not any(name.lower().endswith(IMAGE_SUFFIXES) for name in files):
+            raise SourceError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder or below; "
+                              "expected a folder of images with .txt sidecars, or of .tar shards")
+        listing = "\n".join(files)
+        sha = hashlib.sha256(f"{source.resolve()}\n{listing}".encode("utf-8", "surrogateescape")).hexdigest()
     elif kind == "wds" and source.is_dir():
         sha = _hash_files(sorted(source.glob("*.tar")))
     else:
@@ -95,55 +96,66 @@ def describe_source(source: Path) -> SourceInfo:
 def read_source(source: Path, kind: str) -> Iterator[SourceRow]:
     if kind in ("csv", "tsv"):
         return _read_delimited(source, "\t" if kind == "tsv" else ",")
-    readers = {"jsonl": _read_jsonl, "coco": _read_coco, "folder": _read_folder, "wds": _read_wds}
+    readers = {"jsonl": _read_jsonl, "coco": _read_coco, "folder": _read_folder, "wds": read_wds}
     return readers[kind](source)
 
 
-def _excerpt(text: str, limit: int = 300) -> str:
-    """A printable excerpt of a raw row for the rejects table (undecodable bytes shown as U+FFFD)."""
-    text = text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
 def _read_delimited(path: Path, delimiter: str) -> Iterator[SourceRow]:
-    # surrogateescape keeps undecodable bytes so the one bad row (not the whole file) is rejected.
-    with path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter)
-        header = next(reader, None)
-        if header is None:
-            raise SourceError(f"{path}: empty file, expected a header row with an 'image' column")
-        header = [h.strip() for h in header]
-        if "image" not in header:
-            raise SourceError(f"{path}: header {header} has no 'image' column")
-        caption_columns = [i for i, h in enumerate(header) if h.startswith(CAPTION_COLUMN_PREFIX)]
-        sentences_column = header.index("sentences") if "sentences" in header else None
-        if not caption_columns and sentences_column is None:
-            raise SourceError(f"{path}: header {header} has no 'caption' (or caption_2, …) or 'sentences' "
-                              "column")
-        image_column = header.index("image")
-        for values in reader:
-            row_ref = f"line {reader.line_num}"
-            raw = _excerpt(delimiter.join(values))
-            if not any(v.strip() for v in values):
-                continue  # blank line
-            if len(values) != len(header):
+    records = csv_records(path, delimiter)
+    first = next(records, None)
+    if first is None:
+        raise SourceError(f"{path}: empty file, expected a header row with an 'image' column")
+    if first.fields is None:
+        raise SourceError(f"{path}: the header row is not valid CSV ({first.error})")
+    header = [h.strip() for h in first.fields]
+    if "image" not in header:
+        raise SourceError(f"{path}: header {header} has no 'image' column")
+    repeated = [name for name in ("image", "sentences") if header.count(name) > 1]
+    if repeated:  # which of two 'image' columns is meant cannot be guessed
+        raise SourceError(f"{path}: header {header} repeats {repeated}; each column may appear once")
+    caption_columns = [i for i, h in enumerate(header) if CAPTION_COLUMN.fullmatch(h)]
+    sentences_column = header.index("sentences") if "sentences" in header else None
+    if not caption_columns and sentences_column is None:
+        raise SourceError(f"{path}: header {header} has no 'caption' (or caption_2, …) or 'sentences' column")
+    image_column = header.index("image")
+    for record in records:
+        row_ref = f"line {record.line}"
+        values = record.fields
+        if values is None:
+            yield SourceRow(row_ref, excerpt(record.first_line.rstrip("\r\n")), problem=_csv_problem(record))
+            continue
+        raw = excerpt(delimiter.join(values))
+        if not any(v.strip() for v in values):
+            continue  # blank line
+        if len(values) != len(header):
+            yield SourceRow(row_ref, raw, problem=(
+                "row_wrong_field_count",
+                f"{len(values)} fields where the header has {len(header)}; check quoting and delimiters"))
+            continue
+        captions: list[object] = [_undo_surrogates(values[i]) for i in caption_columns if values[i] != ""]
+        if sentences_column is not None and values[sentences_column] != "":
+            try:
+                captions.append(json.loads(values[sentences_column]))
+            except (json.JSONDecodeError, RecursionError) as err:
+                message = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
                 yield SourceRow(row_ref, raw, problem=(
-                    "row_wrong_field_count",
-                    f"{len(values)} fields where the header has {len(header)}; check quoting and delimiters"))
+                    "row_malformed_json", f"'sentences' column is not a JSON list: {message}"))
                 continue
-            captions: list[object] = [_undo_surrogates(values[i]) for i in caption_columns if values[i] != ""]
-            if sentences_column is not None and values[sentences_column] != "":
-                try:
-                    captions.append(json.loads(values[sentences_column]))
-                except json.JSONDecodeError as err:
-                    yield SourceRow(row_ref, raw, problem=(
-                        "row_malformed_json", f"'sentences' column is not a JSON list: {err.msg}"))
-                    continue
-            image_path = _undo_surrogates(values[image_column])
-            if isinstance(image_path, bytes):
-                yield SourceRow(row_ref, raw, problem=("image_path_not_utf8", "the image path is not valid UTF-8"))
-                continue
-            yield SourceRow(row_ref, raw, image_path=image_path, captions=captions)
+        image_path = _undo_surrogates(values[image_column])
+        if isinstance(image_path, bytes):
+            yield SourceRow(row_ref, raw, problem=("image_path_not_utf8", "the image path is not valid UTF-8"))
+            continue
+        yield SourceRow(row_ref, raw, image_path=image_path, captions=captions)
+
+
+def _csv_problem(record: CsvRecord) -> tuple[str, str]:
+    if record.lines > 1 or record.error == "unexpected end of data":
+        where = "the end of the file" if record.error == "unexpected end of data" else \
+            f"line {record.line + record.lines - 1} ({record.error})"
+        return ("row_unterminated_quote",
+                f"the quoted field opened on this line is not closed properly before {where}; the lines after "
+                "it were read as rows of their own")
+    return "row_malformed_csv", f"not valid CSV: {record.error}; check the quoting"
 
 
 def _undo_surrogates(value: str) -> str | bytes:
@@ -176,14 +188,17 @@ def _read_jsonl(path: Path) -> Iterator[SourceRow]:
             try:
                 line = line_bytes.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as err:
-                yield SourceRow(row_ref, _excerpt(line_bytes.decode("utf-8", "replace")), problem=(
+                yield SourceRow(row_ref, excerpt(line_bytes.decode("utf-8", "replace")), problem=(
                     "row_not_utf8", f"line is not valid UTF-8 (byte offset {err.start}); re-encode as UTF-8"))
                 continue
-            raw = _excerpt(line.strip())
+            raw = excerpt(line.strip())
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
                 yield SourceRow(row_ref, raw, problem=("row_malformed_json", f"not valid JSON: {err.msg}"))
+                continue
+            except RecursionError:
+                yield SourceRow(row_ref, raw, problem=("row_malformed_json", "not usable JSON: nested too deeply"))
                 continue
             if not isinstance(obj, dict):
                 yield SourceRow(row_ref, raw, problem=(
@@ -202,6 +217,8 @@ def _row_from_object(row_ref: str, raw: str, obj: dict[str, object]) -> SourceRo
         return SourceRow(row_ref, raw, problem=(
             "image_path_wrong_type", f"'image' must be a string path, got {type(image).__name__}"))
     captions = _captions_from_object(obj)
+    if not captions and obj.get("captions") == []:
+        return SourceRow(row_ref, raw, problem=("caption_missing", "'captions' is an empty list; give at least one"))
     if not captions:
         return SourceRow(row_ref, raw, problem=(
             "caption_missing", f"no 'caption', 'captions' or 'sentences' key (keys present: {sorted(obj)})"))
@@ -209,89 +226,155 @@ def _row_from_object(row_ref: str, raw: str, obj: dict[str, object]) -> SourceRo
 
 
 def _read_coco(path: Path) -> Iterator[SourceRow]:
-    import ijson  # streams the two arrays instead of loading a multi-GB JSON document
+    import ijson
 
+    parser = _ijson_backend(path)
     file_names: dict[object, str] = {}
+    conflicts: dict[object, set[str]] = {}  # ids listed with different file names
     try:
-        with path.open("rb") as handle:
-            for image in ijson.items(handle, "images.item"):
-                if isinstance(image, dict) and "id" in image and isinstance(image.get("file_name"), str):
-                    file_names[image["id"]] = image["file_name"]
+        _check_depth(path, parser)
+        # Two streamed passes instead of loading a multi-GB JSON document: images first, then annotations.
+        with _open_json(path) as handle:
+            for index, image in enumerate(parser.items(handle, "images.item", use_float=True)):
+                if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
+                    continue  # annotations that point at it are rejected as image_id_unknown
+                if not _usable_coco_id(image["id"]):
+                    raw = excerpt(json.dumps(image, default=str, ensure_ascii=False))
+                    yield SourceRow(f"images[{index}]", raw, problem=(
+                        "image_id_invalid", f"'id' must be an integer or a string, got {_json_type(image['id'])}"))
+                    continue
+                known = file_names.setdefault(image["id"], image["file_name"])
+                if known != image["file_name"]:
+                    conflicts.setdefault(image["id"], {known}).add(image["file_name"])
         if not file_names:
             raise SourceError(f"{path}: no usable 'images' entries with 'id' and 'file_name' "
                               "(is this a COCO captions file?)")
-        with path.open("rb") as handle:
-            for index, ann in enumerate(ijson.items(handle, "annotations.item")):
-                row_ref = f"annotations[{index}]"
-                raw = _excerpt(json.dumps(ann, default=str, ensure_ascii=False))
-                if not isinstance(ann, dict) or "image_id" not in ann:
-                    yield SourceRow(row_ref, raw, problem=("row_missing_image_key", "annotation has no 'image_id'"))
-                    continue
-                if ann["image_id"] not in file_names:
-                    yield SourceRow(row_ref, raw, problem=(
-                        "image_id_unknown", f"image_id {ann['image_id']!r} is not listed under 'images'"))
-                    continue
-                if "caption" not in ann:
-                    yield SourceRow(row_ref, raw, problem=("caption_missing", "annotation has no 'caption'"))
-                    continue
-                yield SourceRow(row_ref, raw, image_path=file_names[ann["image_id"]], captions=[ann["caption"]])
-    except ijson.JSONError as err:
-        raise SourceError(f"{path}: not a valid COCO captions JSON document: {err}") from err
+        with _open_json(path) as handle:
+            for index, ann in enumerate(parser.items(handle, "annotations.item", use_float=True)):
+                yield _coco_row(f"annotations[{index}]", ann, file_names, conflicts)
+    except (ijson.JSONError, UnicodeDecodeError) as err:
+        raise _coco_error(path, err) from err
+
+
+def _coco_row(row_ref: str, ann: object, file_names: dict[object, str],
+              conflicts: dict[object, set[str]]) -> SourceRow:
+    raw = excerpt(json.dumps(ann, default=str, ensure_ascii=False))
+    if not isinstance(ann, dict) or "image_id" not in ann:
+        return SourceRow(row_ref, raw, problem=("row_missing_image_key", "annotation has no 'image_id'"))
+    image_id = ann["image_id"]
+    if not _usable_coco_id(image_id):
+        return SourceRow(row_ref, raw, problem=(
+            "image_id_invalid", f"'image_id' must be an integer or a string, got {_json_type(image_id)}"))
+    if image_id in conflicts:
+        names = ", ".join(repr(name) for name in sorted(conflicts[image_id])[:5])
+        return SourceRow(row_ref, raw, problem=(
+            "image_id_ambiguous", f"image_id {image_id!r} is listed under 'images' with different file names "
+                                  f"({names}); fix the 'images' list so each id names one file"))
+    if image_id not in file_names:
+        return SourceRow(row_ref, raw, problem=(
+            "image_id_unknown", f"image_id {image_id!r} is not listed under 'images'"))
+    if "caption" not in ann:
+        return SourceRow(row_ref, raw, problem=("caption_missing", "annotation has no 'caption'"))
+    return SourceRow(row_ref, raw, image_path=file_names[image_id], captions=[ann["caption"]])
+
+
+def _usable_coco_id(value: object) -> bool:
+    # Lists and objects cannot key a lookup; true/false would pass for the ids 1 and 0.
+    return isinstance(value, (int, str, float)) and not isinstance(value, bool)
+
+
+def _json_type(value: object) -> str:
+    names = {list: "a list", dict: "an object", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _open_json(path: Path) -> BinaryIO:
+    """The file, positioned after a UTF-8 byte order mark if it has one (as the CSV and JSONL readers allow)."""
+    handle = path.open("rb")
+    if handle.read(len(_BOM)) != _BOM:
+        handle.seek(0)
+    return handle
+
+
+def _ijson_backend(path: Path) -> Any:
+    """ijson's C parser silently turns a lone surrogate escape ("\\ud800") into '?', changing the caption or
+    path; a file with any surrogate escape is parsed by the pure-Python backend, which keeps it for
+    validation to reject."""
+    import ijson
+
+    with path.open("rb") as handle:
+        tail = b""
+        while block := handle.read(1 << 20):
+            if _SURROGATE_ESCAPE.search(tail + block):
+                return ijson.get_backend("python")
+            tail = block[-5:]
+    return ijson
+
+
+def _check_depth(path: Path, parser: Any) -> None:
+    """ijson's memory grows with the square of the nesting depth (100,000 '[' take tens of GB), so a
+    document nested deeper than any COCO file is refused before it is parsed for items."""
+    depth = 0
+    with _open_json(path) as handle:
+        for event, _ in parser.basic_parse(handle):
+            if event in ("start_map", "start_array"):
+                depth += 1
+                if depth > _MAX_JSON_DEPTH:
+                    raise SourceError(f"{path}: JSON nested more than {_MAX_JSON_DEPTH} levels deep; a COCO "
+                                      "captions file needs 4 (is the file damaged?)")
+            elif event in ("end_map", "end_array"):
+                depth -= 1
+
+
+def _coco_error(path: Path, err: Exception) -> SourceError:
+    if isinstance(err, UnicodeDecodeError) or "UTF8" in str(err):
+        return SourceError(f"{path}: not valid UTF-8 text; re-encode the COCO file as UTF-8")
+    message = err.args[0] if err.args else err
+    text = message.decode("utf-8", errors="replace") if isinstance(message, bytes) else str(message)
+    summary = next((line.strip() for line in text.splitlines() if line.strip()), "")[:200]  # not yajl's pointer
+    return SourceError(f"{path}: not a valid COCO captions JSON document ({summary})")
 
 
 def _read_folder(root: Path) -> Iterator[SourceRow]:
-    for directory, subdirs, files in os.walk(root):
+    resolved_root = root.resolve()
+    unlisted: list[OSError] = []
+    # os.walk skips a folder it cannot list unless told; each one becomes a reject instead.
+    for directory, subdirs, files in os.walk(root, onerror=unlisted.append):
+        yield from _unlisted_folders(root, unlisted)
         subdirs.sort()
         for name in sorted(files):
-            if not name.lower().endswith(IMAGE_SUFFIXES):
-                continue
-            image = Path(directory, name)
-            relative = str(image.relative_to(root))
-            sidecar = image.with_suffix(".txt")
-            if not sidecar.is_file():
-                yield SourceRow(relative, relative, problem=(
-                    "caption_missing", f"no sidecar caption file {sidecar.name} next to the image"))
-                continue
-            yield SourceRow(relative, relative, image_path=relative, captions=[sidecar.read_bytes()])
+            if name.lower().endswith(IMAGE_SUFFIXES):
+                yield _folder_row(root, resolved_root, Path(directory, name))
+    yield from _unlisted_folders(root, unlisted)
 
 
-def _read_wds(source: Path) -> Iterator[SourceRow]:
-    shards = sorted(source.glob("*.tar")) if source.is_dir() else [source]
-    for shard in shards:
-        try:
-            yield from _read_shard(shard)
-        except tarfile.TarError as err:
-            yield SourceRow(f"{shard.name}", shard.name, problem=(
-                "shard_corrupt", f"tar shard is corrupt or truncated: {err}; rows before the damage were read"))
+def _folder_row(root: Path, resolved_root: Path, image: Path) -> SourceRow:
+    relative = str(image.relative_to(root))
+    sidecar = image.with_suffix(".txt")
+    if not sidecar.is_file():
+        return SourceRow(relative, relative, problem=(
+            "caption_missing", f"no sidecar caption file {sidecar.name} next to the image"))
+    # A sidecar is read like an image: never from outside the folder, whatever a symlink says.
+    target = Path(os.path.realpath(sidecar))
+    if not target.is_relative_to(resolved_root):
+        return SourceRow(relative, relative, problem=(
+            "caption_path_symlink_escape",
+            f"sidecar {sidecar.name!r} resolves through a symlink to {str(target)!r}, outside the source folder"))
+    try:
+        caption = target.read_bytes()
+    except OSError as err:
+        return SourceRow(relative, relative, problem=(
+            "caption_unreadable", f"sidecar {sidecar.name!r} cannot be read ({err.strerror or err})"))
+    return SourceRow(relative, relative, image_path=relative, captions=[caption])
 
 
-def _read_shard(shard: Path) -> Iterator[SourceRow]:
-    # WebDataset keeps a sample's members adjacent: group consecutive members by key.
-    current_key: str | None = None
-    members: dict[str, bytes] = {}
-    with tarfile.open(shard, mode="r|*") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            base = os.path.basename(member.name)
-            key_part, _, extension = base.partition(".")
-            key = f"{os.path.dirname(member.name)}/{key_part}".lstrip("/")
-            if key != current_key and current_key is not None:
-                yield _wds_row(shard, current_key, members)
-                members = {}
-            current_key = key
-            handle = tar.extractfile(member)
-            members[extension.lower()] = handle.read() if handle else b""
-        if current_key is not None:
-            yield _wds_row(shard, current_key, members)
-
-
-def _wds_row(shard: Path, key: str, members: dict[str, bytes]) -> SourceRow:
-    row_ref = f"{shard.name}:{key}"
-    image_ext = next((ext for ext in ("jpg", "jpeg", "png", "webp") if ext in members), None)
-    if image_ext is None:
-        return SourceRow(row_ref, row_ref, problem=(
-            "image_missing", f"sample has no .jpg/.jpeg/.png/.webp member (members: {sorted(members)})"))
-    if "txt" not in members:
-        return SourceRow(row_ref, row_ref, problem=("caption_missing", "sample has no .txt member"))
-    return SourceRow(row_ref, row_ref, image_bytes=members[image_ext], captions=[members["txt"]])
+def _unlisted_folders(root: Path, errors: list[OSError]) -> Iterator[SourceRow]:
+    for err in errors:
+        folder = Path(err.filename) if err.filename else root
+        if folder == root:
+            raise SourceError(f"{root}: cannot list the folder ({err.strerror or err}); check its permissions")
+        relative = str(folder.relative_to(root))
+        yield SourceRow(relative, relative, problem=(
+            "folder_unreadable", f"cannot list folder {relative!r} ({err.strerror or err}); the images in it "
+                                 "were not read"))
+    errors.clear()

@@ -15,7 +15,14 @@ from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from toolkit.config import CaptionLimits, ImageLimits
-from toolkit.text import CaptionError, decode_utf8, has_words, normalise_caption, truncate_at_sentence
+from toolkit.text import (
+    CaptionError,
+    decode_utf8,
+    has_surrogates,
+    has_words,
+    normalise_caption,
+    truncate_at_sentence,
+)
 
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP"})
 
@@ -48,6 +55,9 @@ def resolve_image_path(images_root: Path, raw_path: str) -> tuple[Path, str]:
         raise RowRejected("image_path_empty", "the image path is empty")
     if "\x00" in raw_path:
         raise RowRejected("image_path_invalid", "the image path contains a NUL byte")
+    if has_surrogates(raw_path):
+        raise RowRejected("image_path_not_utf8", f"the image path {raw_path!r} holds a lone UTF-16 surrogate, "
+                                                 "which is not valid UTF-8; fix the path in the source")
     if raw_path.startswith(("/", "\\")) or PureWindowsPath(raw_path).drive or Path(raw_path).is_absolute():
         raise RowRejected("image_path_absolute",
                           f"{raw_path!r} is absolute; paths must be relative to --images-root")
@@ -65,13 +75,16 @@ def resolve_image_path(images_root: Path, raw_path: str) -> tuple[Path, str]:
 
 
 def read_image_file(path: Path, limits: ImageLimits) -> bytes:
-    if not path.exists():
-        raise RowRejected("image_missing", f"{path} does not exist")
-    if not path.is_file():
-        raise RowRejected("image_not_a_file", f"{path} is not a regular file")
-    size = path.stat().st_size
-    check_byte_size(size, limits)
-    return path.read_bytes()
+    try:
+        if not path.exists():
+            raise RowRejected("image_missing", f"{str(path)!r} does not exist")
+        if not path.is_file():
+            raise RowRejected("image_not_a_file", f"{str(path)!r} is not a regular file")
+        check_byte_size(path.stat().st_size, limits)
+        return path.read_bytes()
+    except OSError as err:
+        raise RowRejected("image_unreadable", f"{str(path)!r} cannot be read ({err.strerror or err}); "
+                                              "check its permissions") from err
 
 
 def check_byte_size(size: int, limits: ImageLimits) -> None:
@@ -118,19 +131,16 @@ def inspect_image(data: bytes, limits: ImageLimits, path: str | None) -> ValidIm
 
 def clean_caption(value: object, limits: CaptionLimits) -> str:
     """A raw caption value (str, undecoded bytes, or a list of sentences) -> a normalised caption."""
-    if isinstance(value, list):
-        if not value or not all(isinstance(s, str) for s in value):
-            raise RowRejected("caption_wrong_type", "'sentences' must be a non-empty list of strings")
-        sentences = [normalise_caption(s) for s in value]
-        value = " ".join(_end_sentence(s) for s in sentences if s)
-    if isinstance(value, bytes):
-        try:
-            value = decode_utf8(value)
-        except CaptionError as err:
-            raise RowRejected(err.reason, err.detail) from err
-    if not isinstance(value, str):
-        raise RowRejected("caption_wrong_type", f"caption must be text, got {type(value).__name__}")
     try:
+        if isinstance(value, list):
+            if not value or not all(isinstance(s, str) for s in value):
+                raise RowRejected("caption_wrong_type", "'sentences' must be a non-empty list of strings")
+            sentences = [normalise_caption(s) for s in value]
+            value = " ".join(_end_sentence(s) for s in sentences if s)
+        if isinstance(value, bytes):
+            value = decode_utf8(value)
+        if not isinstance(value, str):
+            raise RowRejected("caption_wrong_type", f"caption must be text, got {type(value).__name__}")
         text = normalise_caption(value)
     except CaptionError as err:
         raise RowRejected(err.reason, err.detail) from err
