@@ -376,6 +376,16 @@ def test_snapshot_names_are_unique_and_latest_is_reserved(tmp_path, tagger):
     store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
     with pytest.raises(SnapshotError, match="'s1' is already used"):
         create_snapshot(store, "s1")
+    # Identical content asked for under a name: a nameless snapshot takes it, a named one refuses a second.
+    nameless, _ = create_snapshot(store)
+    named, created = create_snapshot(store, "s2")
+    assert not created and named.content_hash == nameless.content_hash and named.name == "s2"
+    with pytest.raises(SnapshotError, match=r"already snapshot .*, named 's2'"):
+        create_snapshot(store, "s3")
+    with store.session() as session:
+        from toolkit.snapshot import resolve_snapshot
+
+        assert resolve_snapshot(session, "s2").content_hash == nameless.content_hash
     store.close()
 
 

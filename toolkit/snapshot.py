@@ -51,26 +51,43 @@ def create_snapshot(store: Store, name: str = "") -> tuple[Snapshot, bool]:
             raise SnapshotError(f"snapshot name {name!r} is already used by snapshot {named.content_hash[:16]}; "
                                 "choose another name (list them with `toolkit data snapshots`)")
         existing = session.scalar(select(Snapshot).where(Snapshot.content_hash == content_hash))
+        named_now = False
         if existing is not None:
-            return existing, False
-        splits: dict[str, int] = {}
-        for _, _, split, _, _ in members:
-            splits[split] = splits.get(split, 0) + 1
-        snapshot = Snapshot(
-            content_hash=content_hash,
-            name=name,
-            actor=current_actor(),
-            counts={"captions": len(members), "images": len({m[1] for m in members}), "splits": splits},
-        )
-        session.add(snapshot)
-        session.flush()
-        session.execute(
-            insert(SnapshotMember),
-            [{"snapshot_id": snapshot.id, "caption_id": m[0], "image_id": m[1], "split": m[2]}
-             for m in members],
-        )
+            # One name per snapshot: a nameless one takes the name; another name would be silently dropped.
+            if name and existing.name and existing.name != name:
+                raise SnapshotError(f"the catalog's content is already snapshot {existing.content_hash[:16]}, "
+                                    f"named {existing.name!r}; refer to it by that name or its hash")
+            named_now = bool(name) and not existing.name
+            if named_now:
+                existing.name = name
+        else:
+            snapshot = _store_snapshot(session, content_hash, name, members)
+    if existing is not None:
+        if named_now:
+            store.audit("snapshot.name", content_hash, {"name": name})
+        return existing, False
     store.audit("snapshot.create", content_hash, {"name": name, **snapshot.counts})
     return snapshot, True
+
+
+def _store_snapshot(session: Session, content_hash: str, name: str,
+                    members: list[tuple[int, int, str, str, str]]) -> Snapshot:
+    splits: dict[str, int] = {}
+    for _, _, split, _, _ in members:
+        splits[split] = splits.get(split, 0) + 1
+    snapshot = Snapshot(
+        content_hash=content_hash,
+        name=name,
+        actor=current_actor(),
+        counts={"captions": len(members), "images": len({m[1] for m in members}), "splits": splits},
+    )
+    session.add(snapshot)
+    session.flush()
+    session.execute(
+        insert(SnapshotMember),
+        [{"snapshot_id": snapshot.id, "caption_id": m[0], "image_id": m[1], "split": m[2]} for m in members],
+    )
+    return snapshot
 
 
 def resolve_snapshot(session: Session, ref: str) -> Snapshot:
