@@ -219,3 +219,25 @@ def test_resume_refuses_other_anchor_texts(tiny_open_clip_spec: str, tmp_path: P
     recipe(ANCHORS, resume=True).setup()  # the same anchors resume
     with pytest.raises(ResumeError, match="anchors_sha256"):
         recipe([*ANCHORS[:-1], "an edited line."], resume=True).setup()
+
+
+def test_anchor_texts_cut_at_the_context_are_counted_in_a_warning(tiny_open_clip_spec: str, tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    from tests.test_train import tiny_config
+    from toolkit.adapters.loading import load_model
+    from toolkit.batches import SyntheticBatchSource
+    from toolkit.train import ClicRecipe
+
+    adapter = load_model(tiny_open_clip_spec)  # a 32-token context
+    long = "a red circle next to " * 12 + "a blue square."
+    recipe = ClicRecipe(tiny_config(anchor_weight=1.0), adapter, SyntheticBatchSource(8, 4, 32, adapter.tokenize),
+                        tmp_path / "run", anchor_texts=["a red circle.", long, "a tree."])
+    with caplog.at_level("WARNING", logger="toolkit.train"):
+        recipe.setup()
+    assert "1 of 3 anchor texts reach the text tower's 32-token context and are cut" in caplog.text
+    assert "'a red circle next to" in caplog.text
+    caplog.clear()
+    ClicRecipe(tiny_config(anchor_weight=1.0), load_model(tiny_open_clip_spec),
+               SyntheticBatchSource(8, 4, 32, adapter.tokenize), tmp_path / "short",
+               anchor_texts=["a red circle.", "a tree."]).setup()
+    assert "anchor texts" not in caplog.text

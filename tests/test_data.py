@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image as PILImage
+from sqlalchemy import select
 from torch.utils.data import DataLoader
 
-from tests.catalog_fixtures import add_images
+from tests.catalog_fixtures import CatalogEntry, add_images
 from toolkit.adapters.base import ImageNorm
 from toolkit.data import (
     ClicBatch,
@@ -34,6 +37,7 @@ from toolkit.samples import (
 )
 from toolkit.snapshot import create_snapshot
 from toolkit.store.db import Store, open_store
+from toolkit.store.models import Image
 
 RED, BLUE, GREEN, YELLOW = (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 0)
 # Normalisation chosen so each colour lands on distinctive values: (x - mean) / std per channel.
@@ -64,10 +68,20 @@ CATALOG = [
 ]
 
 
+def add_hashed_images(store: Store, root: Path, catalog: list[CatalogEntry]) -> None:
+    """`add_images`, with each image's catalogued sha256 made its file's: training checks the files."""
+    add_images(store, root, catalog)
+    names = {entry[0] for entry in catalog}
+    with store.session() as session:
+        for image in session.scalars(select(Image).where(Image.images_root == str(root))):
+            if image.path in names:
+                image.sha256 = hashlib.sha256((root / image.path).read_bytes()).hexdigest()
+
+
 @pytest.fixture
 def store(catalog_url: str, tmp_path: Path) -> Store:
     store = open_store(catalog_url)
-    add_images(store, tmp_path, CATALOG)
+    add_hashed_images(store, tmp_path, CATALOG)
     create_snapshot(store, name="tiny")
     return store
 
@@ -105,7 +119,7 @@ def test_empty_split_is_a_clear_error(store: Store) -> None:
 
 def test_a_lone_image_in_an_aspect_class_is_a_clear_error(catalog_url: str, tmp_path: Path) -> None:
     store = open_store(catalog_url)
-    add_images(store, tmp_path, [CATALOG[0], CATALOG[1], CATALOG[2]])  # two wide, one tall
+    add_hashed_images(store, tmp_path, [CATALOG[0], CATALOG[1], CATALOG[2]])  # two wide, one tall
     create_snapshot(store)
     with store.session() as session:
         records = load_training_records(session, "latest")
@@ -366,3 +380,44 @@ def test_single_image_mode_refuses_cross_caption_generators_and_needs_a_loader(
         TrainConfig(concatenate=False)
     with pytest.raises(ValueError, match="single_image_loader"):
         ClicDataset(records, NORM, seed=0, config=SampleConfig(generators=("replace",), concatenate=False))
+
+
+def test_an_image_file_changed_after_ingest_is_refused_on_its_first_read(records: list[TrainingRecord],
+                                                                        tmp_path: Path) -> None:
+    import toolkit.data as data
+
+    red = next(r for r in records if r.image_path.name == "red.png")
+    blue = next(r for r in records if r.image_path.name == "blue.png")
+    PILImage.new("RGB", (60, 30), (0, 0, 254)).save(blue.image_path)  # valid pixels, other bytes
+    with pytest.raises(data.ImageLoadError, match=r"blue\.png.*changed since ingest"):
+        data.load_half_tiles(red, blue, "wide", 8)
+    with pytest.raises(data.ImageLoadError, match=r"blue\.png.*changed since ingest"):
+        PlainDataset(records, lambda image: torch.zeros(3, 8, 8))[records.index(blue)]
+    torch.testing.assert_close(data.load_half_tiles(red, red, "wide", 8)[0][:, 0, 0], torch.tensor([1.0, 0, 0]))
+    assert (red.image_path, red.sha256) in data._verified_images  # checked once, then trusted in this process
+    blue.image_path.unlink()
+    assert data.missing_image_files(records) == [blue.image_path]
+
+
+def test_cli_preview_leaves_out_the_negatives_reviewers_excluded(store: Store) -> None:
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from toolkit.cli.negatives import register
+    from toolkit.governance.review import Failure, record_failures, record_verdict
+
+    app = typer.Typer()
+    register(app)
+    args = ["negatives", "preview", "--db", store.url, "--n", "4", "--seed", "4", "--json"]
+    before = json.loads(CliRunner().invoke(app, args).stdout)
+    flagged = before["samples"][0]
+    assert flagged["negative"]
+    (item,) = record_failures(store, "eval-1", "candidate", [
+        Failure("domain", "1", "composition", "x.png", flagged["positive"], flagged["negative"], 0.1, 0.2,
+                flagged["generator"])])
+    record_verdict(store, item, "negative_true", reviewer="rita")
+    after = json.loads(CliRunner().invoke(app, args).stdout)
+    assert match_key(flagged["negative"]) not in {match_key(row["negative"]) for row in after["samples"]}
+    assert (before["excluded_negatives"], after["excluded_negatives"]) == (0, 1)

@@ -69,3 +69,53 @@ def test_audit_log_is_append_only_and_migrations_are_idempotent(catalog_url):
     with store.session() as session:
         assert session.query(AuditEvent).one().actor == "alice"
     store.close()
+
+
+def _two_snapshots(store):  # type: ignore[no-untyped-def]
+    """Two snapshots of different content: (first, second)."""
+    import tempfile
+    from pathlib import Path
+
+    from tests.catalog_fixtures import add_images
+    from toolkit.snapshot import create_snapshot
+
+    root = Path(tempfile.mkdtemp())
+    add_images(store, root, [("a.png", (1, 2, 3), 40, 20, "train", [("A cup.", "DET NOUN PUNCT")])])
+    first, _ = create_snapshot(store)
+    add_images(store, root, [("b.png", (4, 5, 6), 40, 20, "train", [("A mug.", "DET NOUN PUNCT")])])
+    second, _ = create_snapshot(store)
+    return first, second
+
+
+def test_snapshot_names_cannot_pass_for_hashes_and_refs_are_checked(catalog_url):
+    from toolkit.snapshot import SnapshotError, create_snapshot, resolve_snapshot
+    from toolkit.store.models import Snapshot
+
+    store = open_store(catalog_url)
+    first, second = _two_snapshots(store)
+    for name in ("deadbeef", "DEADBEEF00", second.content_hash[:8]):
+        with pytest.raises(SnapshotError, match="reads as a content hash prefix"):
+            create_snapshot(store, name=name)
+    with store.session() as session:
+        assert resolve_snapshot(session, second.content_hash[:8]).id == second.id
+        with pytest.raises(SnapshotError, match="the snapshot reference is empty"):
+            resolve_snapshot(session, "")
+        with pytest.raises(SnapshotError, match="a hash prefix needs 8\\+ characters"):
+            resolve_snapshot(session, second.content_hash[:6])
+        # A name from before the rule that looks like the other snapshot's hash no longer hides it.
+        session.get(Snapshot, first.id).name = second.content_hash[:8]
+    with store.session() as session, pytest.raises(SnapshotError, match="ambiguous"):
+        resolve_snapshot(session, second.content_hash[:8])
+    store.close()
+
+
+def test_an_unknown_database_scheme_is_a_store_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from toolkit.cli import app
+    from toolkit.store.db import StoreError
+
+    with pytest.raises(StoreError, match="unsupported database URL 'bogus://x'"):
+        open_store("bogus://x")
+    result = CliRunner().invoke(app, ["data", "stats", "--db", "bogus://x"])
+    assert result.exit_code == 3 and "unsupported database URL" in result.output

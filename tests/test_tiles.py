@@ -263,3 +263,110 @@ def test_crops_are_used_only_for_a_resize_and_center_crop_transform() -> None:
     assert split_crop_transform(T.Compose([T.Resize(SIZE), T.CenterCrop(SIZE), *tail]), SIZE) is None  # bilinear
     assert split_crop_transform(T.Compose([bicubic, T.CenterCrop(SIZE), *tail]), 64) is None  # another size
     assert split_crop_transform(T.Compose([T.CenterCrop(SIZE), bicubic, *tail]), SIZE) is None  # other order
+
+
+def test_a_damaged_tile_is_refused_on_its_first_read_and_prepare_repairs_it(store: Store, tiny_open_clip_spec: str,
+                                                                           tmp_path: Path) -> None:
+    from toolkit.data import ImageLoadError
+
+    prepare_tiles(store, "latest", SIZE, tmp_path / "ws")
+    cache = resolve_tile_cache("require", tmp_path / "ws", _snapshot_hash(store), SIZE)
+    assert cache is not None and cache.hashes is not None and len(cache.hashes) == 4
+    with store.session() as session:
+        wide = next(r for r in load_training_records(session, "latest") if r.image_path.name == "w2.png")
+    half = half_tile_path(cache.root, wide.sha256)
+    original = half.read_bytes()
+    PILImage.new("RGB", (SIZE, SIZE // 2), (9, 9, 9)).save(half)  # a valid tile of the right shape
+    with pytest.raises(ImageLoadError, match=f"tile {half} .*not the tile the index recorded"):
+        _batches(store, tiny_open_clip_spec, cache)
+    repaired = prepare_tiles(store, "latest", SIZE, tmp_path / "ws")
+    assert (repaired.files_written, repaired.files_repaired, repaired.images_skipped) == (1, 1, 3)
+    assert half.read_bytes() == original
+    plain, fast = _batches(store, tiny_open_clip_spec, None), _batches(store, tiny_open_clip_spec, cache)
+    assert all(torch.equal(a.images, b.images) for a, b in zip(plain, fast, strict=True))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty_list", "not_utf8", "without_tile_hashes"])
+def test_an_unusable_index_falls_back_under_auto_and_fails_under_require(
+        store: Store, tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture) -> None:
+    from toolkit.tiles import index_path
+
+    workspace, snapshot_hash = tmp_path / "ws", _snapshot_hash(store)
+    prepare_tiles(store, "latest", SIZE, workspace)
+    path = index_path(tiles_root(workspace, SIZE), snapshot_hash)
+    text = path.read_text()
+    if damage == "truncated":
+        path.write_text(text[:len(text) // 2])
+    elif damage == "empty_list":
+        path.write_text("[]")
+    elif damage == "not_utf8":
+        path.write_bytes(b"\xff\xfe" + text.encode())
+    else:  # an index written before tiles were hashed
+        path.write_text(json.dumps({k: v for k, v in json.loads(text).items() if k != "tiles"}))
+    with caplog.at_level("WARNING", logger="toolkit.tile_cache"):
+        assert resolve_tile_cache("auto", workspace, snapshot_hash, SIZE) is None
+    assert "not using the tile cache" in caplog.text and str(path) in caplog.text
+    with pytest.raises(TileError, match=f"tile index {path}"):
+        resolve_tile_cache("require", workspace, snapshot_hash, SIZE)
+    # prepare rebuilds the index (its tiles checked by recomputing them: all right, none rewritten)
+    again = prepare_tiles(store, "latest", SIZE, workspace)
+    assert (again.files_written, again.images_skipped, again.errors) == (0, 4, [])
+    assert resolve_tile_cache("require", workspace, snapshot_hash, SIZE) is not None
+
+
+def test_a_deleted_tile_is_found_before_training_and_auto_decodes(store: Store, catalog_url: str,
+                                                                  tiny_open_clip_spec: str, tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    from toolkit.tiles import crop_path
+    from toolkit.train import TrainConfig
+    from toolkit.train_job import train_on_snapshot
+
+    workspace, snapshot_hash = tmp_path / "ws", _snapshot_hash(store)
+    prepare_tiles(store, "latest", SIZE, workspace)
+    with store.session() as session:
+        tall = next(r for r in load_training_records(session, "latest") if r.image_path.name == "t2.png")
+    crop = crop_path(tiles_root(workspace, SIZE), tall.sha256)
+    crop.unlink()
+    with pytest.raises(TileError, match=f"tile file.* missing, e.g. {crop}"):
+        resolve_tile_cache("require", workspace, snapshot_hash, SIZE)
+    config = TrainConfig(max_steps=2, batch_size=2, progress=False)
+    with caplog.at_level("WARNING", logger="toolkit.tile_cache"):
+        result = train_on_snapshot(tiny_open_clip_spec, "tiny", tmp_path / "run", config, catalog_url, track=False,
+                                   workspace=workspace)
+    assert str(crop) in caplog.text
+    card = json.loads((result.out_dir / "model.json").read_text())
+    assert card["data_path"] == {"clic": "decode", "plain": "decode"}
+
+
+@pytest.mark.parametrize("option,value", [("--size", "33"), ("--format", "jpg"), ("--workers", "-2"),
+                                          ("--workers", "0")])
+def test_prepare_refuses_bad_option_values_by_name(store: Store, catalog_url: str, option: str,
+                                                   value: str) -> None:
+    import typer
+
+    from toolkit.cli.data import register as register_data
+    from toolkit.cli.tiles import register as register_tiles
+
+    app = typer.Typer()
+    register_data(app)
+    register_tiles(app)
+    result = CliRunner().invoke(app, ["data", "prepare", "--db", catalog_url, "--size", str(SIZE), option, value])
+    assert result.exit_code == 2, result.output
+    assert option in result.output
+
+
+def test_an_index_without_some_training_images_is_not_used(store: Store, tmp_path: Path) -> None:
+    from toolkit.tiles import index_path
+
+    workspace, snapshot_hash = tmp_path / "ws", _snapshot_hash(store)
+    prepare_tiles(store, "latest", SIZE, workspace)
+    with store.session() as session:
+        needed = {r.sha256 for r in load_training_records(session, "latest")}
+    path = index_path(tiles_root(workspace, SIZE), snapshot_hash)
+    index = json.loads(path.read_text())
+    index["tiles"].pop(sorted(needed)[0])
+    index["images"] -= 1
+    path.write_text(json.dumps(index))
+    with pytest.raises(TileError, match="lacks 1 of the 4 images training reads"):
+        resolve_tile_cache("require", workspace, snapshot_hash, SIZE, needed)
+    assert resolve_tile_cache("auto", workspace, snapshot_hash, SIZE, needed) is None

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.catalog_fixtures import add_images
+from tests.test_data import add_hashed_images
 from toolkit.adapters.loading import load_model
 from toolkit.adapters.weights import file_sha256
 from toolkit.snapshot import create_snapshot
@@ -30,7 +30,7 @@ CATALOG = [
 
 def _catalog(url: str, root: Path, entries: list[tuple[str, int, int, list[tuple[str, str]]]] = CATALOG) -> str:
     store = open_store(url)
-    add_images(store, root, [(name, (40 * i, 100, 200), width, height, "train", sentences)
+    add_hashed_images(store, root, [(name, (40 * i, 100, 200), width, height, "train", sentences)
                              for i, (name, width, height, sentences) in enumerate(entries)])
     snapshot, _ = create_snapshot(store, name="tiny")
     content_hash = snapshot.content_hash
@@ -108,3 +108,77 @@ def test_training_without_concatenation_needs_no_partner(tiny_open_clip_spec: st
     assert result.last_metrics["clic/uni"] == 0.0 and result.last_metrics["clic/sneg"] > 0
     card = json.loads((tmp_path / "single" / "model.json").read_text())
     assert card["train_config"]["concatenate"] is False
+
+
+def test_changed_or_missing_image_files_are_refused_by_name(tiny_open_clip_spec: str, tmp_path: Path) -> None:
+    """The decode path checks each file against the catalog's sha256 on its first read, and every file is
+    looked for before training starts."""
+    import pytest
+    from PIL import Image as PILImage
+
+    from toolkit.data import ImageLoadError
+    from toolkit.train import work_dir_for
+    from toolkit.train_config import TrainConfig
+    from toolkit.train_job import train_on_snapshot
+
+    images = tmp_path / "images"
+    images.mkdir()
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    _catalog(url, images)
+    out = tmp_path / "runs" / "r"
+    PILImage.new("RGB", (40, 20), (1, 2, 3)).save(images / "a.png")  # valid pixels, not the ingested ones
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "500"}
+    changed = subprocess.run([sys.executable, "-m", "toolkit", "train", "--base", tiny_open_clip_spec, "--out",
+                              str(out), "--db", url, "--max-steps", "2", "--batch-size", "2", "--tiles", "off",
+                              "--no-track"], env=env, capture_output=True, text=True, timeout=300)
+    assert changed.returncode == 3, changed.stderr
+    assert "a.png" in changed.stderr and "changed since ingest" in changed.stderr
+    assert "Traceback" not in changed.stderr
+    (images / "b.png").unlink()
+    config = TrainConfig(max_steps=2, batch_size=2, progress=False, tiles="off")
+    with pytest.raises(ImageLoadError, match=r"missing: .*b\.png"):
+        train_on_snapshot(tiny_open_clip_spec, "latest", out, config, url, track=False)
+    assert not out.exists() and not work_dir_for(out).exists()
+
+
+SIGTERM_AFTER_STEP_2 = """
+import os, signal, sys
+from toolkit.train import ClicRecipe
+save = ClicRecipe._save_checkpoint
+def save_then_terminate(self):
+    save(self)
+    if self.global_step == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+ClicRecipe._save_checkpoint = save_then_terminate
+from toolkit.cli import main
+sys.argv = ["toolkit", *sys.argv[1:]]
+main()
+"""
+
+
+def test_sigterm_ends_the_mlflow_run_and_the_run_resumes(tiny_open_clip_spec: str, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from toolkit.config import resolve_tracking_uri
+    from toolkit.train import work_dir_for
+
+    (tmp_path / "images").mkdir()
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    _catalog(url, tmp_path / "images")
+    (tmp_path / "train.toml").write_text("epochs = 2\ncheckpoint_every = 2\n", encoding="utf-8")
+    out = tmp_path / "runs" / "r"
+    args = ["train", "--base", tiny_open_clip_spec, "--out", str(out), "--db", url, "--batch-size", "2",
+            "--config", str(tmp_path / "train.toml")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "500"}
+    stopped = subprocess.run([sys.executable, "-c", SIGTERM_AFTER_STEP_2, *args], env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert stopped.returncode == 143, stopped.stderr
+    assert "SIGTERM" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert not out.exists() and (work_dir_for(out) / "checkpoint.pt").is_file()
+    client = MlflowClient(resolve_tracking_uri())
+    (killed,) = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert killed.info.status == "FAILED"
+    resumed = subprocess.run([sys.executable, "-m", "toolkit", *args, "--resume"], env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["global_step"] == 4

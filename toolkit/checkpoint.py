@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,9 @@ class ResumeState:
     config_fingerprint: str
     data: dict[str, Any]  # the batch source's description (snapshot hash, sample count…)
     world_size: int
+    # Of the base weights the run started from: the trainable weights in the checkpoint are deltas on top
+    # of them, so another base would silently give a model that model.json misnames.
+    base_weights_sha256: str | None = None
 
 
 def rng_state() -> dict[str, Any]:
@@ -62,27 +65,49 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+CHECKPOINT_KEYS = ("trainable", "optimizer", "scheduler", "rng", "resume")
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint's payload, refused (ResumeError naming the file) unless it has the layout
+    `save_checkpoint` writes: a dict of CHECKPOINT_KEYS with dicts and a list where they belong."""
     if not path.is_file():
         raise ResumeError(f"no checkpoint at {path}; start without --resume")
     try:
-        payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        payload: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file: torch raises many types
         raise ResumeError(f"checkpoint {path} is unreadable ({err}); start again without --resume") from err
+    if not isinstance(payload, dict):
+        raise ResumeError(f"checkpoint {path} holds a {type(payload).__name__}, not a training checkpoint; "
+                          "delete it and start again without --resume")
+    missing = [key for key in CHECKPOINT_KEYS if key not in payload]
+    wrong = [key for key in CHECKPOINT_KEYS if key in payload
+             and not isinstance(payload[key], list if key == "rng" else dict)]
+    if missing or wrong:
+        raise ResumeError(f"checkpoint {path} is not a training checkpoint of this toolkit (missing "
+                          f"{missing or 'nothing'}, wrong type {wrong or 'nothing'}); delete it and start "
+                          "again without --resume")
     return payload
 
 
 def check_resume_state(saved: dict[str, Any], expected: ResumeState, path: Path) -> ResumeState:
-    """The saved state must come from the same seed, config, data and world size as this run."""
+    """The saved state must come from the same seed, config, data, world size and base weights as this run."""
+    names = {f.name for f in fields(ResumeState)}
+    unknown, missing = sorted(set(saved) - names), sorted(names - set(saved))
+    if unknown or missing:  # another toolkit version's layout: its resume state cannot be trusted
+        raise ResumeError(f"checkpoint {path} has a resume state this toolkit does not read (unknown "
+                          f"{unknown or 'nothing'}, missing {missing or 'nothing'}); finish it with the "
+                          "toolkit version that wrote it, or delete it and start again without --resume")
     state = ResumeState(**saved)
     mismatches = [
         f"{name}: checkpoint has {getattr(state, name)!r}, this run has {getattr(expected, name)!r}"
-        for name in ("seed", "config_fingerprint", "data", "world_size")
+        for name in ("seed", "config_fingerprint", "data", "world_size", "base_weights_sha256")
         if getattr(state, name) != getattr(expected, name)
     ]
     if mismatches:
         raise ResumeError(f"checkpoint {path} belongs to a different run ({'; '.join(mismatches)}); "
-                          "resume with the same config, snapshot and number of processes, or start afresh")
+                          "resume with the same config, snapshot, base model and number of processes, or "
+                          "start afresh")
     return state
 
 

@@ -22,10 +22,12 @@ cache that `toolkit data prepare` writes, with the same resize (`toolkit.tiles`)
 
 from __future__ import annotations
 
+import hashlib
+import io
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from PIL import Image as PILImage
@@ -53,7 +55,7 @@ __all__ = [
     "ClicBatch", "ClicCollate", "ClicDataset", "ClicSample", "EpochBatches", "ImageLoadError", "PlainBatch",
     "PlainCollate", "PlainDataset", "PlainSample", "SampleConfig", "SampleKey", "TileLoader",
     "TrainingRecord", "compose_pair", "half_tile_sizes", "load_half_tiles", "load_training_records",
-    "missing_image_files", "tile_tensor",
+    "missing_image_files", "tile_tensor", "verified_image",
 ]
 
 Tokenize = Callable[[Sequence[str]], torch.Tensor]
@@ -65,9 +67,37 @@ class ImageLoadError(TrainingDataError):
     """An image file of the snapshot cannot be read."""
 
 
-def _open_rgb(record: TrainingRecord, draft_size: tuple[int, int] | None = None) -> PILImage.Image:
+# (path, catalog sha256) of the image files this process has read and found to be the catalogued bytes.
+# Hashing once per image per process (not per epoch) keeps the check off the steady-state cost.
+_verified_images: set[tuple[Path, str]] = set()
+
+
+def verified_image(record: TrainingRecord) -> Path | BinaryIO:
+    """What to decode for `record`: on the first read in this process, the file's bytes, checked against
+    the catalog's sha256 (a file replaced after ingest would silently train on other pixels); later, the
+    path. Records built outside a catalog carry no sha256 and have nothing to be checked against.
+
+    Raises ImageLoadError naming the file when it is unreadable or not the catalogued bytes."""
+    key = (record.image_path, record.sha256)
+    if not record.sha256 or key in _verified_images:
+        return record.image_path
+    where = f"image {record.image_path} (image {record.image_id}, caption {record.caption_id})"
     try:
-        return open_rgb(record.image_path, draft_size)
+        data = record.image_path.read_bytes()
+    except OSError as err:
+        raise ImageLoadError(f"cannot read {where}: {err}; restore the file or re-ingest") from err
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != record.sha256:
+        raise ImageLoadError(f"{where} changed since ingest (sha256 {actual[:12]}…, catalog "
+                             f"{record.sha256[:12]}…); restore the original or ingest the new file")
+    _verified_images.add(key)
+    return io.BytesIO(data)  # decoded from the bytes just checked, not from a second read
+
+
+def _open_rgb(record: TrainingRecord, draft_size: tuple[int, int] | None = None) -> PILImage.Image:
+    source = verified_image(record)
+    try:
+        return open_rgb(source, draft_size)
     except (OSError, ValueError) as err:
         raise ImageLoadError(f"cannot read image {record.image_path} (image {record.image_id}, caption "
                              f"{record.caption_id}): {err}; restore the file or re-ingest") from err
@@ -85,8 +115,9 @@ def load_half_tiles(first: TrainingRecord, second: TrainingRecord, aspect: str,
     """Decode both images and resize each to its half-tile (bicubic, aspect squeezed like the reference)."""
     tiles = []
     for record, (height, width) in zip((first, second), half_tile_sizes(aspect, size), strict=True):
+        source = verified_image(record)
         try:
-            image = resize_half_tile(record.image_path, height, width)
+            image = resize_half_tile(source, height, width)
         except (OSError, ValueError) as err:
             raise ImageLoadError(f"cannot read image {record.image_path} (image {record.image_id}, caption "
                                  f"{record.caption_id}): {err}; restore the file or re-ingest") from err
@@ -285,8 +316,12 @@ class PlainCollate:
 
 def missing_image_files(records: Sequence[TrainingRecord], limit: int = 10) -> list[Path]:
     """Up to `limit` image files that are missing, to check a snapshot before a long run starts."""
-    missing = []
+    missing: list[Path] = []
+    seen: set[Path] = set()
     for record in records:
+        if record.image_path in seen:  # an image's other captions
+            continue
+        seen.add(record.image_path)
         if not record.image_path.is_file():
             missing.append(record.image_path)
             if len(missing) >= limit:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from sqlalchemy import func, insert, select
@@ -10,6 +11,9 @@ from sqlalchemy.orm import Session
 
 from toolkit.store.db import Store, current_actor
 from toolkit.store.models import Caption, Image, Snapshot, SnapshotMember
+
+# What resolve_snapshot reads as a content hash prefix; names may not look like one.
+_HASH_PREFIX = re.compile(r"[0-9a-fA-F]{8,}")
 
 
 class SnapshotError(LookupError):
@@ -41,6 +45,9 @@ def create_snapshot(store: Store, name: str = "") -> tuple[Snapshot, bool]:
     "the newest"."""
     if name == "latest":
         raise SnapshotError("the name 'latest' is reserved (it always means the newest snapshot); choose another")
+    if _HASH_PREFIX.fullmatch(name):
+        raise SnapshotError(f"the snapshot name {name!r} reads as a content hash prefix (8+ hex characters) and "
+                            "would hide the snapshot whose hash starts so; choose a name with other characters")
     with store.session() as session:
         members = _membership(session)
         if not members:
@@ -92,19 +99,25 @@ def _store_snapshot(session: Session, content_hash: str, name: str,
 
 def resolve_snapshot(session: Session, ref: str) -> Snapshot:
     """`latest`, a full content hash, a unique hash prefix (≥ 8 hex chars) or a snapshot name."""
+    if not ref.strip():
+        raise SnapshotError("the snapshot reference is empty; give latest, a content hash (8+ characters) or "
+                            "a name (list them with `toolkit data snapshots`)")
     if ref == "latest":
         found = session.scalar(select(Snapshot).order_by(Snapshot.id.desc()).limit(1))
         if found is None:
             raise SnapshotError("no snapshot exists yet; create one with `toolkit data snapshot`")
         return found
-    matches = list(session.scalars(select(Snapshot).where(Snapshot.name == ref)))
-    if not matches and len(ref) >= 8:
-        matches = list(session.scalars(select(Snapshot).where(Snapshot.content_hash.startswith(ref.lower()))))
+    matches = {s.id: s for s in session.scalars(select(Snapshot).where(Snapshot.name == ref))}
+    if _HASH_PREFIX.fullmatch(ref):  # also when a name matches: an older name may look like a hash
+        matches.update((s.id, s) for s in session.scalars(
+            select(Snapshot).where(Snapshot.content_hash.startswith(ref.lower()))))
     if len(matches) == 1:
-        return matches[0]
+        return next(iter(matches.values()))
     if not matches:
-        raise SnapshotError(f"snapshot {ref!r} does not exist; list them with `toolkit data snapshots`")
-    raise SnapshotError(f"snapshot reference {ref!r} is ambiguous ({len(matches)} matches); use the full hash")
+        hint = ("; a hash prefix needs 8+ characters" if re.fullmatch(r"[0-9a-fA-F]{1,7}", ref) else "")
+        raise SnapshotError(f"snapshot {ref!r} does not exist{hint}; list them with `toolkit data snapshots`")
+    raise SnapshotError(f"snapshot reference {ref!r} is ambiguous ({len(matches)} matches: a name, hash "
+                        "prefixes or both); use the full hash")
 
 
 def snapshot_summary(session: Session, snapshot: Snapshot) -> dict[str, Any]:

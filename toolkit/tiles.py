@@ -15,8 +15,11 @@ than PNG but adds a second lossy step. Two lossless formats, measured on one cor
   npy  raw uint8 with a 128-byte header, 75 KB per tile; "decode" is a file read (~0.03 ms)
 
 `prepare_tiles` verifies each source file's sha256 against the catalog before tiling, writes every file
-through temp + rename (a crash leaves no half-written tile) and skips tiles already present (a re-run does
-nothing new). No torch here: training reads the tiles through `toolkit.tile_cache`.
+through temp + rename (a crash leaves no half-written tile) and records every tile's sha256 in the index.
+A re-run checks the tiles already present against those hashes and rewrites any that differ; a tile with
+no recorded hash (the index missing, broken or older than tile hashes) is recomputed and compared, so a
+re-run repairs the cache and writes nothing when it is whole. Training checks each tile against the index
+on its first read. No torch here: training reads the tiles through `toolkit.tile_cache`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -138,14 +142,41 @@ def encode_tile(image: PILImage.Image, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def tile_one(source: TileSource, root: Path, size: int, fmt: str = "png") -> tuple[int, int]:
-    """Write `source`'s half-tile and crop under `root` unless both exist. Returns (files written, bytes).
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
+
+def _read_if_file(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:  # missing or unreadable: it is (re)written
+        return None
+
+
+TileHashes = tuple[str, str]  # sha256 of an image's (half-tile, crop) files
+
+
+@dataclass(frozen=True)
+class TileOutcome:
+    written: int  # files written
+    nbytes: int
+    repaired: int  # of those, files that existed with other bytes
+    hashes: TileHashes
+
+
+def tile_one(source: TileSource, root: Path, size: int, fmt: str = "png",
+             known: TileHashes | None = None) -> TileOutcome:
+    """Make `source`'s half-tile and crop under `root` hold the right bytes; returns what it wrote.
+
+    Tiles whose bytes hash to `known` (the index's record) are kept without reading the source. Otherwise
+    both are computed from the source and any file that differs (missing, damaged, edited) is rewritten.
     Raises TileError naming the image when its file is missing, unreadable or not the catalogued bytes.
     """
     targets = (half_tile_path(root, source.sha256, fmt), crop_path(root, source.sha256, fmt))
-    if all(t.is_file() for t in targets):
-        return 0, 0
+    present = [_read_if_file(t) for t in targets]
+    if known is not None and all(data is not None and _sha256(data) == expected
+                                 for data, expected in zip(present, known, strict=True)):
+        return TileOutcome(0, 0, 0, known)
     where = f"image {source.image_id} ({source.path})"
     try:
         data = source.path.read_bytes()
@@ -161,25 +192,41 @@ def tile_one(source: TileSource, root: Path, size: int, fmt: str = "png") -> tup
         crop = resize_center_crop(open_rgb(io.BytesIO(data)), size)
     except (OSError, ValueError) as err:
         raise TileError(f"{where}: cannot decode ({err}); restore the file or re-ingest") from err
-    written, nbytes = 0, 0
-    for target, image in zip(targets, (half, crop), strict=True):
-        if not target.is_file():
-            payload = encode_tile(image, fmt)
+    written, nbytes, repaired, hashes = 0, 0, 0, []
+    for target, image, old in zip(targets, (half, crop), present, strict=True):
+        payload = encode_tile(image, fmt)
+        if payload != old:
             _atomic_write(target, payload)
-            written, nbytes = written + 1, nbytes + len(payload)
-    return written, nbytes
+            written, nbytes, repaired = written + 1, nbytes + len(payload), repaired + (old is not None)
+        hashes.append(_sha256(payload))
+    return TileOutcome(written, nbytes, repaired, (hashes[0], hashes[1]))
 
 
-def _tile_chunk(chunk: Sequence[TileSource], root: Path, size: int, fmt: str) -> list[tuple[int, int, str]]:
-    """Worker body: (files written, bytes, error message or "") per source, never raising."""
-    results = []
-    for source in chunk:
+def _tile_chunk(chunk: Sequence[tuple[TileSource, TileHashes | None]], root: Path, size: int,
+                fmt: str) -> list[tuple[TileOutcome | None, str]]:
+    """Worker body: (outcome, "") or (None, error message) per source, never raising."""
+    results: list[tuple[TileOutcome | None, str]] = []
+    for source, known in chunk:
         try:
-            written, nbytes = tile_one(source, root, size, fmt)
-            results.append((written, nbytes, ""))
+            results.append((tile_one(source, root, size, fmt, known), ""))
         except TileError as err:
-            results.append((0, 0, str(err)))
+            results.append((None, str(err)))
     return results
+
+
+def check_tile_size(size: int) -> None:
+    if size < 2 or size % 2:  # a half-tile is S/2 wide or high
+        raise TileError(f"the tile cache needs an even input size of at least 2, got {size}")
+
+
+def check_tile_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise TileError(f"tile format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+
+
+def check_workers(workers: int) -> None:
+    if workers < 1:
+        raise TileError(f"the number of tiling processes must be at least 1, got {workers}")
 
 
 @dataclass
@@ -190,7 +237,8 @@ class PrepareReport:
     format: str
     images: int = 0
     files_written: int = 0
-    images_skipped: int = 0  # both tiles were already there
+    images_skipped: int = 0  # both tiles were already there and right
+    files_repaired: int = 0  # tiles that were there with other bytes (damaged or edited) and were rewritten
     bytes_written: int = 0
     bytes_total: int = 0  # size of all this snapshot's tiles on disk
     seconds: float = 0.0
@@ -204,24 +252,30 @@ def prepare_sources(sources: Sequence[TileSource], root: Path, size: int, snapsh
                     workers: int = 1, on_progress: Callable[[int, int], None] | None = None,
                     chunk_size: int = 64, fmt: str = "png") -> PrepareReport:
     """Tile every source (in `workers` processes), then write the snapshot index if nothing failed."""
-    if size < 2 or size % 2:
-        raise TileError(f"the tile cache needs an even input size of at least 2, got {size}")
-    if fmt not in FORMATS:
-        raise TileError(f"tile format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    check_tile_size(size)
+    check_tile_format(fmt)
+    check_workers(workers)
     started = time.perf_counter()
     report = PrepareReport(snapshot_hash, size, str(root), fmt, images=len(sources))
-    chunks = [sources[i:i + chunk_size] for i in range(0, len(sources), chunk_size)]
+    known = _recorded_hashes(root, snapshot_hash, size, fmt)
+    pairs = [(source, known.get(source.sha256)) for source in sources]
+    chunks = [pairs[i:i + chunk_size] for i in range(0, len(pairs), chunk_size)]
+    hashes: dict[str, list[str]] = {}
     done = 0
 
-    def absorb(results: Iterable[tuple[int, int, str]]) -> None:
+    def absorb(results: Iterable[tuple[TileOutcome | None, str]]) -> None:
         nonlocal done
-        for written, nbytes, error in results:
+        for outcome, error in results:
+            source = sources[done]  # results come back in the order of the sources
             done += 1
-            report.files_written += written
-            report.bytes_written += nbytes
-            report.images_skipped += written == 0 and not error
-            if error:
+            if outcome is None:
                 report.errors.append(error)
+                continue
+            report.files_written += outcome.written
+            report.files_repaired += outcome.repaired
+            report.bytes_written += outcome.nbytes
+            report.images_skipped += outcome.written == 0
+            hashes[source.sha256] = list(outcome.hashes)
         if on_progress is not None:
             on_progress(done, len(sources))
 
@@ -239,19 +293,62 @@ def prepare_sources(sources: Sequence[TileSource], root: Path, size: int, snapsh
     report.seconds = round(time.perf_counter() - started, 3)
     if not report.errors:
         index = {"snapshot": snapshot_hash, "size": size, "recipe": TILE_RECIPE, "format": fmt,
-                 "images": len(sources), "bytes": report.bytes_total}
+                 "images": len(sources), "bytes": report.bytes_total, "tiles": hashes}
         _atomic_write(index_path(root, snapshot_hash), (json.dumps(index, indent=2) + "\n").encode())
     return report
 
 
-def find_tile_index(workspace: Path, snapshot_hash: str, size: int) -> dict[str, object] | None:
-    """The snapshot's finished tile index at `size` when it exists and matches today's recipe, else None."""
-    path = index_path(tiles_root(workspace, size), snapshot_hash)
-    if not path.is_file():
+def _recorded_hashes(root: Path, snapshot_hash: str, size: int, fmt: str) -> dict[str, TileHashes]:
+    """The tile hashes this snapshot's index holds for `fmt`; none when it has no usable index (its
+    tiles are then recomputed and compared, and the index rewritten)."""
+    try:
+        index = read_tile_index(index_path(root, snapshot_hash), size)
+    except TileError:
+        return {}
+    if index is None or index["format"] != fmt:
+        return {}
+    tiles: dict[str, list[str]] = index["tiles"]  # type: ignore[assignment]
+    return {sha: (pair[0], pair[1]) for sha, pair in tiles.items()}
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _is_sha256(value: object) -> bool:
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
+
+
+def read_tile_index(path: Path, size: int) -> dict[str, object] | None:
+    """The tile index at `path` (None when there is none), checked: TileError, naming the file and what is
+    wrong, when it cannot be read, is not an index, is for another recipe, size or format, or records no
+    tile hashes (written before tiles were hashed: its tiles cannot be checked)."""
+    if not path.exists():
         return None
-    index: dict[str, object] = json.loads(path.read_text(encoding="utf-8"))
-    usable = index.get("recipe") == TILE_RECIPE and index.get("size") == size and index.get("format") in FORMATS
-    return index if usable else None
+    redo = "re-run `toolkit data prepare` to rebuild it"
+    try:
+        index: object = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # unreadable, not UTF-8, not JSON (a truncated write)
+        raise TileError(f"tile index {path} is unreadable ({err}); {redo}") from err
+    if not isinstance(index, dict):
+        raise TileError(f"tile index {path} holds a JSON {type(index).__name__}, not an index; {redo}")
+    if index.get("recipe") != TILE_RECIPE or index.get("size") != size or index.get("format") not in FORMATS:
+        raise TileError(f"tile index {path} is for recipe {index.get('recipe')!r}, size {index.get('size')!r}, "
+                        f"format {index.get('format')!r}, not today's {TILE_RECIPE!r} at size {size}; {redo}")
+    tiles = index.get("tiles")
+    if tiles is None:
+        raise TileError(f"tile index {path} records no tile hashes (written by an older toolkit), so its "
+                        f"tiles cannot be checked; {redo}")
+    if (not isinstance(tiles, dict) or len(tiles) != index.get("images")
+            or not all(_is_sha256(k) and isinstance(v, list) and len(v) == 2 and all(map(_is_sha256, v))
+                       for k, v in tiles.items())):
+        raise TileError(f"tile index {path} has a damaged tile list; {redo}")
+    return index
+
+
+def find_tile_index(workspace: Path, snapshot_hash: str, size: int) -> dict[str, object] | None:
+    """The snapshot's finished tile index at `size`, None when it has none; TileError when it has one
+    that cannot be trusted (see read_tile_index)."""
+    return read_tile_index(index_path(tiles_root(workspace, size), snapshot_hash), size)
 
 
 def snapshot_tile_sources(session: object, snapshot_ref: str,

@@ -27,6 +27,7 @@ Features and their trade-offs:
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import shutil
@@ -46,6 +47,7 @@ from toolkit.anchors import anchor_digest, anchor_sample
 from toolkit.batches import CLIC, PLAIN, BatchSource, TrainBatch
 from toolkit.checkpoint import (
     CHECKPOINT_FILE,
+    ResumeError,
     ResumeState,
     check_resume_state,
     load_checkpoint,
@@ -56,11 +58,16 @@ from toolkit.checkpoint import (
 )
 from toolkit.loss import ClicLoss, ClipLoss, anchor_loss
 from toolkit.outputs import OutputExistsError, atomic_output_dir, write_model_folder
-from toolkit.train_config import TrainConfig
+from toolkit.train_config import ConfigError, TrainConfig
 
-__all__ = ["ClicRecipe", "RunTracker", "TrainConfig", "TrainResult", "compiled_text_encoder", "run_training",
-           "work_dir_for"]
+__all__ = ["ClicRecipe", "RunTracker", "TrainConfig", "TrainResult", "TrainingDivergedError",
+           "compiled_text_encoder", "run_training", "work_dir_for"]
 RESOLVED_CONFIG_FILE = "train-config.json"
+log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or inf; the message names the step. Raised before that step is applied."""
 
 
 class RunTracker(Protocol):
@@ -115,6 +122,7 @@ class ClicRecipe:
         self.device = device or torch.device(config.device)
         self.work_dir = work_dir_for(out_dir)
         self.global_step, self.epoch, self.data_offset = 0, 0, 0
+        self.checkpoint_step: int | None = None  # the step of the checkpoint on disk, once there is one
         self._peft: Any = None
 
     # ---- setup ------------------------------------------------------------------------------------
@@ -141,8 +149,9 @@ class ClicRecipe:
             lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
         self.steps_per_epoch = self.batches.batches_per_epoch() // cfg.grad_accum
         if self.steps_per_epoch < 1:
-            raise ValueError(f"one epoch holds {self.batches.batches_per_epoch()} batches, fewer than "
-                             f"grad_accum = {cfg.grad_accum}; lower grad_accum or the batch size")
+            raise ConfigError(f"training config: grad_accum = {cfg.grad_accum} needs that many batches per "
+                              f"optimizer step, but one epoch holds only {self.batches.batches_per_epoch()} "
+                              f"batches of {cfg.batch_size}; lower grad_accum or batch_size, or add data")
         # max_steps shortens the whole schedule (warm-up and cosine end), for smoke runs and tests.
         planned = self.steps_per_epoch * cfg.epochs
         self.total_steps = min(planned, cfg.max_steps or planned)
@@ -172,6 +181,13 @@ class ClicRecipe:
         if not self.anchor_texts:
             raise ValueError("anchor_weight > 0 needs anchor texts (toolkit.anchors.resolve_anchor_texts)")
         tokens = self.adapter.tokenize(self.anchor_texts).to(self.device)
+        # Tokenizers cut silently at the context. CLIP's end token has the largest id (open_clip's text tower
+        # finds it by argmax too), so an end token in the last position marks a text that filled the context.
+        full = (tokens.argmax(dim=1) == tokens.shape[1] - 1).nonzero().flatten().tolist()
+        if full and dist_utils.is_main_process():
+            log.warning("%d of %d anchor texts reach the text tower's %d-token context and are cut there "
+                        "(e.g. %r); only their first words are anchored, so shorten or split them",
+                        len(full), len(tokens), tokens.shape[1], self.anchor_texts[full[0]][:80])
         self.adapter.model.eval()
         with torch.no_grad():
             self.anchor_base = torch.cat([self.adapter.encode_text(tokens[i:i + chunk]).float()
@@ -184,8 +200,8 @@ class ClicRecipe:
         names = [n for n, _ in self.adapter.model.named_parameters()]
         unknown = [p for p in prefixes if not any(n.startswith(p) for n in names)]
         if unknown:
-            raise ValueError(f"frozen_text: no parameter name starts with {unknown}; text-side names include "
-                             f"{[n for n in names if not self.adapter.is_vision_parameter(n)][:8]}")
+            raise ConfigError(f"training config: frozen_text: no parameter name starts with {unknown}; text-side "
+                              f"names include {[n for n in names if not self.adapter.is_vision_parameter(n)][:8]}")
         for name, param in self.adapter.model.named_parameters():
             if name.startswith(prefixes):
                 param.requires_grad_(False)
@@ -211,7 +227,10 @@ class ClicRecipe:
                    and not self.adapter.is_vision_parameter(f"{name}.weight")
                    and (not lora.target_suffixes or name.endswith(tuple(lora.target_suffixes)))]
         if not targets:
-            raise ValueError(f"LoRA: no text-tower Linear layer ends with {lora.target_suffixes}")
+            linear = [name for name, module in modules.items() if isinstance(module, nn.Linear)
+                      and name not in inside_mha and not self.adapter.is_vision_parameter(f"{name}.weight")]
+            raise ConfigError(f"training config: lora.target_suffixes: no text-tower Linear layer ends with "
+                              f"{list(lora.target_suffixes)}; its Linear layers include {linear[:8]}")
         config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,  # type: ignore[arg-type]
                             target_modules=targets)
         self._peft = get_peft_model(self.adapter.model, config)  # injects in place; adapter keeps its model
@@ -272,11 +291,13 @@ class ClicRecipe:
         metrics: dict[str, float] = {}
         samples, started = 0, time.perf_counter()
         accum_left = cfg.grad_accum
+        non_finite = torch.zeros((), device=self.device)  # micro-batches of this step with a NaN/inf loss
         with _progress(cfg.progress and dist_utils.is_main_process(), stop_at, self.global_step) as progress:
             for epoch, slot, step, kind, batch in self._micro_batches():
                 if step >= stop_at:
                     break
                 loss, terms = self._forward(kind, batch, epoch * self.steps_per_epoch * cfg.grad_accum + slot)
+                non_finite += (~torch.isfinite(loss.detach())).float()  # no host sync per micro-batch
                 (loss / cfg.grad_accum).backward()  # type: ignore[no-untyped-call]
                 samples += batch.images.shape[0] * dist_utils.world_size()
                 accum_left -= 1
@@ -284,6 +305,7 @@ class ClicRecipe:
                 if accum_left:
                     continue
                 accum_left = cfg.grad_accum
+                self._refuse_non_finite(non_finite, step, kind, terms)
                 self._average_gradients()
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -305,6 +327,20 @@ class ClicRecipe:
                     self._save_checkpoint()
         return TrainResult(self._save_model(), self.global_step, metrics)
 
+    def _refuse_non_finite(self, non_finite: torch.Tensor, step: int, kind: str,
+                           terms: dict[str, torch.Tensor]) -> None:
+        """Stop before a NaN/inf loss reaches the weights: nothing of this step is applied and the last
+        checkpoint stays as it was. Every rank sees the summed count, so all of them stop together."""
+        if float(dist_utils.all_reduce_mean(non_finite)) == 0:
+            return
+        bad_terms = [name for name, value in terms.items() if not torch.isfinite(value.detach()).all()]
+        kept = (f"the checkpoint {self.work_dir / CHECKPOINT_FILE} (step {self.checkpoint_step}) is kept as it was"
+                if self.checkpoint_step is not None else "no checkpoint was written")
+        raise TrainingDivergedError(
+            f"optimizer step {step + 1} ({kind} batch): the loss is not finite (non-finite terms on this "
+            f"process: {bad_terms or 'none'}); the step was not applied and {kept}. Lower lr or the loss and "
+            "anchor weights, or check the base model's weights")
+
     # ---- checkpoints and output -------------------------------------------------------------------
     def _resume_state(self) -> ResumeState:
         epoch, offset = self.epoch, self.data_offset
@@ -315,7 +351,8 @@ class ClicRecipe:
             data = {**data, "anchors_sha256": anchor_digest(self.anchor_texts)}
         return ResumeState(epoch=epoch, global_step=self.global_step, data_offset=offset,
                            seed=self.config.seed, config_fingerprint=self.config_fingerprint,
-                           data=data, world_size=dist_utils.world_size())
+                           data=data, world_size=dist_utils.world_size(),
+                           base_weights_sha256=self.provenance.get("base_weights_sha256"))
 
     def _save_checkpoint(self) -> None:
         rngs: list[Any] = [rng_state()]
@@ -328,19 +365,26 @@ class ClicRecipe:
                 "trainable": {n: p.detach().cpu() for n, p in self.trainable},
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": rngs, "resume": resume_state_dict(self._resume_state())})
+        self.checkpoint_step = self.global_step
         dist_utils.barrier()
 
     def _load_checkpoint(self) -> None:
         path = self.work_dir / CHECKPOINT_FILE
         payload = load_checkpoint(path)
         state = check_resume_state(payload["resume"], self._resume_state(), path)
-        with torch.no_grad():
-            for name, param in self.trainable:
-                param.copy_(payload["trainable"][name])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
-        set_rng_state(payload["rng"][dist_utils.rank()])
+        try:
+            with torch.no_grad():
+                for name, param in self.trainable:
+                    param.copy_(payload["trainable"][name])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.scheduler.load_state_dict(payload["scheduler"])
+            set_rng_state(payload["rng"][dist_utils.rank()])
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+            # The resume state matched, yet the weights or states do not fit this model: a damaged file.
+            raise ResumeError(f"checkpoint {path} does not fit this run ({type(err).__name__}: {err}); "
+                              "delete it and start again without --resume") from err
         self.epoch, self.global_step, self.data_offset = state.epoch, state.global_step, state.data_offset
+        self.checkpoint_step = state.global_step
 
     def _save_model(self) -> Path:
         if self._peft is not None:

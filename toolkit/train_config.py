@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,32 @@ def _file_sha256(path: Path) -> str:
         raise ConfigError(f"training config: anchor_texts file {path} cannot be read: {err}") from err
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # TOML `true` must not read as 1
+
+
+def _is_finite(value: object) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))  # inf or NaN would train a NaN model
+
+
+def _strings(owner: object, name: str, prefix: str = "") -> tuple[str, ...]:
+    """A tuple-of-strings setting (lists accepted, as JSON and TOML give them), each string non-empty."""
+    value = getattr(owner, name)
+    if isinstance(value, list):
+        value = tuple(value)
+        object.__setattr__(owner, name, value)  # frozen: set once, during construction
+    if not isinstance(value, tuple) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"training config: {prefix}{name} must be a list of non-empty strings, got {value!r}")
+    return value
+
+
+def _refuse(checks: list[tuple[bool, str]], prefix: str = "") -> None:
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"training config: {prefix}{message}")
+
+
 @dataclass(frozen=True)
 class LoraSettings:
     """LoRA on the text tower's Linear layers (needs the optional `peft`). rank 0 = full fine-tuning."""
@@ -36,6 +63,15 @@ class LoraSettings:
     dropout: float = 0.0
     # Suffixes of text-tower Linear layer names to adapt; empty = every text-tower Linear.
     target_suffixes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _refuse([
+            (_is_int(self.rank) and self.rank >= 0, f"rank must be an integer >= 0 (0 = no LoRA), got {self.rank!r}"),
+            (_is_finite(self.alpha) and self.alpha > 0, f"alpha must be a finite number > 0, got {self.alpha!r}"),
+            (_is_finite(self.dropout) and 0 <= self.dropout < 1,
+             f"dropout must be a number in [0, 1), got {self.dropout!r}"),
+        ], "lora.")
+        _strings(self, "target_suffixes", "lora.")
 
 
 @dataclass(frozen=True)
@@ -81,28 +117,64 @@ class TrainConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
 
     def __post_init__(self) -> None:
-        checks = [
+        from toolkit.negatives import GENERATORS
+
+        # Types first (every later check compares numbers), each naming its key and the value given.
+        ints = ["seed", "epochs", "batch_size", "grad_accum", "num_workers", "checkpoint_every", "log_every",
+                "anchor_batch"]
+        numbers = ["lr", "min_lr", "warmup_epoch_fraction", "weight_decay", "eps", "max_logit_scale",
+                   "anchor_weight"]
+        _refuse([(_is_int(getattr(self, k)), f"{k} must be an integer, got {getattr(self, k)!r}") for k in ints]
+                + [(self.max_steps is None or _is_int(self.max_steps),
+                    f"max_steps must be a whole number of steps (or absent), got {self.max_steps!r}")]
+                + [(_is_finite(getattr(self, k)), f"{k} must be a finite number, got {getattr(self, k)!r}")
+                   for k in numbers]
+                + [(isinstance(getattr(self, k), bool), f"{k} must be true or false, got {getattr(self, k)!r}")
+                   for k in ("alternate_plain_steps", "progress", "concatenate", "compile_text")]
+                + [(isinstance(getattr(self, k), str), f"{k} must be a string, got {getattr(self, k)!r}")
+                   for k in ("precision", "device", "tiles", "anchor_texts")]
+                + [(isinstance(self.loss, ClicLossWeights), "loss must be a table of loss settings"),
+                   (isinstance(self.lora, LoraSettings), "lora must be a table of LoRA settings")])
+        if isinstance(self.betas, list):
+            object.__setattr__(self, "betas", tuple(self.betas))  # frozen: set once, during construction
+        generators = _strings(self, "generators")
+        _strings(self, "frozen_text")
+        weights = {k: getattr(self.loss, k) for k in ("cont", "sneg", "uni")}
+        _refuse([
+            (-2**63 <= self.seed < 2**64, f"seed must be in [-2**63, 2**64) (torch's range), got {self.seed}"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
+            # One sample per batch has no other sample to contrast with: the loss is identically 0.
+            (self.batch_size >= 2, f"batch_size must be >= 2 (contrastive batches), got {self.batch_size}"),
             (self.grad_accum >= 1, "grad_accum must be >= 1"),
             (0 < self.min_lr <= self.lr, "need 0 < min_lr <= lr"),
             (0 <= self.warmup_epoch_fraction <= 1, "warmup_epoch_fraction must be in [0, 1]"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (isinstance(self.betas, tuple) and len(self.betas) == 2
+             and all(_is_finite(b) and 0 <= b < 1 for b in self.betas),
+             f"betas must be two numbers in [0, 1), e.g. [0.9, 0.98], got {self.betas!r}"),
+            (self.eps > 0, f"eps must be > 0, got {self.eps}"),
             (self.precision in ("auto", "bf16", "fp32"), "precision must be auto, bf16 or fp32"),
             (self.device in ("cpu", "cuda"), "device must be cpu or cuda"),
+            (self.num_workers >= 0, f"num_workers must be >= 0 (0 = load in the training process), got "
+                                    f"{self.num_workers}"),
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+            (self.log_every >= 1, f"log_every must be >= 1 (steps between logged metrics), got {self.log_every}"),
             (self.max_logit_scale > 1, "max_logit_scale must be > 1"),
+            (bool(generators), "generators must name at least one generator"),
+            (all(g in GENERATORS for g in generators),
+             f"generators: unknown {[g for g in generators if g not in GENERATORS]}; choose from "
+             f"{sorted(GENERATORS)}"),
             (self.tiles in ("auto", "off", "require"), "tiles must be auto, off or require"),
             (self.anchor_weight >= 0, "anchor_weight must be >= 0 (0 switches anchors off)"),
             (self.anchor_batch >= 1, "anchor_batch must be >= 1"),
             (bool(self.anchor_texts.strip()), "anchor_texts must be noun_phrases or a file path"),
+            (all(_is_finite(w) and w >= 0 for w in weights.values()),
+             f"loss weights must be finite numbers >= 0, got {weights}"),
             (self.concatenate or "swap_across" not in self.generators,
              "the swap_across generator needs concatenated pairs; with concatenate = false use "
              "swap_within or replace"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"training config: {message}")
+        ])
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -128,12 +200,19 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: Path) -> TrainConfig:
         """Read a JSON or TOML file holding any subset of the fields ([loss] and [lora] as tables)."""
+        if path.suffix not in (".json", ".toml"):
+            raise ConfigError(f"training config {path} must end in .json or .toml")
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as err:
             raise ConfigError(f"cannot read training config {path}: {err}") from err
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"training config {path} is not UTF-8 ({err.reason} at byte {err.start}); "
+                              "save it as UTF-8") from err
         try:
             values = _parse(text, path)
+        except ConfigError:
+            raise
         except ValueError as err:
             raise ConfigError(f"{path} is not valid {path.suffix[1:].upper()}: {err}") from err
         anchors = values.get("anchor_texts")
@@ -190,7 +269,10 @@ def _build(cls: Any, values: dict[str, Any], where: str) -> Any:
         elif isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"{where}: {name} must be true or false, got {value!r}")
         elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # a JSON integer beyond any float
+                raise ConfigError(f"{where}: {name} is too large, got {value!r}") from None
         expected = type(default)
         if default is not None and not dataclasses.is_dataclass(default) and not isinstance(value, expected):
             raise ConfigError(f"{where}: {name} must be {expected.__name__}, got {value!r}")

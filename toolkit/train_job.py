@@ -8,6 +8,7 @@ name their parent run.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -39,6 +40,21 @@ def _catalog_inputs(db_url: str, snapshot_ref: str) -> tuple[list[Any], str, dic
     return records, snapshot_hash, counts, excluded
 
 
+def check_destination(out: Path) -> None:
+    """Refuse an --out that exists or cannot become a folder (an existing file on its path, a read-only
+    parent) now, instead of at the first checkpoint after training steps. The checkpoints go beside it."""
+    if out.exists():
+        raise ConfigError(f"{out} already exists; choose a new --out folder (nothing is overwritten)")
+    for parent in out.absolute().parents:
+        if not parent.exists():
+            continue
+        if not parent.is_dir():
+            raise ConfigError(f"--out {out}: {parent} is a file, not a folder; choose another --out")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"--out {out}: the folder {parent} is not writable; choose another --out")
+        return
+
+
 def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConfig, db_url: str, *,
                       resume: bool = False, track: bool = True, workspace: Path | None = None) -> TrainResult:
     """Fine-tune `base` on a catalog snapshot's train split; writes `out` only when finished.
@@ -51,23 +67,29 @@ def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConf
     from toolkit.anchors import anchor_digest, resolve_anchor_texts
     from toolkit.batches import CatalogBatchSource
     from toolkit.config import workspace_dir
+    from toolkit.data import ImageLoadError, missing_image_files
     from toolkit.samples import SampleConfig
     from toolkit.tile_cache import resolve_tile_cache
 
-    if out.exists():
-        raise ConfigError(f"{out} already exists; choose a new --out folder (nothing is overwritten)")
+    check_destination(out)  # before the model loads: a bad --out must not cost a load, let alone steps
     adapter = load_model(base)  # before anything is created: a bad model leaves no trace
     device = dist_utils.init_distributed(config.device)
     records, snapshot_hash, counts, excluded = _catalog_inputs(db_url, snapshot_ref)
     anchors = (resolve_anchor_texts(config.anchor_texts, (s for r in records for s in r.sentences))
                if config.anchor_weight > 0 else [])
     tile_cache = resolve_tile_cache(config.tiles, workspace_dir(workspace), snapshot_hash,
-                                   adapter.image_norm.size)
+                                   adapter.image_norm.size, {r.sha256 for r in records})
     samples = SampleConfig(generators=config.generators, concatenate=config.concatenate)
     source = CatalogBatchSource(records, adapter, config.batch_size, config.seed, dist_utils.rank(),
                                 dist_utils.world_size(), config.num_workers, snapshot_hash, samples,
                                 excluded=sorted(excluded),
                                 tile_cache=tile_cache, pin_memory=device.type == "cuda")
+    if "decode" in source.data_path.values():  # tiles alone need no image file
+        missing = missing_image_files(records)
+        if missing:
+            raise ImageLoadError(f"image files of snapshot {snapshot_hash[:12]} are missing: "
+                                 f"{', '.join(map(str, missing))}"
+                                 f"{' (the first 10)' if len(missing) == 10 else ''}; restore them or re-ingest")
     provenance: dict[str, Any] = {
         "base": base, "base_weights_sha256": weights_sha256(base), "snapshot": snapshot_hash,
         "toolkit_version": __version__, "world_size": dist_utils.world_size(),

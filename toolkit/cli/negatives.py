@@ -40,6 +40,7 @@ def preview(
 ) -> None:
     """Show positives (p1 = "c1. c2.") next to the hard negatives made for them, with generator names."""
     from toolkit.config import resolve_db_url
+    from toolkit.governance.review import excluded_negative_keys
     from toolkit.negatives import GENERATORS, NegativeContext, build_vocabulary
     from toolkit.samples import (
         PairingIndex,
@@ -67,12 +68,13 @@ def preview(
                 frozen = resolve_snapshot(session, snapshot)
                 snapshot_hash = frozen.content_hash
                 records = load_training_records(session, frozen, split=split)
+            excluded = excluded_negative_keys(store)  # reviewers found them true: training never makes them
         finally:
             store.close()
         pairing = PairingIndex(records)
         config = SampleConfig(generators=names)
         vocabulary = (build_vocabulary(s for r in records for s in r.sentences) if "replace" in names else {})
-        context = NegativeContext(vocabulary)
+        context = NegativeContext.with_exclusions(excluded, vocabulary)  # what ClicDataset builds
         for index in epoch_order(len(records), seed, 0)[:n]:
             plan = plan_clic_sample(records, pairing, index, sample_rng(seed, 0, index), config, context)
             rows.append({"caption_ids": [records[index].caption_id, records[plan.partner].caption_id],
@@ -81,7 +83,7 @@ def preview(
                          "detail": plan.texts.detail})
     if json_output:
         print_json({"snapshot": snapshot_hash, "split": split, "seed": seed, "generators": list(names),
-                    "samples": rows})
+                    "excluded_negatives": len(excluded), "samples": rows})
         return
     table = Table(title=f"Hard negatives ({', '.join(names)}; snapshot {snapshot_hash[:12]}, seed {seed})",
                   show_lines=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -25,16 +26,26 @@ def prepare(
     """Pre-size every image of a snapshot once (lossless half-tiles and crops, content-addressed in
     the workspace) so `toolkit train` decodes small tiles instead of full photos. Batches are identical.
 
-    Idempotent (a re-run writes nothing new) and crash-safe (temp file + rename). Each source file's
-    sha256 is checked against the catalog first. Exit codes: 0 done, 3 bad input or images at fault
+    Idempotent (a re-run checks every tile against its recorded sha256, rewrites damaged ones and
+    otherwise writes nothing) and crash-safe (temp file + rename). Each source file's sha256 is checked
+    against the catalog first. Exit codes: 0 done, 2 a bad option value, 3 bad input or images at fault
     (listed; the cache is then not marked finished, so training will not use it).
     """
     from toolkit.config import resolve_db_url, workspace_dir
     from toolkit.snapshot import SnapshotError
     from toolkit.store import open_store
     from toolkit.store.db import StoreError
-    from toolkit.tiles import TileError, prepare_tiles
+    from toolkit.tiles import TileError, check_tile_format, check_tile_size, check_workers, prepare_tiles
 
+    # Out-of-range values are bad options (exit 2), refused before the catalog opens.
+    checks: list[tuple[str, Callable[[], None]]] = [
+        ("--size", lambda: check_tile_size(size)), ("--format", lambda: check_tile_format(tile_format)),
+        ("--workers", lambda: check_workers(workers))]
+    for hint, check in checks:
+        try:
+            check()
+        except TileError as err:
+            raise typer.BadParameter(str(err), param_hint=hint) from None
     with errors_to_exit({StoreError: EXIT_BAD_INPUT}):
         store = open_store(resolve_db_url(db))
     try:
@@ -54,7 +65,8 @@ def prepare(
         print_json(report.as_dict())
     else:
         table = Table(title=f"tiles for snapshot {report.snapshot[:16]} at {size}px: {report.root}")
-        for key in ("images", "files_written", "images_skipped", "bytes_written", "bytes_total", "seconds"):
+        for key in ("images", "files_written", "files_repaired", "images_skipped", "bytes_written", "bytes_total",
+                    "seconds"):
             table.add_row(key, str(getattr(report, key)))
         console.print(table)
     if report.errors:

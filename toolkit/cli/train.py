@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -35,9 +38,53 @@ def _bad_input_errors() -> dict[type[BaseException], int]:
     errors[TrainingDataError] = EXIT_BAD_INPUT
     errors[StoreError] = EXIT_BAD_INPUT
     from toolkit.tiles import TileError
+    from toolkit.train import TrainingDivergedError
 
     errors[TileError] = EXIT_BAD_INPUT
+    # A NaN/inf loss comes from what the run was given (lr, loss weights, base weights, data), not from a
+    # fault of the toolkit: 3, "fix the input", is the README code that says what to do about it.
+    errors[TrainingDivergedError] = EXIT_BAD_INPUT
     return errors
+
+
+def _check_options(**options: object) -> None:
+    """Each given option's value alone through TrainConfig's own checks: an out-of-range value is a bad
+    option (exit 2, naming it) rather than a bad config (3). `--device cuda` on a machine without CUDA stays
+    a 3 (DeviceError): the value is valid, this machine is not."""
+    from toolkit.train_config import ConfigError, TrainConfig
+
+    for name, value in options.items():
+        if value is None:
+            continue
+        try:
+            TrainConfig(**{name: value})  # type: ignore[arg-type]
+        except ConfigError as err:
+            raise typer.BadParameter(str(err).removeprefix("training config: "),
+                                     param_hint=f"--{name.replace('_', '-')}") from None
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or torchrun's stop) raised as an interrupt, so that everything unwinds as on
+    Ctrl-C: the MLflow run ends FAILED instead of staying RUNNING, and the checkpoint stays for --resume."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def stop(signum: int, frame: object) -> None:
+        raise _Terminated(f"stopped by signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (an embedding application): leave its handlers alone
+        yield
+        return
+    try:
+        yield
+    except _Terminated:
+        console.print("[bold red]stopped:[/] SIGTERM; resume with --resume")
+        raise typer.Exit(128 + signal.SIGTERM) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def train(
@@ -72,7 +119,8 @@ def train(
     from toolkit.train import TrainConfig
     from toolkit.train_job import train_on_snapshot
 
-    with errors_to_exit(_bad_input_errors()):
+    _check_options(max_steps=max_steps, batch_size=batch_size, device=device, tiles=tiles)
+    with errors_to_exit(_bad_input_errors()), _sigterm_as_interrupt():
         config = TrainConfig.from_file(config_file) if config_file else TrainConfig()
         config = config.with_overrides(max_steps=max_steps, batch_size=batch_size, device=device, tiles=tiles,
                                        compile_text=compile_text)

@@ -103,6 +103,9 @@ def open_store(url: str, migrate: bool = True) -> Store:
     except ModuleNotFoundError as err:
         raise StoreError(f"the driver for {parsed.drivername} is not installed ({err.name}); "
                          "for PostgreSQL run: pip install 'clic-toolkit[postgres]'") from err
+    except ArgumentError as err:  # NoSuchModuleError: a scheme SQLAlchemy has no dialect for
+        raise StoreError(f"unsupported database URL {parsed.render_as_string(hide_password=True)!r} ({err}); "
+                         "use sqlite:///path/catalog.db or postgresql+psycopg://user:pass@host/db") from err
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     if migrate:
