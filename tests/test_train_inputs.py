@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import tiny_config
 
 from toolkit.adapters.loading import load_model
 from toolkit.batches import SyntheticBatchSource
@@ -26,17 +27,20 @@ def _one_thread() -> None:
     torch.set_num_threads(1)  # the test machine's cores are shared
 
 
-def tiny_config(**overrides: object) -> TrainConfig:
-    values = {"batch_size": 4, "max_steps": 4, "lr": 1e-3, "min_lr": 1e-5, "progress": False, "seed": 7,
-              **overrides}
-    return TrainConfig.from_dict(values)
-
-
 def _recipe(spec: str, out: Path, resume: bool = False, base_sha: str = "a" * 64,
             config: TrainConfig | None = None) -> ClicRecipe:
     adapter = load_model(spec)
     return ClicRecipe(config or tiny_config(), adapter, SyntheticBatchSource(16, 4, 32, adapter.tokenize), out,
                       provenance={"base": spec, "base_weights_sha256": base_sha}, resume=resume)
+
+
+def _saved_checkpoint(spec: str, out: Path) -> tuple[Path, dict]:  # type: ignore[type-arg]
+    """A run set up and checkpointed at step 0: the checkpoint's path and its payload, to damage."""
+    first = _recipe(spec, out)
+    first.setup()
+    first._save_checkpoint()
+    path = work_dir_for(out) / CHECKPOINT_FILE
+    return path, torch.load(path, weights_only=True)
 
 
 def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
@@ -61,11 +65,7 @@ def test_resume_refuses_another_base(tiny_open_clip_spec: str, tmp_path: Path) -
 def test_checkpoints_of_the_wrong_structure_are_refused_by_name(tiny_open_clip_spec: str, tmp_path: Path,
                                                                 damage: str) -> None:
     out = tmp_path / "run"
-    first = _recipe(tiny_open_clip_spec, out)
-    first.setup()
-    first._save_checkpoint()
-    path = work_dir_for(out) / CHECKPOINT_FILE
-    payload = torch.load(path, weights_only=True)
+    path, payload = _saved_checkpoint(tiny_open_clip_spec, out)
     if damage == "empty_dict":
         payload = {}
     elif damage == "not_a_dict":
@@ -86,11 +86,7 @@ def test_checkpoints_of_the_wrong_structure_are_refused_by_name(tiny_open_clip_s
 def test_a_checkpoint_without_the_base_hash_is_refused_not_trusted(tiny_open_clip_spec: str,
                                                                    tmp_path: Path) -> None:
     out = tmp_path / "run"
-    first = _recipe(tiny_open_clip_spec, out)
-    first.setup()
-    first._save_checkpoint()
-    path = work_dir_for(out) / CHECKPOINT_FILE
-    payload = torch.load(path, weights_only=True)
+    path, payload = _saved_checkpoint(tiny_open_clip_spec, out)
     del payload["resume"]["base_weights_sha256"]  # as an older toolkit wrote it
     torch.save(payload, path)
     with pytest.raises(ResumeError, match=r"missing \['base_weights_sha256'\]"):

@@ -22,7 +22,6 @@ cache that `toolkit data prepare` writes, with the same resize (`toolkit.tiles`)
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ from toolkit.samples import (
     plan_clic_sample,
     sample_rng,
 )
-from toolkit.tiles import half_tile_sizes, open_rgb, resize_half_tile
+from toolkit.tiles import FileChangedError, half_tile_sizes, open_rgb, read_catalogued, resize_half_tile
 
 __all__ = [
     "ClicBatch", "ClicCollate", "ClicDataset", "ClicSample", "EpochBatches", "ImageLoadError", "PlainBatch",
@@ -83,13 +82,11 @@ def verified_image(record: TrainingRecord) -> Path | BinaryIO:
         return record.image_path
     where = f"image {record.image_path} (image {record.image_id}, caption {record.caption_id})"
     try:
-        data = record.image_path.read_bytes()
+        data = read_catalogued(record.image_path, record.sha256, where)
     except OSError as err:
         raise ImageLoadError(f"cannot read {where}: {err}; restore the file or re-ingest") from err
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != record.sha256:
-        raise ImageLoadError(f"{where} changed since ingest (sha256 {actual[:12]}…, catalog "
-                             f"{record.sha256[:12]}…); restore the original or ingest the new file")
+    except FileChangedError as err:
+        raise ImageLoadError(str(err)) from err
     _verified_images.add(key)
     return io.BytesIO(data)  # decoded from the bytes just checked, not from a second read
 

@@ -43,6 +43,21 @@ TILE_RECIPE = "pil-draft-bicubic/half+shortest-side-crop/png-v1"
 INDEX_FOLDER = "snapshots"
 
 
+class FileChangedError(ValueError):
+    """An image file's bytes are no longer those the catalog recorded at ingest."""
+
+
+def read_catalogued(path: Path, sha256: str, where: str) -> bytes:
+    """The file's bytes, checked against the catalog's sha256: a file replaced after ingest must never pass
+    for the catalogued image. Raises OSError when unreadable, FileChangedError (naming `where`) when changed."""
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise FileChangedError(f"{where}: the file changed since ingest (sha256 {actual[:12]}…, catalog "
+                               f"{sha256[:12]}…); restore the original or ingest the new file")
+    return data
+
+
 class TileError(ValueError):
     """An image cannot be tiled, or a tile cache cannot serve a run; the message names the image."""
 
@@ -179,13 +194,11 @@ def tile_one(source: TileSource, root: Path, size: int, fmt: str = "png",
         return TileOutcome(0, 0, 0, known)
     where = f"image {source.image_id} ({source.path})"
     try:
-        data = source.path.read_bytes()
+        data = read_catalogued(source.path, source.sha256, where)
     except OSError as err:
         raise TileError(f"{where}: cannot read the file ({err.strerror}); restore it or re-ingest") from err
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != source.sha256:
-        raise TileError(f"{where}: the file changed since ingest (sha256 {actual[:12]}…, catalog "
-                        f"{source.sha256[:12]}…); restore the original or ingest the new file")
+    except FileChangedError as err:
+        raise TileError(str(err)) from err
     height, width = half_tile_sizes(source.aspect, size)[0]
     try:
         half = resize_half_tile(io.BytesIO(data), height, width)
