@@ -75,14 +75,15 @@ def verify_bundle(bundle_dir: Path) -> dict[str, Any]:
             f"this toolkit reads format {FORMAT_VERSION}"
         )
     listed: dict[str, Any] = manifest["files"]
-    problems = [f"{manifest_path}: files lists {name!r}, {why}" for name in sorted(listed)
-                if (why := _unsafe_name(name))]
+    problems: list[str] = []
     for name, expected in sorted(listed.items()):
         path = bundle_dir / name
-        if _unsafe_name(name):
-            continue
-        if path.is_symlink() or not path.is_file():
-            problems.append(f"{path} is missing" if not path.is_symlink() else f"{path} is a symlink")
+        if why := _unsafe_name(name):
+            problems.append(f"{manifest_path}: files lists {name!r}, {why}")
+        elif path.is_symlink():
+            problems.append(f"{path} is a symlink")
+        elif not path.is_file():
+            problems.append(f"{path} is missing")
         elif sha256_file(path) != expected:
             problems.append(f"{path} was altered (SHA-256 differs from the manifest)")
     present = {p.relative_to(bundle_dir).as_posix() for p in bundle_dir.rglob("*")
