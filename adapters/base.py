@@ -16,8 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from toolkit.core.errors import InputError
 
-class ModelLoadError(RuntimeError):
+
+class ModelLoadError(InputError):
     """A model could not be loaded; the message names the file and what is wrong with it."""
 
 
@@ -33,8 +35,11 @@ class ImageNorm:
 class ClipAdapter(ABC):
     """Uniform view of a CLIP model. `model` is the underlying nn.Module (train/eval, .to(), DDP)."""
 
-    family: str  # "open_clip" | "hf"
+    family: str  # "open_clip" | "hf": the name it registers under (toolkit.adapters.loading.ModelFamily)
     model: nn.Module
+    # The family's own tokenizer object (open_clip's SimpleTokenizer, a Hugging Face tokenizer), public for
+    # export, which reproduces it in the bundle; `tokenize` is what training and evaluation call.
+    tokenizer: Any
 
     @property
     @abstractmethod

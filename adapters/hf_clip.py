@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from toolkit.adapters.base import ClipAdapter, ImageNorm, ModelLoadError
+from toolkit.adapters.loading import ModelFamily, model_card_file, register_family
 from toolkit.adapters.weights import check_state_dict_matches, load_state_dict_file
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -211,3 +212,19 @@ class HFClipAdapter(ClipAdapter):
         if self.source is not None and (self.source / PREPROCESSOR_FILE).is_file():
             shutil.copyfile(self.source / PREPROCESSOR_FILE, hf_dir / PREPROCESSOR_FILE)
         return {"family": self.family, "hf_folder": "hf"}
+
+
+def _weights_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
+
+
+def _saved_hf_folder(folder: Path, card: dict[str, Any]) -> Path:
+    return model_card_file(folder, card.get("hf_folder", "hf"), "hf_folder")
+
+
+register_family(ModelFamily(
+    name=HFClipAdapter.family,
+    load=lambda spec, allow_random_init: HFClipAdapter.from_folder(Path(spec.target)),
+    load_saved=lambda folder, card: HFClipAdapter.from_folder(_saved_hf_folder(folder, card)),
+    weight_files=lambda spec: _weights_in(resolve_hf_folder(spec.target)),
+    saved_weight_files=lambda folder, card: _weights_in(_saved_hf_folder(folder, card))))

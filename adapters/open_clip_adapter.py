@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from toolkit.adapters.base import ClipAdapter, ImageNorm, ModelLoadError
+from toolkit.adapters.loading import MODEL_CARD, ModelFamily, ModelSpec, model_card_file, register_family
 from toolkit.adapters.weights import check_state_dict_matches, load_state_dict_file, save_state_dict_file
 
 WEIGHTS_FILE = "model.safetensors"
@@ -64,7 +65,7 @@ class OpenClipAdapter(ClipAdapter):
         self.model = model
         text_cfg = config.get("text_cfg", {})
         self._context_length = int(text_cfg.get("context_length", 77))
-        self._tokenizer = open_clip.SimpleTokenizer(context_length=self._context_length)
+        self.tokenizer = open_clip.SimpleTokenizer(context_length=self._context_length)
         vision = config.get("vision_cfg", {})
         size = vision.get("image_size", 224)
         preprocess = config.get("preprocess_cfg", {})
@@ -109,7 +110,7 @@ class OpenClipAdapter(ClipAdapter):
         return self.model.logit_scale  # type: ignore[return-value]
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
-        return self._tokenizer(list(texts))
+        return self.tokenizer(list(texts))
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         return self.model.encode_text(tokens, normalize=normalize)  # type: ignore[operator]
@@ -129,3 +130,30 @@ class OpenClipAdapter(ClipAdapter):
         out_dir.mkdir(parents=True, exist_ok=True)
         save_state_dict_file(self.model.state_dict(), out_dir / WEIGHTS_FILE)
         return {"family": self.family, "name": self.name, "config": self.config, "weights": WEIGHTS_FILE}
+
+
+def _load(spec: ModelSpec, allow_random_init: bool) -> ClipAdapter:
+    if spec.weights is None and not allow_random_init:
+        raise ModelLoadError(f"'open_clip:{spec.target}' names no weights file; use open_clip:<arch>@<weights file>")
+    return OpenClipAdapter.create(spec.target, spec.weights)
+
+
+def _load_saved(folder: Path, card: dict[str, Any]) -> ClipAdapter:
+    name, config = card.get("name"), card.get("config")
+    if not isinstance(name, str) or not isinstance(config, dict):
+        raise ModelLoadError(f"{folder / MODEL_CARD}: an open_clip card needs 'name' (text) and 'config' "
+                             "(an object); was it written by the toolkit?")
+    weights = model_card_file(folder, card.get("weights"), "weights")
+    try:
+        model = _build(name, config)
+    except (TypeError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"{folder / MODEL_CARD}: its 'config' does not build a model: {err}") from err
+    adapter = OpenClipAdapter(name, config, model)
+    adapter.load_weights(weights)
+    return adapter
+
+
+register_family(ModelFamily(
+    name=OpenClipAdapter.family, load=_load, load_saved=_load_saved,
+    weight_files=lambda spec: [Path(spec.weights)] if spec.weights else [],
+    saved_weight_files=lambda folder, card: [model_card_file(folder, card.get("weights"), "weights")]))

@@ -6,7 +6,7 @@ Rows, all from the same base and the same snapshot, scored on the same held-out 
   replace as the fallback when a first sentence has no two words of one tag class);
 - CLIC without L_uni: concatenated pairs, the uni-modal term switched off;
 - CLIC: the paper's full recipe;
-- CLIC + anchors: with anchor distillation on general captions (toolkit.anchors), as `toolkit demo run` trains;
+- CLIC + anchors: with anchor distillation on general captions (toolkit.train.anchors), as `toolkit demo run` trains;
 - CLIC + anchors + WiSE-FT: that run blended back towards the base, alpha chosen on the validation sets
   (never on the test items below), which is the candidate `toolkit demo run` reports.
 
@@ -71,8 +71,7 @@ def main() -> None:
                         help="writes <out>.md and <out>.json")
     args = parser.parse_args()
 
-    from toolkit.benchmarks import load_benchmark, parse_benchmark_spec
-    from toolkit.config import workspace_dir
+    from toolkit.core.config import workspace_dir
     from toolkit.demo.chain import (
         DEMO_TRAIN_CONFIG,
         DemoSettings,
@@ -82,8 +81,9 @@ def main() -> None:
         prepare,
         train_candidate,
     )
-    from toolkit.evaluate import evaluate
-    from toolkit.train_config import TrainConfig
+    from toolkit.eval.benchmarks import load_benchmark, parse_benchmark_spec
+    from toolkit.eval.evaluate import evaluate
+    from toolkit.train.config import TrainConfig
 
     workspace = args.workspace or workspace_dir()
     settings = DemoSettings(workspace=workspace, db_url=f"sqlite:///{workspace / 'demo' / 'catalog.db'}",

@@ -35,9 +35,9 @@ import torch
 from synthetic import make_corpus
 
 from toolkit.adapters.base import ImageNorm
-from toolkit.data import ClicDataset, compose_pair, load_half_tiles, tile_tensor
-from toolkit.tile_cache import CachedHalfTiles, TileCache
-from toolkit.tiles import half_tile_sizes, open_rgb, prepare_sources, tiles_root
+from toolkit.data.datasets import ClicDataset, compose_pair, load_half_tiles, tile_tensor
+from toolkit.data.tile_cache import CachedHalfTiles, TileCache
+from toolkit.data.tiles import half_tile_sizes, open_rgb, prepare_sources, tiles_root
 
 NORM = ImageNorm(mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711), size=224)
 WORKERS, TARGET = 16, 3000.0

@@ -39,9 +39,9 @@ from flops import PEAK_BF16_TFLOPS, open_clip_sample_flops
 from synthetic import make_corpus
 
 from toolkit.adapters.base import ImageNorm
-from toolkit.data import ClicCollate, ClicDataset, compose_pair, load_half_tiles, tile_tensor
-from toolkit.tile_cache import CachedHalfTiles, TileCache
-from toolkit.tiles import half_tile_sizes, open_rgb, prepare_sources, tiles_root
+from toolkit.data.datasets import ClicCollate, ClicDataset, compose_pair, load_half_tiles, tile_tensor
+from toolkit.data.tile_cache import CachedHalfTiles, TileCache
+from toolkit.data.tiles import half_tile_sizes, open_rgb, prepare_sources, tiles_root
 
 SMOKE_CONFIG = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
@@ -72,7 +72,7 @@ class ReferenceDataset(ClicDataset):
 
 
 def _sample(key: Any, image: torch.Tensor, plan: Any) -> Any:
-    from toolkit.data import ClicSample
+    from toolkit.data.datasets import ClicSample
 
     return ClicSample(key, image, plan.texts, plan.partner)
 
@@ -143,7 +143,7 @@ def make_adapter(arch: str, smoke_config: Path | None, device: torch.device) -> 
 
 def step_fn(adapter: Any, encode_text: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
             ) -> Callable[[torch.Tensor, torch.Tensor], float]:
-    from toolkit.loss import ClicLoss
+    from toolkit.train.loss import ClicLoss
 
     loss_fn = ClicLoss()
     params = [p for _, p in adapter.model.named_parameters() if p.requires_grad]
@@ -192,7 +192,7 @@ def step_inputs(adapter: Any, texts: list[str], batch: int, device: torch.device
 
 def step_time(arch: str, smoke_config: Path | None, texts: list[str], device: torch.device,
               args: argparse.Namespace) -> dict[str, Any]:
-    from toolkit.train import compiled_text_encoder
+    from toolkit.train.recipe import compiled_text_encoder
 
     result: dict[str, Any] = {"model": arch, "batch": args.step_batch, "texts": 5 * args.step_batch}
     flops = open_clip_sample_flops(_config(arch, smoke_config)).clic * args.step_batch
@@ -266,8 +266,8 @@ def _config(arch: str, smoke_config: Path | None) -> dict[str, Any]:
 # ---- (c) end to end --------------------------------------------------------------------------------
 def end_to_end(arch: str, batch: int, smoke_config: Path | None, records: list[Any], cache: TileCache,
                device: torch.device, work: Path, compile_text: bool, args: argparse.Namespace) -> dict[str, Any]:
-    from toolkit.batches import CLIC, CatalogBatchSource
-    from toolkit.train import ClicRecipe, TrainConfig, compiled_text_encoder
+    from toolkit.data.batches import CLIC, CatalogBatchSource
+    from toolkit.train.recipe import ClicRecipe, TrainConfig, compiled_text_encoder
 
     adapter = make_adapter(arch, smoke_config, device)
     source = CatalogBatchSource(records, adapter, batch, seed=0, num_workers=args.workers,

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from PIL import Image as PILImage
 
-from toolkit.config import IngestConfig
+from toolkit.catalog import open_store
+from toolkit.core.config import IngestConfig
 from toolkit.ingest import ingest_source, load_tagger
-from toolkit.store import open_store
 
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "white", "black"]
 SHAPES = ["cube", "ball", "cone", "ring", "star", "box", "disc", "cup"]
@@ -96,7 +96,7 @@ def main() -> None:
         tagger = load_tagger()
         results["sqlite"] = bench_store(f"sqlite:///{base / 'bench.db'}", manifest, tagger, base / "blobs")
         if args.pg_url:
-            from toolkit.store.db import recreate_database
+            from toolkit.catalog.db import recreate_database
 
             results["postgres"] = bench_store(recreate_database(args.pg_url, "bench_ingest"), manifest, tagger,
                                               base / "blobs")

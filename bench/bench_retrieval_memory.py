@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from toolkit import metrics
+from toolkit.eval import metrics
 
 
 def traced(run: Callable[[], Any]) -> tuple[Any, float, float]:

@@ -72,7 +72,7 @@ def main() -> None:
 
     from toolkit.adapters.open_clip_adapter import OpenClipAdapter
     from toolkit.export.bundle import export_bundle
-    from toolkit.runtime import TextEncoder
+    from toolkit.runtime.encoder import TextEncoder
 
     torch.manual_seed(0)
     adapter = OpenClipAdapter.create("ViT-B-32", None)

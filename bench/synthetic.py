@@ -17,9 +17,9 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
-from toolkit.negatives import TaggedSentence
-from toolkit.samples import TrainingRecord
-from toolkit.tiles import TileSource
+from toolkit.data.samples import TrainingRecord
+from toolkit.data.tiles import TileSource
+from toolkit.negatives.generators import TaggedSentence
 
 ADJ = ["red", "blue", "green", "small", "large", "old", "young", "wooden", "shiny", "striped", "tall", "white"]
 NOUN = ["man", "woman", "dog", "cat", "table", "car", "tree", "ball", "cube", "hat", "garden", "river",

@@ -50,9 +50,9 @@ def main() -> None:
     import mlflow
     from mlflow.entities import AssessmentSource
 
+    from toolkit.catalog import open_store
     from toolkit.governance.review import Failure, log_review_traces, record_failures
-    from toolkit.governance.tracking import Lineage, tracked_run
-    from toolkit.store import open_store
+    from toolkit.tracking import Lineage, tracked_run
 
     store = open_store(f"sqlite:///{work / 'ws' / 'catalog.db'}")
     scenes = [("red", "blue", "a red cube left of a blue ball", "a blue cube left of a red ball", "swap_across"),

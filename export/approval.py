@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from toolkit.adapters.base import ClipAdapter
-from toolkit.benchmarks import Benchmark
-from toolkit.evaluate import Encoder, EvalConfig, benchmark_names, score_benchmarks
+from toolkit.eval.benchmarks import Benchmark
+from toolkit.eval.evaluate import Encoder, EvalConfig, score_benchmarks
+from toolkit.eval.summary import gate_metrics_from_results
 from toolkit.export.parity import SCORE_TOLERANCE_POINTS, approve_variants
-from toolkit.governance.gates import gate_metrics_from_results
 
 REFERENCE = "fp32-torch"
 
@@ -32,7 +32,7 @@ class BundleTextEncoder(Encoder):
 
     def __init__(self, adapter: Any, config: EvalConfig, bundle_dir: Path, variant: str,
                  shared_images: dict[Path, np.ndarray] | None = None) -> None:
-        from toolkit.runtime import TextEncoder
+        from toolkit.runtime.encoder import TextEncoder
 
         super().__init__(adapter, config)
         # Approval is what decides whether the variant may load for serving; scoring it must not need it.
@@ -66,11 +66,8 @@ class ApprovalPlan:
 
 def approval_scores(encoder: Encoder, plan: ApprovalPlan) -> dict[str, float]:
     """The gate metrics (points) of one encoder on the plan's benchmarks."""
-    results = score_benchmarks(encoder, plan.benchmarks, plan.config)
-    # gate_metrics_from_results reads the kind before ':'; benchmark_names may suffix repeated kinds
-    by_kind = {f"{bench.kind}:{name}": results[name]
-               for name, bench in zip(benchmark_names(plan.benchmarks), plan.benchmarks, strict=True)}
-    return gate_metrics_from_results(by_kind)
+    # Keyed as `toolkit eval` keys them, so register (reading the eval JSON) computes the same figures.
+    return gate_metrics_from_results(score_benchmarks(encoder, plan.benchmarks, plan.config))
 
 
 def approve_bundle_variants(adapter: ClipAdapter, bundle_dir: Path, variants: Sequence[str],

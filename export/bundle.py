@@ -32,9 +32,8 @@ import torch
 
 from toolkit import __version__
 from toolkit.adapters.base import ClipAdapter
-from toolkit.clip_tokenizer import TokenizerSettings
+from toolkit.core.errors import Refused
 from toolkit.export.approval import ApprovalPlan, approve_bundle_variants, unevaluated_records
-from toolkit.export.manifest import sha256_file, variant_entry, verify_bundle, write_manifest
 from toolkit.export.onnx_image import export_image_encoder
 from toolkit.export.onnx_text import (
     INPUT_NAME,
@@ -45,11 +44,13 @@ from toolkit.export.onnx_text import (
 )
 from toolkit.export.optimize import GraphShape, build_variants
 from toolkit.export.parity import FP32_MIN_COSINE, HELD_OUT_CAPTIONS, check_parity, parity_report
+from toolkit.runtime.manifest import sha256_file, variant_entry, verify_bundle, write_manifest
+from toolkit.runtime.tokenizer import TokenizerSettings
 
 BPE_ASSET = "tokenizer/bpe_merges.txt.gz"
 
 
-class ParityError(RuntimeError):
+class ParityError(Refused):
     """The exported fp32 graph does not reproduce the torch model; nothing was written."""
 
 
@@ -68,7 +69,7 @@ def tokenizer_assets(adapter: ClipAdapter, asset_dir: Path) -> TokenizerSettings
     target = asset_dir / BPE_ASSET
     target.parent.mkdir(parents=True, exist_ok=True)
     if adapter.family == "open_clip":
-        tokenizer = getattr(adapter, "_tokenizer", None)
+        tokenizer = adapter.tokenizer
         if tokenizer is None or getattr(tokenizer, "reduction_fn", None) is not None:
             raise ExportError(
                 "this open_clip adapter's tokenizer is not the plain SimpleTokenizer "
@@ -81,7 +82,7 @@ def tokenizer_assets(adapter: ClipAdapter, asset_dir: Path) -> TokenizerSettings
             bpe_file=BPE_ASSET, context_length=adapter.context_length, num_merges=len(tokenizer.bpe_ranks)
         )
     if adapter.family == "hf":
-        hf_tokenizer = getattr(adapter, "tokenizer", None)
+        hf_tokenizer = adapter.tokenizer
         if hf_tokenizer is None:
             raise ExportError("the hf adapter exposes no `tokenizer`; cannot bundle its vocabulary")
         return _hf_tokenizer_assets(hf_tokenizer, adapter.context_length, target)
@@ -113,7 +114,7 @@ def _hf_tokenizer_assets(hf_tokenizer: Any, context_length: int, target: Path) -
         pad_id=int(hf_tokenizer.pad_token_id),
         cleaning="hf",
     )
-    from toolkit.clip_tokenizer import ClipBpeTokenizer
+    from toolkit.runtime.tokenizer import ClipBpeTokenizer
 
     rebuilt = ClipBpeTokenizer(settings, target.parent.parent).encoder
     if rebuilt != vocab:
@@ -162,7 +163,7 @@ def export_bundle(
     `parity_captions` (e.g. the catalog's held-out split) are checked on top of the built-in edge cases.
     `approval` re-scores every variant on evaluation items and records approval per variant.
     """
-    from toolkit.runtime import TextEncoder
+    from toolkit.runtime.encoder import TextEncoder
 
     check_bundle_destination(out_dir)
     module, facts = text_encoder_module(adapter)

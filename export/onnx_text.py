@@ -1,7 +1,7 @@
 """The text encoder as an ONNX graph: int64 token ids [batch, seq] -> L2-normalised float32 [batch, dim].
 
 Both axes are dynamic. The runtime trims every batch to its longest <eot> + 1 (see
-`toolkit.runtime`), so the graph slices the positional embedding and the causal mask to the
+`toolkit.runtime.encoder`), so the graph slices the positional embedding and the causal mask to the
 sequence length it is given instead of assuming the full context.
 
 Pitfalls handled here:
@@ -23,13 +23,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from toolkit.adapters.base import ClipAdapter
+from toolkit.core.components import require
+from toolkit.core.errors import InputError
 
 DEFAULT_OPSET = 18  # the dynamo exporter's native opset (no version conversion); LayerNormalization since 17
 INPUT_NAME = "input_ids"
 OUTPUT_NAME = "text_embeds"
 
 
-class ExportError(RuntimeError):
+class ExportError(InputError):
     """The model cannot be exported as asked; the message says why and what to do."""
 
 
@@ -119,7 +121,7 @@ def text_encoder_module(adapter: ClipAdapter) -> tuple[nn.Module, TextEncoderFac
         name = str(getattr(adapter, "name", "open_clip"))
         pool = module.pool
         # argmax pooling finds <eot> as the largest id; the tokenizer knows which id that is.
-        tokenizer_eot = getattr(getattr(adapter, "_tokenizer", None), "eot_token_id", None)
+        tokenizer_eot = getattr(adapter.tokenizer, "eot_token_id", None)
         eot_id = module.eot_id if pool == "eos" or tokenizer_eot is None else tokenizer_eot
         transformer = model.transformer
         heads, width = int(transformer.resblocks[0].attn.num_heads), int(transformer.width)
@@ -153,6 +155,7 @@ def text_encoder_module(adapter: ClipAdapter) -> tuple[nn.Module, TextEncoderFac
 def save_onnx(module: nn.Module, example: torch.Tensor, out_path: Path, input_name: str, output_name: str,
               dynamic_axes: dict[int, Any], opset: int) -> None:
     """One single-file ONNX graph through the torch.export-based exporter (shared by text and image)."""
+    require("export")  # torch.onnx imports onnxscript lazily: name the fix instead of a traceback
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # The exporter prints progress on stdout; keep stdout for the CLI's --json output.
     with torch.inference_mode(False), torch.no_grad(), contextlib.redirect_stdout(sys.stderr):

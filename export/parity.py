@@ -91,7 +91,7 @@ def check_parity(
     runtime_encoders: Mapping[str, object],
     captions: Sequence[str] = HELD_OUT_CAPTIONS,
 ) -> dict[str, VariantParity]:
-    """Compare each runtime encoder (a `toolkit.runtime.TextEncoder`) with the torch model.
+    """Compare each runtime encoder (a `toolkit.runtime.encoder.TextEncoder`) with the torch model.
 
     `torch_tokenize` is the training tokenizer (ids [N, context]); `torch_encode` maps those ids to
     normalised torch embeddings, run on the full padded context, untrimmed.
@@ -116,7 +116,7 @@ def check_provider_parity(
     """Each variant of a bundle on `provider` against the same variant on the CPU, where export measured
     its parity with torch and its approval scores: a variant passes when every caption's embedding keeps a
     cosine of at least `min_cosine`. Torch-free, so it runs on the serving machine."""
-    from toolkit.runtime import CPU, TextEncoder
+    from toolkit.runtime.encoder import CPU, TextEncoder
 
     results: dict[str, VariantParity] = {}
     for variant in variants:

@@ -16,6 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.core.errors import InputError
+
+
+class RolloutError(InputError):
+    """A shadow comparison's input is unusable: the index, its ids, the queries, k, or where the report goes."""
+
 
 @dataclass(frozen=True)
 class QueryShift:
@@ -32,27 +38,27 @@ def load_index(index_path: Path, ids_path: Path | None = None) -> tuple[np.ndarr
     try:
         embeddings = np.load(index_path, allow_pickle=False)
     except (OSError, ValueError) as err:
-        raise ValueError(f"index {index_path} is not a readable .npy array: {err}") from err
+        raise RolloutError(f"index {index_path} is not a readable .npy array: {err}") from err
     if embeddings.ndim != 2 or 0 in embeddings.shape:
-        raise ValueError(f"index {index_path} must be a non-empty 2-D [images, dim] array, got shape "
+        raise RolloutError(f"index {index_path} must be a non-empty 2-D [images, dim] array, got shape "
                          f"{embeddings.shape}")
     if embeddings.dtype.kind not in "fiu":  # bool, complex, strings: not embeddings
-        raise ValueError(f"index {index_path} holds {embeddings.dtype} values, not real numbers")
+        raise RolloutError(f"index {index_path} holds {embeddings.dtype} values, not real numbers")
     if not np.isfinite(embeddings).all():
         bad = int(np.flatnonzero(~np.isfinite(embeddings).all(axis=1))[0])
-        raise ValueError(f"index {index_path}: row {bad} holds NaN or infinite values")
+        raise RolloutError(f"index {index_path}: row {bad} holds NaN or infinite values")
     candidates = (
         [ids_path] if ids_path else [index_path.with_suffix(".ids.txt"), index_path.with_suffix(".ids.json")]
     )
     found = next((p for p in candidates if p is not None and p.is_file()), None)
     if found is None:
-        raise ValueError(f"no ids for index {index_path}: expected one of {[str(p) for p in candidates]}")
+        raise RolloutError(f"no ids for index {index_path}: expected one of {[str(p) for p in candidates]}")
     ids = _read_ids(found)
     if len(ids) != len(embeddings):
-        raise ValueError(f"{found} has {len(ids)} ids but {index_path} has {len(embeddings)} rows")
+        raise RolloutError(f"{found} has {len(ids)} ids but {index_path} has {len(embeddings)} rows")
     repeated = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
     if repeated:
-        raise ValueError(f"{found}: ids must be unique; repeated: {repeated[:5]}")
+        raise RolloutError(f"{found}: ids must be unique; repeated: {repeated[:5]}")
     norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
     return (embeddings / np.maximum(norms, 1e-12)).astype(np.float32), ids
 
@@ -65,9 +71,9 @@ def _read_ids(path: Path) -> list[str]:
             return [line for line in text.splitlines() if line]
         ids = json.loads(text)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"ids file {path} is unreadable: {err}") from err
+        raise RolloutError(f"ids file {path} is unreadable: {err}") from err
     if not isinstance(ids, list) or not all(isinstance(i, str | int) and not isinstance(i, bool) for i in ids):
-        raise ValueError(f"ids file {path} must hold a JSON list of strings or integers")
+        raise RolloutError(f"ids file {path} must hold a JSON list of strings or integers")
     return [str(i) for i in ids]
 
 
@@ -76,10 +82,10 @@ def read_queries(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"query file {path} is unreadable (one UTF-8 query per line expected): {err}") from err
+        raise RolloutError(f"query file {path} is unreadable (one UTF-8 query per line expected): {err}") from err
     queries = [line.strip() for line in text.splitlines() if line.strip()]
     if not queries:
-        raise ValueError(f"query file {path} has no queries (expected one per line)")
+        raise RolloutError(f"query file {path} has no queries (expected one per line)")
     return queries
 
 
@@ -134,11 +140,11 @@ def shadow_report(
     most_changed: int = 10,
     variant: str = "fp32",
 ) -> dict[str, Any]:
-    from toolkit.runtime import TextEncoder
+    from toolkit.runtime.encoder import TextEncoder
 
     index, ids = load_index(index_path, ids_path)
     if not 1 <= k <= len(ids):
-        raise ValueError(f"--k {k} must be between 1 and the index size {len(ids)}")
+        raise RolloutError(f"--k {k} must be between 1 and the index size {len(ids)}")
     # A shadow comparison serves nothing: it is how an unapproved challenger gets judged.
     encoders = {
         "champion": TextEncoder(champion_dir, variant, allow_unapproved=True),
@@ -146,7 +152,7 @@ def shadow_report(
     }
     for role, encoder in encoders.items():
         if encoder.embed_dim != index.shape[1]:
-            raise ValueError(
+            raise RolloutError(
                 f"{role} bundle embeds to {encoder.embed_dim} dims but index {index_path} has "
                 f"{index.shape[1]}; the index was built with a different base model"
             )
@@ -172,6 +178,13 @@ def shadow_report(
         ],
         "per_query": [asdict(s) for s in shifts],
     }
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    try:
+        path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    except OSError as err:
+        raise RolloutError(f"--report {path} cannot be written: {err}; name a writable file") from err
 
 
 def log_shadow_report_to_mlflow(

@@ -1,5 +1,7 @@
 """An evaluation as an MLflow run: metrics per model, artifacts, and its failures opened for review.
 
+`evaluate_and_track` is the one "evaluate -> artifacts -> track" job (`toolkit eval` and the demo call it).
+
 Failures of every candidate (every model but the first, the baseline, when several are compared) become
 review items (catalog) and traces (MLflow) inside the evaluation run,
 with the failing image copied into the run's artifacts so the reviewer sees it next to the texts.
@@ -9,15 +11,22 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
+from toolkit.adapters.devices import resolve_device
+from toolkit.catalog.db import Store, open_store
+from toolkit.catalog.eval_models import DomainTestItem
+from toolkit.core.config import resolve_db_url
+from toolkit.eval.benchmarks import load_benchmarks
+from toolkit.eval.evaluate import EvalConfig, EvalReport, evaluate
+from toolkit.eval.report import paired_against_first, write_artifacts
 from toolkit.governance.review import Failure, log_review_traces, record_failures
-from toolkit.governance.tracking import Lineage, TrackedRun, tracked_run
-from toolkit.store.db import Store
-from toolkit.store.eval_models import DomainTestItem
+from toolkit.tracking import Lineage, TrackedRun, tracked_run
 
 IMAGES_PER_MODEL = 50  # failure images copied into the run for reviewers; all failures get a trace
 
@@ -85,7 +94,7 @@ def _log_failure_images(run: TrackedRun, item_ids: list[int], failures: list[Fai
 def track_evaluation(report: Any, models: list[str], benchmarks: list[str], store: Store,
                      out_dir: Path | None = None) -> str:
     """Log an `EvalReport` as one MLflow run and open its failures for review. Returns the run id."""
-    from toolkit.eval_report import mlflow_metrics
+    from toolkit.eval.report import mlflow_metrics
 
     labels = model_labels(models)
     lineage = Lineage(kind="eval", parent_run=parent_run_of(models))
@@ -105,3 +114,34 @@ def track_evaluation(report: Any, models: list[str], benchmarks: list[str], stor
             item_ids = record_failures(store, run.run_id, model, review)
             log_review_traces(store, item_ids, _log_failure_images(run, item_ids, review))
         return run.run_id
+
+
+@dataclass(frozen=True)
+class TrackedEvaluation:
+    report: EvalReport
+    paired: dict[str, Any]  # `paired_against_first(report)`: each later model against the first
+    written: list[Path] = field(default_factory=list)  # artifacts under `out`
+    run_id: str | None = None  # the MLflow evaluation run, when tracked
+
+
+def evaluate_and_track(models: Sequence[str], specs: Sequence[str], *, images: Path | None = None,
+                       db: str | None = None, config: EvalConfig | None = None, out: Path | None = None,
+                       track: bool = True,
+                       progress: Callable[[str], None] = lambda message: None) -> TrackedEvaluation:
+    """Score `models` (the first is the baseline) on the benchmark `specs`; write the artifacts to `out`
+    (when given) and log the evaluation as one MLflow run whose failures are opened for review (`track`)."""
+    config = config or EvalConfig()
+    resolve_device(config.device)  # before minutes of loading: a device this machine lacks is refused at once
+    loaded = load_benchmarks(specs, images, db, progress)
+    progress("evaluating")
+    report = evaluate(list(models), loaded, config, progress=lambda message: progress(f"evaluating {message}"))
+    paired = paired_against_first(report)
+    written = write_artifacts(report, out, paired) if out is not None else []
+    run_id = None
+    if track:
+        store = open_store(resolve_db_url(db))
+        try:
+            run_id = track_evaluation(report, list(models), list(specs), store, out)
+        finally:
+            store.close()
+    return TrackedEvaluation(report, paired, written, run_id)

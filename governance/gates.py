@@ -18,7 +18,12 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+
+from toolkit.core.errors import InputError
+
+
+class ThresholdsError(InputError):
+    """A gate thresholds file is unreadable or holds a key or value the gates cannot use."""
 
 
 @dataclass(frozen=True)
@@ -35,21 +40,21 @@ class GateThresholds:
         try:
             values = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"gate thresholds file {path} is unreadable: {err}") from err
+            raise ThresholdsError(f"gate thresholds file {path} is unreadable: {err}") from err
         known = {f.name: f for f in fields(cls)}
         if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a JSON object of thresholds {sorted(known)}, "
+            raise ThresholdsError(f"{path}: expected a JSON object of thresholds {sorted(known)}, "
                              f"got {type(values).__name__}")
         unknown = set(values) - set(known)
         if unknown:
-            raise ValueError(f"{path}: unknown threshold keys {sorted(unknown)}; known: {sorted(known)}")
+            raise ThresholdsError(f"{path}: unknown threshold keys {sorted(unknown)}; known: {sorted(known)}")
         parity = values.pop("require_parity", cls.require_parity)
         if not isinstance(parity, bool):
-            raise ValueError(f"{path}: require_parity must be true or false, got {parity!r}")
+            raise ThresholdsError(f"{path}: require_parity must be true or false, got {parity!r}")
         for key, value in values.items():
             # bool is an int to Python, and a string would only fail later, at the comparison
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"{path}: {key} must be a finite number, got {value!r}")
+                raise ThresholdsError(f"{path}: {key} must be a finite number, got {value!r}")
         return cls(require_parity=parity, **{key: float(value) for key, value in values.items()})
 
 
@@ -110,96 +115,6 @@ def evaluate_gates(candidate: dict[str, float], champion: dict[str, float] | Non
     gates.append(Gate("unreviewed_share", share is not None and share <= thresholds.max_unreviewed_share, share,
                       None, rule if share is not None else rule + " (candidate has no value)"))
     return GateReport(gates)
-
-
-Entry = tuple[str, str, str]  # (benchmark, subset, metric) in `toolkit eval` results
-
-
-def _gate_entries(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, list[Entry]]:
-    """The results entries each gate metric averages, for one model."""
-    entries: dict[str, list[Entry]] = {"composition": [], "retrieval_r5": [], "zeroshot_top1": []}
-    for benchmark, subsets in results.items():
-        kind = benchmark.split(":", 1)[0]
-        if kind == "domain" and "all" in subsets:
-            entries["composition"].append((benchmark, "all", "acc"))
-        elif kind == "sugarcrepe_pp" and "average" in subsets:
-            entries["composition"].append((benchmark, "average", "itt"))
-        elif kind == "sugarcrepe":
-            entries["composition"].extend((benchmark, g, "acc") for g in ("add", "replace", "swap") if g in subsets)
-        elif kind == "retrieval":
-            entries["retrieval_r5"].extend((benchmark, d, "r5") for d in ("text_to_image", "image_to_text")
-                                           if d in subsets)
-        elif kind == "zeroshot":
-            entries["zeroshot_top1"].extend((benchmark, s, "top1") for s, v in subsets.items() if "top1" in v)
-    return {gate: found for gate, found in entries.items() if found}
-
-
-def _check_results_shape(results: Any) -> None:
-    """`{benchmark: {subset: {metric: value}}}` down to the subsets; raises ValueError naming the field."""
-    if not isinstance(results, dict):
-        raise ValueError(f"expected {{benchmark: {{subset: {{metric: value}}}}}}, got {type(results).__name__}")
-    for benchmark, subsets in results.items():
-        if not isinstance(subsets, dict):
-            raise ValueError(f"{benchmark}: expected {{subset: {{metric: value}}}}, got {type(subsets).__name__}")
-        for subset, values in subsets.items():
-            if not isinstance(values, dict):
-                raise ValueError(f"{benchmark}.{subset}: expected {{metric: value}}, got {type(values).__name__}")
-
-
-def _metric(results: dict[str, Any], benchmark: str, subset: str, metric: str) -> float:
-    value = results[benchmark][subset].get(metric)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        found = "missing" if value is None else repr(value)
-        raise ValueError(f"{benchmark}.{subset}.{metric}: expected a number (percent), got {found}")
-    return float(value)
-
-
-def gate_metrics_from_results(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
-    """One model's `{benchmark: {subset: {metric: value}}}` from `toolkit eval` -> the gate metrics.
-
-    Raises ValueError naming the `benchmark.subset.metric` at fault when the results are not that shape."""
-    _check_results_shape(results)
-    return {gate: sum(_metric(results, b, s, m) for b, s, m in found) / len(found)
-            for gate, found in _gate_entries(results).items()}
-
-
-def gate_metrics_from_eval_json(path: Path, model: str) -> dict[str, float]:
-    """The gate metrics of `model` in a `toolkit eval --json` file; ValueError naming the file and field."""
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise ValueError(f"evaluation results {path} does not exist; write it with `toolkit eval --json`") from err
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"evaluation results {path} is not valid JSON ({err}); "
-                         "write it with `toolkit eval --json`") from err
-    if not isinstance(results, dict):
-        raise ValueError(f"{path}: expected a JSON object {{model: results}}, got {type(results).__name__}")
-    if model not in results:
-        raise ValueError(f"{path} has no results for {model!r}; models in it: {sorted(results)} "
-                         "(use --eval-model)")
-    try:
-        return gate_metrics_from_results(results[model])
-    except ValueError as err:
-        raise ValueError(f"{path}: results of {model!r}: {err}") from err
-
-
-def averaged_standard_error(paired: dict[str, dict[str, dict[str, dict[str, float]]]],
-                            entries: list[Entry]) -> float | None:
-    """The standard error (points) of the change of a figure that averages `entries`, from one model's entry
-    of `toolkit.eval_report.paired_against_first`: the mean of the entries' errors, a bound that holds
-    however they correlate. None when an entry has no per-item pairing (an average of subset averages)."""
-    stats = [paired.get(b, {}).get(s, {}).get(m) for b, s, m in entries]
-    if not stats or any(stat is None for stat in stats):
-        return None
-    return sum(stat["standard_error"] for stat in stats if stat is not None) / len(stats)
-
-
-def gate_standard_errors(results: dict[str, dict[str, dict[str, float]]],
-                         paired: dict[str, dict[str, dict[str, dict[str, float]]]]) -> dict[str, float]:
-    """The standard error of each gate metric's change, for a model evaluated after the reference it is
-    compared with: `results` is its entry of `toolkit eval` results, `paired` its entry of the pairing."""
-    errors = {gate: averaged_standard_error(paired, found) for gate, found in _gate_entries(results).items()}
-    return {gate: error for gate, error in errors.items() if error is not None}
 
 
 BLEND_GATES = ("composition", "retrieval_r5", "zeroshot_top1")

@@ -17,10 +17,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from toolkit.catalog.db import Store, current_actor
+from toolkit.core.errors import InputError
 from toolkit.governance.gates import GateReport, GateThresholds, evaluate_gates
 from toolkit.governance.review import regression_set, review_progress
-from toolkit.governance.tracking import Lineage, tracked_run
-from toolkit.store.db import Store, current_actor
+from toolkit.tracking import Lineage, tracked_run
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -29,7 +30,7 @@ PREVIOUS_CHAMPION_TAG = "toolkit.previous_champion"
 ROLLED_BACK_TAG = "toolkit.rolled_back"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(InputError):
     pass
 
 
@@ -53,7 +54,7 @@ def _client() -> Any:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from toolkit.config import resolve_tracking_uri
+    from toolkit.core.config import resolve_tracking_uri
 
     uri = resolve_tracking_uri()
     mlflow.set_tracking_uri(uri)
@@ -85,7 +86,7 @@ def unreviewed_share_of_run(store: Store, eval_run_id: str) -> float:
         try:
             _client().get_run(eval_run_id)
         except Exception as err:  # MLflow: not found; or the tracking server cannot be reached
-            from toolkit.config import resolve_tracking_uri
+            from toolkit.core.config import resolve_tracking_uri
 
             raise RegistryError(
                 f"evaluation run {eval_run_id!r} has no review items in the catalog and is not a run of the "
@@ -98,8 +99,8 @@ def bundle_parity(bundle_dir: Path, model_dir: Path) -> float:
 
     A bundle of other weights (another run, an older checkpoint) is no evidence about this model: refused."""
     from toolkit.adapters.base import ModelLoadError
-    from toolkit.export.manifest import MANIFEST, BundleError, parity_passed, verify_bundle
-    from toolkit.outputs import weights_sha256
+    from toolkit.adapters.outputs import weights_sha256
+    from toolkit.runtime.manifest import MANIFEST, BundleError, parity_passed, verify_bundle
 
     try:
         manifest = verify_bundle(bundle_dir)

@@ -2,7 +2,7 @@
 
 Each item asks one question, strictly (a tie is wrong, as everywhere in `toolkit eval`):
     confuser_kind "text"   does the item's image score the positive above the confuser text?
-                           (a composition item, scored by toolkit.evaluate like a domain set)
+                           (a composition item, scored by toolkit.eval.evaluate like a domain set)
     confuser_kind "image"  does the positive text score the item's image above the confuser image?
                            (a text-to-image retrieval miss: its confuser is the wrongly preferred image)
 Accuracy is in percent over all items. `promote` scores candidate and champion on today's set, so the two
@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.benchmarks import CompositionItem, CompositionSet
-from toolkit.evaluate import EvalConfig
+from toolkit.catalog.db import Store
+from toolkit.core.errors import InputError
+from toolkit.eval.benchmarks import CompositionItem, CompositionSet
+from toolkit.eval.evaluate import EvalConfig
 from toolkit.governance.review import regression_set
-from toolkit.store.db import Store
 
 SUBSET = "reviewed"
 
 
-class RegressionSetError(ValueError):
+class RegressionSetError(InputError):
     """The regression set or a model to score on it cannot be used; the message names the item or model."""
 
 
@@ -74,9 +75,9 @@ def regression_accuracy(model: str, benchmark: RegressionBenchmark, config: Eval
     """Percent of the regression items `model` (a MODEL spec) gets right."""
     import numpy as np
 
-    from toolkit import metrics
     from toolkit.adapters.loading import load_model
-    from toolkit.evaluate import Encoder, score_benchmark
+    from toolkit.eval import metrics
+    from toolkit.eval.evaluate import Encoder, score_benchmark
 
     config = config or EvalConfig()
     encoder = Encoder(load_model(model), config)
@@ -100,7 +101,7 @@ def score_model_source(source: str, benchmark: RegressionBenchmark, config: Eval
     import mlflow.artifacts
 
     from toolkit.adapters.base import ModelLoadError
-    from toolkit.config import resolve_tracking_uri
+    from toolkit.core.config import resolve_tracking_uri
 
     with tempfile.TemporaryDirectory(prefix="toolkit-regression-") as tmp:
         try:

@@ -24,17 +24,18 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from toolkit.negatives import match_key
-from toolkit.store.db import Store, current_actor
-from toolkit.store.models import AuditEvent, Caption, Sentence
-from toolkit.store.review_models import VERDICTS, NegativeExclusion, RegressionItem, ReviewItem, ReviewVerdict
-from toolkit.text import split_sentences, text_sha256
+from toolkit.catalog.db import Store, current_actor
+from toolkit.catalog.models import AuditEvent, Caption, Sentence
+from toolkit.catalog.review_models import VERDICTS, NegativeExclusion, RegressionItem, ReviewItem, ReviewVerdict
+from toolkit.core.errors import InputError
+from toolkit.core.text import split_sentences, text_sha256
+from toolkit.negatives.generators import match_key
 
 VERDICT_FEEDBACK = "verdict"
 CORRECTION_FEEDBACK = "corrected_caption"
 
 
-class ReviewError(ValueError):
+class ReviewError(InputError):
     pass
 
 
@@ -161,8 +162,8 @@ def record_verdict(store: Store, item_id: int, verdict: str, *, reviewer: str | 
 
 
 def _supersede_caption(session: Any, caption_id: int, corrected: str, tagger: Any) -> None:
+    from toolkit.core.text import normalise_caption
     from toolkit.ingest.tagging import load_tagger
-    from toolkit.text import normalise_caption
 
     old = session.get(Caption, caption_id)
     text = normalise_caption(corrected)
@@ -199,7 +200,7 @@ def sync_verdicts_from_mlflow(store: Store, eval_run_id: str | None = None) -> S
     become verdicts, and invalid ones are audited once (the audit log is append-only, so it remembers)."""
     import mlflow
 
-    from toolkit.config import resolve_tracking_uri
+    from toolkit.core.config import resolve_tracking_uri
 
     mlflow.set_tracking_uri(resolve_tracking_uri())
     recorded, missing = 0, 0
@@ -270,12 +271,6 @@ def open_items(store: Store, eval_run_id: str | None = None, limit: int = 50) ->
                  "positive": i.positive, "confuser": i.confuser, "positive_score": i.positive_score,
                  "confuser_score": i.confuser_score, "generator": i.generator, "trace_id": i.trace_id}
                 for i in session.scalars(query)]
-
-
-def excluded_negative_keys(store: Store) -> frozenset[str]:
-    """Negatives reviewers marked as actually true, in `match_key` form (for generation and scoring)."""
-    with store.session() as session:
-        return frozenset(session.scalars(select(NegativeExclusion.text_key)))
 
 
 def regression_set(store: Store) -> list[dict[str, Any]]:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from PIL import Image as PILImage
 
-from toolkit.store.db import Store
-from toolkit.store.models import Caption, Image, IngestBatch, Sentence
+from toolkit.catalog.db import Store
+from toolkit.catalog.models import Caption, Image, IngestBatch, Sentence
 
 # (file, RGB colour, width, height, split, [(sentence, space-separated UPOS tags)])
 CatalogEntry = tuple[str, tuple[int, int, int], int, int, str, list[tuple[str, str]]]

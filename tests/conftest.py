@@ -1,12 +1,32 @@
-"""Shared fixtures: tiny randomly initialised models built at test time, and catalog URLs."""
+"""Shared fixtures: tiny randomly initialised models built at test time, catalog URLs, and `run_toolkit`
+(the command line through `toolkit.cli.main()`, for tests to import: `from conftest import run_toolkit`)."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
+
+
+def run_toolkit(args: Sequence[object], **invoke: Any) -> Result:
+    """`toolkit ARGS` in this process through `toolkit.cli.main()`, the one place where errors become exit
+    codes: a ToolkitError gives its code and one line on stderr; any other exception escapes main() and
+    the result holds exit code 1 and that exception (`result.exc_info` is its traceback)."""
+    from toolkit.cli import main
+
+    class _Main:  # what CliRunner.invoke calls: `main(args=..., prog_name=...)`
+        name = "toolkit"
+
+        def main(self, args: Sequence[str], prog_name: str, **extra: Any) -> None:
+            main(list(args))
+
+    return CliRunner().invoke(_Main(), [str(arg) for arg in args], **invoke)  # type: ignore[arg-type]
+
 
 # A CLIP small enough to train in seconds on a CPU: 32 px images, 2 layers per tower.
 TINY_OPEN_CLIP_CONFIG = {
@@ -56,7 +76,7 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     base = os.environ.get("TOOLKIT_TEST_PG_URL")
     if not base:
         pytest.fail("CI must test PostgreSQL: set TOOLKIT_TEST_PG_URL (.ci/run does)")
-    from toolkit.store.db import recreate_database
+    from toolkit.catalog.db import recreate_database
 
     return recreate_database(base, tmp_path.name)
 

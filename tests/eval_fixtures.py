@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from toolkit.benchmarks import SUGARCREPE_PP_SUBSETS, SUGARCREPE_SUBSETS
+from toolkit.eval.benchmarks import SUGARCREPE_PP_SUBSETS, SUGARCREPE_SUBSETS
 
 COLOURS = {"red.png": (220, 20, 20), "blue.png": (20, 20, 220), "green.png": (20, 200, 40)}
 

@@ -1,4 +1,4 @@
-"""Anchor texts (toolkit.anchors) and the anchor term: mining, file reading, sampling, loss, training."""
+"""Anchor texts (toolkit.train.anchors) and the anchor term: mining, file reading, sampling, loss, training."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.test_negatives import tagged
-from toolkit.anchors import (
+from toolkit.train.anchors import (
     NOUN_PHRASES,
     AnchorError,
     anchor_digest,
@@ -19,8 +19,8 @@ from toolkit.anchors import (
     read_anchor_file,
     resolve_anchor_texts,
 )
-from toolkit.loss import anchor_loss
-from toolkit.train_config import ConfigError, TrainConfig
+from toolkit.train.config import ConfigError, TrainConfig
+from toolkit.train.loss import anchor_loss
 
 
 def test_noun_phrases_from_stored_tags() -> None:
@@ -140,8 +140,8 @@ def _drift(adapter: object, base: object) -> float:
 def test_anchors_hold_their_texts_near_the_base(tiny_open_clip_spec: str, tmp_path: Path) -> None:
     from tests.test_train import RecordingTracker, tiny_config
     from toolkit.adapters.loading import load_model
-    from toolkit.batches import SyntheticBatchSource
-    from toolkit.train import run_training
+    from toolkit.data.batches import SyntheticBatchSource
+    from toolkit.train.recipe import run_training
 
     torch.set_num_threads(1)
     base = load_model(tiny_open_clip_spec)
@@ -164,7 +164,7 @@ def test_anchors_hold_their_texts_near_the_base(tiny_open_clip_spec: str, tmp_pa
 
 def test_catalog_run_records_its_anchors(tiny_open_clip_spec: str, tmp_path: Path) -> None:
     from tests.test_train_catalog import _catalog
-    from toolkit.train_job import train_on_snapshot
+    from toolkit.train.job import train_on_snapshot
 
     (tmp_path / "imgs").mkdir()
     url = f"sqlite:///{tmp_path / 'c.db'}"
@@ -204,9 +204,9 @@ def test_resume_keeps_the_base_targets(tiny_open_clip_spec: str, tmp_path: Path)
 def test_resume_refuses_other_anchor_texts(tiny_open_clip_spec: str, tmp_path: Path) -> None:
     from tests.test_train import tiny_config
     from toolkit.adapters.loading import load_model
-    from toolkit.batches import SyntheticBatchSource
-    from toolkit.checkpoint import ResumeError
-    from toolkit.train import ClicRecipe
+    from toolkit.data.batches import SyntheticBatchSource
+    from toolkit.train.checkpoint import ResumeError
+    from toolkit.train.recipe import ClicRecipe
 
     def recipe(anchors: list[str], resume: bool) -> ClicRecipe:
         adapter = load_model(tiny_open_clip_spec)
@@ -225,14 +225,14 @@ def test_anchor_texts_cut_at_the_context_are_counted_in_a_warning(tiny_open_clip
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     from tests.test_train import tiny_config
     from toolkit.adapters.loading import load_model
-    from toolkit.batches import SyntheticBatchSource
-    from toolkit.train import ClicRecipe
+    from toolkit.data.batches import SyntheticBatchSource
+    from toolkit.train.recipe import ClicRecipe
 
     adapter = load_model(tiny_open_clip_spec)  # a 32-token context
     long = "a red circle next to " * 12 + "a blue square."
     recipe = ClicRecipe(tiny_config(anchor_weight=1.0), adapter, SyntheticBatchSource(8, 4, 32, adapter.tokenize),
                         tmp_path / "run", anchor_texts=["a red circle.", long, "a tree."])
-    with caplog.at_level("WARNING", logger="toolkit.train"):
+    with caplog.at_level("WARNING", logger="toolkit.train.recipe"):
         recipe.setup()
     assert "1 of 3 anchor texts reach the text tower's 32-token context and are cut" in caplog.text
     assert "'a red circle next to" in caplog.text

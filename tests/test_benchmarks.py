@@ -14,7 +14,7 @@ from tests.eval_fixtures import (
     write_winoground,
     write_zeroshot,
 )
-from toolkit.benchmarks import (
+from toolkit.eval.benchmarks import (
     SUGARCREPE_PP_SUBSETS,
     SUGARCREPE_SUBSETS,
     BenchmarkError,
@@ -149,7 +149,7 @@ def test_retrieval_from_a_manifest(tmp_path: Path) -> None:
 
     from PIL import Image
 
-    from toolkit.benchmarks import load_benchmark, parse_benchmark_spec
+    from toolkit.eval.benchmarks import load_benchmark, parse_benchmark_spec
 
     for name in ("a.png", "b.png"):
         Image.new("RGB", (8, 8)).save(tmp_path / name)

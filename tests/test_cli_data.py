@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import run_toolkit
+
 from tests.ingest_corpus import build_bad_row_corpus, write_png
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,15 +89,13 @@ def test_text_from_the_input_is_printed_as_text_not_markup(tmp_path):
 
 
 def test_impossible_numeric_options_are_bad_options(tmp_path, monkeypatch):
-    from typer.testing import CliRunner
 
-    from toolkit.cli import app
 
     monkeypatch.setenv("TOOLKIT_WORKSPACE", str(tmp_path / "ws"))
     (tmp_path / "m.jsonl").write_text(json.dumps({"image": "a.png", "caption": "A cup."}))
     for option, value in (("--commit-every", "0"), ("--commit-every", "-1"), ("--max-caption-chars", "-5"),
                           ("--split-ratios", "nan,0,1"), ("--on-long-caption", "chop")):
-        result = CliRunner().invoke(app, ["ingest", str(tmp_path / "m.jsonl"), option, value])
+        result = run_toolkit(["ingest", str(tmp_path / "m.jsonl"), option, value])
         assert result.exit_code == 2, (option, value, result.output)
     assert not (tmp_path / "ws" / "catalog.db").exists()
 

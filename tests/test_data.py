@@ -8,13 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_toolkit
 from PIL import Image as PILImage
 from sqlalchemy import select
 from torch.utils.data import DataLoader
 
 from tests.catalog_fixtures import CatalogEntry, add_images
 from toolkit.adapters.base import ImageNorm
-from toolkit.data import (
+from toolkit.catalog.db import Store, open_store
+from toolkit.catalog.models import Image
+from toolkit.catalog.snapshot import create_snapshot
+from toolkit.data.datasets import (
     ClicBatch,
     ClicCollate,
     ClicDataset,
@@ -24,10 +28,9 @@ from toolkit.data import (
     SampleConfig,
     SampleKey,
     compose_pair,
-    load_training_records,
 )
-from toolkit.negatives import match_key
-from toolkit.samples import (
+from toolkit.data.records import load_training_records
+from toolkit.data.samples import (
     EmptySnapshotError,
     PairingIndex,
     TooFewImagesError,
@@ -35,9 +38,7 @@ from toolkit.samples import (
     choose_extras,
     epoch_order,
 )
-from toolkit.snapshot import create_snapshot
-from toolkit.store.db import Store, open_store
-from toolkit.store.models import Image
+from toolkit.negatives.generators import match_key
 
 RED, BLUE, GREEN, YELLOW = (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 0)
 # Normalisation chosen so each colour lands on distinctive values: (x - mean) / std per channel.
@@ -143,7 +144,7 @@ def test_partner_skips_every_caption_of_the_own_image() -> None:
     def record(caption_id: int, image_id: int) -> TrainingRecord:
         return TrainingRecord(caption_id, image_id, Path(f"{image_id}.png"), 20, 10, records_sentence)
 
-    from toolkit.negatives import TaggedSentence
+    from toolkit.negatives.generators import TaggedSentence
     records_sentence = (TaggedSentence.of(["a", "dog"], ["DET", "NOUN"]),)
     many = [record(1, 1), record(2, 1), record(3, 1), record(4, 2), record(5, 3)]
     pairing = PairingIndex(many)
@@ -196,7 +197,7 @@ def test_texts_follow_the_method(records: list[TrainingRecord]) -> None:
 
 
 def test_extras_without_replacement_padded_or_first_sentence() -> None:
-    from toolkit.negatives import TaggedSentence
+    from toolkit.negatives.generators import TaggedSentence
 
     def sentence(text: str) -> TaggedSentence:
         words = text.split()
@@ -307,26 +308,24 @@ def test_cli_preview_shows_negatives_with_generator_names(store: Store) -> None:
     import json
 
     import typer
-    from typer.testing import CliRunner
 
     from toolkit.cli.negatives import register
 
     app = typer.Typer()
     register(app)
-    runner = CliRunner()
     args = ["negatives", "preview", "--db", store.url, "--n", "3", "--seed", "4", "--json"]
-    result = runner.invoke(app, [*args, "--generator", "replace"])
+    result = run_toolkit([*args, "--generator", "replace"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["generators"] == ["replace"] and len(payload["samples"]) == 3
     for row in payload["samples"]:
         assert row["generator"] == "replace" and row["negative"] != row["positive"]
-    assert json.loads(runner.invoke(app, [*args, "--generator", "replace"]).stdout) == payload  # same seed
-    table = runner.invoke(app, ["negatives", "preview", "--db", store.url, "--n", "2"])
+    assert json.loads(run_toolkit([*args, "--generator", "replace"]).stdout) == payload  # same seed
+    table = run_toolkit(["negatives", "preview", "--db", store.url, "--n", "2"])
     assert table.exit_code == 0 and "swap_across" in table.stdout
-    bad = runner.invoke(app, [*args, "--generator", "nope"])
+    bad = run_toolkit([*args, "--generator", "nope"])
     assert bad.exit_code == 2
-    empty = runner.invoke(app, [*args, "--split", "test"])
+    empty = run_toolkit([*args, "--split", "test"])
     assert empty.exit_code == 3
 
 
@@ -345,7 +344,7 @@ def test_single_image_samples_have_no_partner_and_a_within_caption_negative(
         records: list[TrainingRecord], tiny_config_path: Path) -> None:
     """The no-concatenation ablation: own image only, texts [c1, c1, e1, e2, n(c1)]."""
     from toolkit.adapters.open_clip_adapter import OpenClipAdapter
-    from toolkit.data import SingleImageLoader
+    from toolkit.data.datasets import SingleImageLoader
 
     adapter = OpenClipAdapter.create(str(tiny_config_path), None)
     load = SingleImageLoader(adapter.image_transform())
@@ -372,7 +371,7 @@ def test_single_image_samples_have_no_partner_and_a_within_caption_negative(
 
 def test_single_image_mode_refuses_cross_caption_generators_and_needs_a_loader(
         records: list[TrainingRecord]) -> None:
-    from toolkit.train_config import ConfigError, TrainConfig
+    from toolkit.train.config import ConfigError, TrainConfig
 
     with pytest.raises(ValueError, match="need concatenation"):
         SampleConfig(generators=("swap_within", "swap_across"), concatenate=False)
@@ -384,7 +383,7 @@ def test_single_image_mode_refuses_cross_caption_generators_and_needs_a_loader(
 
 def test_an_image_file_changed_after_ingest_is_refused_on_its_first_read(records: list[TrainingRecord],
                                                                         tmp_path: Path) -> None:
-    import toolkit.data as data
+    import toolkit.data.datasets as data
 
     red = next(r for r in records if r.image_path.name == "red.png")
     blue = next(r for r in records if r.image_path.name == "blue.png")
@@ -403,7 +402,6 @@ def test_cli_preview_leaves_out_the_negatives_reviewers_excluded(store: Store) -
     import json
 
     import typer
-    from typer.testing import CliRunner
 
     from toolkit.cli.negatives import register
     from toolkit.governance.review import Failure, record_failures, record_verdict
@@ -411,13 +409,13 @@ def test_cli_preview_leaves_out_the_negatives_reviewers_excluded(store: Store) -
     app = typer.Typer()
     register(app)
     args = ["negatives", "preview", "--db", store.url, "--n", "4", "--seed", "4", "--json"]
-    before = json.loads(CliRunner().invoke(app, args).stdout)
+    before = json.loads(run_toolkit(args).stdout)
     flagged = before["samples"][0]
     assert flagged["negative"]
     (item,) = record_failures(store, "eval-1", "candidate", [
         Failure("domain", "1", "composition", "x.png", flagged["positive"], flagged["negative"], 0.1, 0.2,
                 flagged["generator"])])
     record_verdict(store, item, "negative_true", reviewer="rita")
-    after = json.loads(CliRunner().invoke(app, args).stdout)
+    after = json.loads(run_toolkit(args).stdout)
     assert match_key(flagged["negative"]) not in {match_key(row["negative"]) for row in after["samples"]}
     assert (before["excluded_negatives"], after["excluded_negatives"]) == (0, 1)

@@ -5,39 +5,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import typer
-from typer.testing import CliRunner
+from conftest import run_toolkit
 
 from toolkit.cli import demo as demo_cli
-from toolkit.cli.common import EXIT_BAD_INPUT
-
-
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.command()
-    def version() -> None:  # a second command keeps `demo` a sub-command group
-        typer.echo("0")
-
-    demo_cli.register(app)
-    return app
+from toolkit.core.errors import EXIT_BAD_INPUT
 
 
 def test_generate_writes_the_sets_and_refuses_a_used_folder(tmp_path: Path) -> None:
     args = ["demo", "generate", "--out", str(tmp_path / "d"), "--pretrain-images", "2",
             "--domain-images", "3", "--eval-images", "2", "--zeroshot-per-class", "1", "--json"]
-    result = CliRunner().invoke(_app(), args)
+    result = run_toolkit(args)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert Path(payload["domain_manifest"]).read_text(encoding="utf-8").count("\n") == 3
-    again = CliRunner().invoke(_app(), args)
+    again = run_toolkit(args)
     assert again.exit_code == EXIT_BAD_INPUT
     assert "not empty" in " ".join(again.output.split())
 
 
 def test_pretrain_on_a_missing_folder_says_what_to_run(tmp_path: Path) -> None:
     args = ["demo", "pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "m")]
-    result = CliRunner().invoke(_app(), args)
+    result = run_toolkit(args)
     assert result.exit_code == EXIT_BAD_INPUT
     assert "toolkit demo generate" in " ".join(result.output.split())
 

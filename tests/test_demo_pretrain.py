@@ -10,7 +10,7 @@ import torch
 
 from toolkit.adapters.loading import load_model
 from toolkit.demo.chain import evaluate_held_out
-from toolkit.demo.generate import GenerateConfig, generate_demo_data
+from toolkit.demo.generate import DemoDataError, GenerateConfig, generate_demo_data
 from toolkit.demo.pretrain import (
     DEMO_MODEL_CONFIG,
     PretrainConfig,
@@ -72,9 +72,9 @@ def test_read_manifest_names_the_bad_line(tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.jsonl"
     lines = '{"image": "a.png", "caption": "a red circle."}\n{"image": "b.png"}\n'
     manifest.write_text(lines, encoding="utf-8")
-    with pytest.raises(ValueError, match=r"manifest.jsonl:2: expected an object with string keys"):
+    with pytest.raises(DemoDataError, match=r"manifest.jsonl:2: expected an object with string keys"):
         read_manifest(manifest)
-    with pytest.raises(FileNotFoundError, match="toolkit demo generate"):
+    with pytest.raises(DemoDataError, match="toolkit demo generate"):
         read_manifest(tmp_path / "missing.jsonl")
 
 
@@ -85,5 +85,5 @@ def test_bundled_base_loads_and_knows_colours_and_shapes(demo_data: Path, tmp_pa
     results = evaluate_held_out(str(copied), demo_data)
     # 80 classes (chance 1.25%); the committed base scores 57% on the default 400-image set.
     assert results["zeroshot"]["all"]["top1"] > 10.0
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(DemoDataError, match="not empty"):
         copy_bundled_base(copied)

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from toolkit.core.text import split_sentences
 from toolkit.demo import scenes
 from toolkit.demo.generate import (
+    DemoDataError,
     GenerateConfig,
     domain_scene,
     generate_demo_data,
@@ -18,7 +20,6 @@ from toolkit.demo.generate import (
     zeroshot_scene,
 )
 from toolkit.demo.scenes import Scene, SceneObject
-from toolkit.text import split_sentences
 
 SMALL = GenerateConfig(seed=3, pretrain_images=6, domain_images=8, eval_two_object_images=6,
                        zeroshot_images_per_class=1, validation_two_object_images=4,
@@ -62,7 +63,7 @@ def test_generated_folder_is_byte_identical_for_the_same_seed(generated: Path, t
 
 def test_refuses_a_non_empty_output_folder(tmp_path: Path) -> None:
     (tmp_path / "old.png").write_bytes(b"x")
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(DemoDataError, match="not empty"):
         generate_demo_data(tmp_path, SMALL)
 
 
@@ -155,7 +156,7 @@ def test_swap_att_items_are_sugarcrepe_pp_shaped_and_bag_of_words_equal(generate
             sorted(item["caption"].translate(strip).replace("an ", "a ").split())
         assert (folder / "images" / item["filename"]).is_file()
     # The same items in SugarCrepe's format load through the public loader, images and all.
-    from toolkit.benchmarks import load_sugarcrepe
+    from toolkit.eval.benchmarks import load_sugarcrepe
 
     pairwise = load_sugarcrepe(folder / "sugarcrepe")
     (subset,) = pairwise.subsets
@@ -181,7 +182,7 @@ def test_zeroshot_labels_file_format_and_drawn_class(generated: Path) -> None:
 
 def test_validation_sets_are_other_scenes_in_the_same_formats(generated: Path) -> None:
     """Settings are chosen on val/ and reported on eval/: same formats, never the same scenes."""
-    from toolkit.benchmarks import load_sugarcrepe, load_sugarcrepe_pp, load_zeroshot
+    from toolkit.eval.benchmarks import load_sugarcrepe, load_sugarcrepe_pp, load_zeroshot
 
     test, validation = generated / "eval", generated / "val"
     assert len(load_sugarcrepe_pp(validation / "two_object").subsets["swap_att"]) == 4

@@ -11,13 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import typer
+from conftest import run_toolkit
 from PIL import Image as PILImage
 from sqlalchemy import func, select
-from typer.testing import CliRunner
 
-from toolkit.benchmarks import BenchmarkError, load_benchmark, parse_benchmark_spec
-from toolkit.domain_sets import (
+from toolkit.catalog.db import Store, open_store
+from toolkit.catalog.eval_models import DomainTestItem
+from toolkit.catalog.models import Caption, Image, IngestBatch, Sentence
+from toolkit.catalog.snapshot import create_snapshot, resolve_snapshot
+from toolkit.eval.benchmarks import BenchmarkError, load_benchmark, parse_benchmark_spec
+from toolkit.eval.domain_sets import (
     TaggedSentence,
     create_domain_set,
     generate_items,
@@ -25,10 +28,6 @@ from toolkit.domain_sets import (
     kind_of_generator,
     load_domain_set,
 )
-from toolkit.snapshot import create_snapshot, resolve_snapshot
-from toolkit.store.db import Store, open_store
-from toolkit.store.eval_models import DomainTestItem
-from toolkit.store.models import Caption, Image, IngestBatch, Sentence
 
 # (colour, split, captions as (tokens, pos)) — hand-tagged, as the ingest tagger would store them.
 CATALOG = [
@@ -111,7 +110,7 @@ def test_generation_is_deterministic_and_drops_non_negatives() -> None:
             (2, "b", 20, TaggedSentence("a red cup", ("a", "red", "cup"), ("DET", "ADJ", "NOUN"))),
         )
     ]
-    from toolkit.domain_sets import DomainSource
+    from toolkit.eval.domain_sets import DomainSource
 
     srcs = [DomainSource(i, sha, c, s) for i, sha, c, s in sources]
     items = generate_items(srcs, [swap_nouns, replace_adjective], seed=3)
@@ -124,7 +123,7 @@ def test_generation_is_deterministic_and_drops_non_negatives() -> None:
 
 def test_domain_set_is_stored_once_and_scored_on_the_same_items(tmp_path: Path, catalog_url: str,
                                                                 tiny_open_clip_spec: str) -> None:
-    from toolkit.evaluate import evaluate
+    from toolkit.eval.evaluate import evaluate
 
     store = build_catalog(catalog_url, tmp_path / "images")
     first, created = create_domain_set(store, "latest", "test", [swap_nouns, replace_adjective], seed=0)
@@ -161,8 +160,8 @@ def test_missing_domain_set_says_how_to_make_one(tmp_path: Path, catalog_url: st
 
 
 def test_retrieval_from_snapshot_split(tmp_path: Path, catalog_url: str, tiny_open_clip_spec: str) -> None:
-    from toolkit import metrics
-    from toolkit.evaluate import Encoder, EvalConfig, evaluate
+    from toolkit.eval import metrics
+    from toolkit.eval.evaluate import Encoder, EvalConfig, evaluate
 
     store = build_catalog(catalog_url, tmp_path / "images")
     store.close()
@@ -172,7 +171,7 @@ def test_retrieval_from_snapshot_split(tmp_path: Path, catalog_url: str, tiny_op
     assert sorted(np.bincount(index).tolist()) == [1, 1, 2]
     report = evaluate([tiny_open_clip_spec], [bench])
     result = report.results[tiny_open_clip_spec]["retrieval"]
-    # R@5 and R@10 are 100 by construction with 3 images (toolkit.metrics' own tests check R@k, k > 1).
+    # R@5 and R@10 are 100 by construction with 3 images (toolkit.eval.metrics' own tests check R@k, k > 1).
     assert report.counts[tiny_open_clip_spec]["retrieval"] == {"text_to_image": 4, "image_to_text": 3}
     # R@1 recomputed by hand from the same embeddings: strict best, ties against.
     from toolkit.adapters.loading import load_model
@@ -185,52 +184,41 @@ def test_retrieval_from_snapshot_split(tmp_path: Path, catalog_url: str, tiny_op
     assert result["image_to_text"]["r1"] == pytest.approx(100 * np.mean(i2t))
 
 
-@pytest.fixture
-def eval_cli() -> typer.Typer:
-    """The real `toolkit` application."""
-    from toolkit.cli import app
-
-    return app
-
-
-def test_cli_eval_json_and_errors(tmp_path: Path, tiny_open_clip_spec: str, eval_cli: typer.Typer) -> None:
+def test_cli_eval_json_and_errors(tmp_path: Path, tiny_open_clip_spec: str) -> None:
     from tests.eval_fixtures import write_sugarcrepe_pp
 
-    app = eval_cli
     folder = write_sugarcrepe_pp(tmp_path / "scpp")
-    runner = CliRunner()
     out = tmp_path / "out"
     scpp = ["eval", "--model", tiny_open_clip_spec, "--benchmark", f"sugarcrepe_pp:{folder}"]
-    result = runner.invoke(app, [*scpp, "--json", "--out", str(out)])
+    result = run_toolkit([*scpp, "--json", "--out", str(out)])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert set(payload[tiny_open_clip_spec]["sugarcrepe_pp"]) >= {"swap_obj", "average"}
     assert json.loads((out / "results.json").read_text())["results"] == payload
-    table = runner.invoke(app, scpp)
+    table = run_toolkit(scpp)
     assert table.exit_code == 0 and "Evaluation (%)" in table.stderr and "failures kept" in table.stderr
     (folder / "swap_obj.json").write_text("[]", encoding="utf-8")
-    bad = runner.invoke(app, scpp)
+    bad = run_toolkit(scpp)
     assert bad.exit_code == 3
     assert "swap_obj.json: expected a non-empty JSON list" in " ".join(bad.stderr.split())  # rich wraps
-    unknown = runner.invoke(app, ["eval", "--model", tiny_open_clip_spec, "--benchmark", "coco:/x"])
+    unknown = run_toolkit(["eval", "--model", tiny_open_clip_spec, "--benchmark", "coco:/x"])
     assert unknown.exit_code == 3 and "KIND one of" in " ".join(unknown.stderr.split())
-    not_a_device = runner.invoke(app, [*scpp, "--device", "gpu0"])
+    not_a_device = run_toolkit([*scpp, "--device", "gpu0"])
     assert not_a_device.exit_code == 3 and "'gpu0' is not a torch device" in " ".join(not_a_device.stderr.split())
     if not torch.cuda.is_available():
-        no_cuda = runner.invoke(app, [*scpp, "--device", "cuda"])
+        no_cuda = run_toolkit([*scpp, "--device", "cuda"])
         assert no_cuda.exit_code == 3 and "sees no CUDA device" in " ".join(no_cuda.stderr.split())
 
 
-def test_named_generators_from_the_negatives_module(tmp_path: Path, eval_cli: typer.Typer) -> None:
+def test_named_generators_from_the_negatives_module(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'catalog.db'}"
     build_catalog(url, tmp_path / "images").close()
-    runner = CliRunner()
     args = ["eval-domain-set", "--db", url, "--generator", "swap_within", "--generator", "replace", "--json"]
-    first = runner.invoke(eval_cli, args)
+    first = run_toolkit(args)
     assert first.exit_code == 0, first.output
     summary = json.loads(first.stdout)
     assert summary["created"] and summary["generators"] == ["replace", "swap_within"]
-    again = json.loads(runner.invoke(eval_cli, args).stdout)
+    again = json.loads(run_toolkit(args).stdout)
     assert (again["created"], again["id"]) == (False, summary["id"])  # same seed, same items
     store = open_store(url)
     with store.session() as session:
@@ -250,32 +238,31 @@ def test_named_generators_from_the_negatives_module(tmp_path: Path, eval_cli: ty
     ("swap_across", "cannot make single-image test items"),
     ("foo", "use swap_within and/or replace"),
 ])
-def test_an_unknown_generator_is_a_bad_option(tmp_path: Path, eval_cli: typer.Typer, generator: str,
+def test_an_unknown_generator_is_a_bad_option(tmp_path: Path, generator: str,
                                               expected: str) -> None:
     url = f"sqlite:///{tmp_path / 'catalog.db'}"
     build_catalog(url, tmp_path / "images").close()
-    refused = CliRunner().invoke(eval_cli, ["eval-domain-set", "--db", url, "--generator", generator])
+    refused = run_toolkit(["eval-domain-set", "--db", url, "--generator", generator])
     message = " ".join(refused.stderr.replace("│", " ").split())  # rich wraps and boxes
     assert refused.exit_code == 2, message
     assert "Invalid value for '--generator'" in message and expected in message
 
 
-def test_naming_a_set_whose_items_are_already_stored(tmp_path: Path, eval_cli: typer.Typer) -> None:
+def test_naming_a_set_whose_items_are_already_stored(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'catalog.db'}"
     build_catalog(url, tmp_path / "images").close()
-    runner = CliRunner()
     args = ["eval-domain-set", "--db", url, "--generator", "swap_within", "--json"]
-    unnamed = json.loads(runner.invoke(eval_cli, args).stdout)
-    named = runner.invoke(eval_cli, [*args, "--name", "B"])
+    unnamed = json.loads(run_toolkit(args).stdout)
+    named = run_toolkit([*args, "--name", "B"])
     assert named.exit_code == 0, named.output
     # The stored set takes the name it lacked, so the reference the user was told about works.
     summary = json.loads(named.stdout)
     assert (summary["id"], summary["created"], summary["name"]) == (unnamed["id"], False, "B")
     by_name = load_benchmark(parse_benchmark_spec("domain:latest:test:B"), db_url=url)
     assert by_name == load_benchmark(parse_benchmark_spec("domain:latest:test"), db_url=url)
-    assert runner.invoke(eval_cli, [*args, "--name", "B"]).exit_code == 0
+    assert run_toolkit([*args, "--name", "B"]).exit_code == 0
     # One set has one name: a second one is refused, saying which name to use.
-    renamed = runner.invoke(eval_cli, [*args, "--name", "C"])
+    renamed = run_toolkit([*args, "--name", "C"])
     message = " ".join(renamed.stderr.split())
     assert renamed.exit_code == 3
     assert "already stored as domain set 'B'" in message and "domain:latest:test:B" in message

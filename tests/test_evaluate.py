@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_toolkit
 from PIL import Image
 
 from tests.eval_fixtures import (
@@ -23,7 +24,7 @@ from tests.eval_fixtures import (
 )
 from toolkit.adapters.base import ClipAdapter
 from toolkit.adapters.loading import load_model
-from toolkit.benchmarks import (
+from toolkit.eval.benchmarks import (
     SUGARCREPE_PP_SUBSETS,
     SUGARCREPE_SUBSETS,
     load_sugarcrepe,
@@ -31,7 +32,7 @@ from toolkit.benchmarks import (
     load_winoground,
     load_zeroshot,
 )
-from toolkit.evaluate import EvalConfig, evaluate
+from toolkit.eval.evaluate import EvalConfig, evaluate
 
 
 class Direct:
@@ -155,7 +156,7 @@ def test_two_models_side_by_side_with_artifacts(tmp_path: Path, tiny_open_clip_s
                                                 tiny_config_path: Path) -> None:
     from toolkit.adapters.open_clip_adapter import OpenClipAdapter
     from toolkit.adapters.weights import save_state_dict_file
-    from toolkit.eval_report import results_table, write_artifacts
+    from toolkit.eval.report import results_table, write_artifacts
 
     torch.manual_seed(1)
     other = tmp_path / "other.safetensors"
@@ -187,7 +188,7 @@ def test_two_models_side_by_side_with_artifacts(tmp_path: Path, tiny_open_clip_s
 
 
 def test_unreadable_image_is_named(tmp_path: Path, tiny_open_clip_spec: str) -> None:
-    from toolkit.benchmarks import BenchmarkError
+    from toolkit.eval.benchmarks import BenchmarkError
 
     folder = write_sugarcrepe_pp(tmp_path / "scpp")
     (folder / "images" / "blue.png").write_bytes(b"not a png")
@@ -198,7 +199,7 @@ def test_unreadable_image_is_named(tmp_path: Path, tiny_open_clip_spec: str) -> 
 def test_log_to_mlflow_writes_metrics_to_the_active_run(tmp_path: Path, tiny_open_clip_spec: str) -> None:
     import mlflow
 
-    from toolkit.eval_report import log_to_mlflow, write_artifacts
+    from toolkit.eval.report import log_to_mlflow, write_artifacts
 
     folder = write_sugarcrepe(tmp_path / "sc")
     report = evaluate([tiny_open_clip_spec], [load_sugarcrepe(folder)])
@@ -231,7 +232,7 @@ def _huge_png(path: Path, side: int = 20000) -> None:
 
 
 def test_huge_image_is_named(tmp_path: Path, tiny_open_clip_spec: str) -> None:
-    from toolkit.benchmarks import BenchmarkError
+    from toolkit.eval.benchmarks import BenchmarkError
 
     folder = write_sugarcrepe_pp(tmp_path / "scpp")
     _huge_png(folder / "images" / "blue.png")
@@ -247,12 +248,11 @@ def toolkit_app():  # type: ignore[no-untyped-def]
 
 
 def _eval(app, *benchmarks: str, extra: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
-    from typer.testing import CliRunner
 
     args = ["eval", "--model", "open_clip:none", "--no-track"]
     for spec in benchmarks:
         args += ["--benchmark", spec]
-    result = CliRunner().invoke(app, [*args, *extra])
+    result = run_toolkit([*args, *extra])
     return result.exit_code, " ".join(result.stderr.replace("│", " ").split())  # rich wraps and boxes
 
 
@@ -329,7 +329,7 @@ def test_eval_checks_out_before_loading_models(tmp_path: Path, toolkit_app,  # t
 ])
 def test_text_fields_of_the_wrong_type_say_what_they_are(tmp_path: Path, field: str, value: object,
                                                          expected: str) -> None:
-    from toolkit.benchmarks import BenchmarkError
+    from toolkit.eval.benchmarks import BenchmarkError
 
     folder = write_sugarcrepe_pp(tmp_path)
     items = scpp_subset_items("swap_obj")
@@ -340,7 +340,7 @@ def test_text_fields_of_the_wrong_type_say_what_they_are(tmp_path: Path, field: 
 
 
 def test_records_that_are_not_objects_are_named(tmp_path: Path) -> None:
-    from toolkit.benchmarks import BenchmarkError
+    from toolkit.eval.benchmarks import BenchmarkError
 
     wino = write_winoground(tmp_path / "wino")
     with (wino / "examples.jsonl").open("a", encoding="utf-8") as handle:
@@ -361,7 +361,7 @@ def test_records_that_are_not_objects_are_named(tmp_path: Path) -> None:
 ])
 def test_zeroshot_classnames_must_be_distinct_strings(tmp_path: Path, classnames: list[object],
                                                       expected: str) -> None:
-    from toolkit.benchmarks import BenchmarkError
+    from toolkit.eval.benchmarks import BenchmarkError
 
     labels = write_zeroshot(tmp_path)
     data = json.loads(labels.read_text(encoding="utf-8"))

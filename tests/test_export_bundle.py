@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_OPEN_CLIP_CONFIG
+from conftest import TINY_OPEN_CLIP_CONFIG, run_toolkit
 
-from toolkit.export.manifest import BundleError, verify_bundle
 from toolkit.export.parity import HELD_OUT_CAPTIONS
-from toolkit.runtime import TextEncoder, trim_to_longest_eot
+from toolkit.runtime.encoder import TextEncoder, trim_to_longest_eot
+from toolkit.runtime.manifest import BundleError, verify_bundle
 
 
 def _tiny_adapter(config_dir: Path, seed: int):  # type: ignore[no-untyped-def]
@@ -120,7 +120,7 @@ def test_runtime_refuses_variants_not_approved(exported) -> None:  # type: ignor
 
 
 def test_execution_providers_are_checked_before_and_after_the_session_starts(exported) -> None:  # type: ignore[no-untyped-def]
-    from toolkit.runtime import CPU, ProviderError, check_providers, check_session_providers
+    from toolkit.runtime.encoder import CPU, ProviderError, check_providers, check_session_providers
 
     available = ["CPUExecutionProvider"]
     assert check_providers(["CPUExecutionProvider"], available) == ["CPUExecutionProvider"]
@@ -142,13 +142,10 @@ def test_execution_providers_are_checked_before_and_after_the_session_starts(exp
 
 
 def test_verify_checks_a_provider_against_the_cpu(exported) -> None:  # type: ignore[no-untyped-def]
-    from typer.testing import CliRunner
 
-    from toolkit.cli import app
 
     _, bundle, _ = exported
-    runner = CliRunner()
-    result = runner.invoke(app, ["verify", str(bundle), "--provider", "CPUExecutionProvider", "--json"])
+    result = run_toolkit(["verify", str(bundle), "--provider", "CPUExecutionProvider", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert set(report["provider_parity"]) == {"fp32", "fp16", "int8"}
@@ -172,20 +169,20 @@ def test_verify_checks_a_provider_against_the_cpu(exported) -> None:  # type: ig
             return out
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("toolkit.runtime.TextEncoder", DriftingThere)
-        refused = runner.invoke(app, ["verify", str(bundle), "--provider", "CPUExecutionProvider", "--variant",
+        patch.setattr("toolkit.runtime.encoder.TextEncoder", DriftingThere)
+        refused = run_toolkit(["verify", str(bundle), "--provider", "CPUExecutionProvider", "--variant",
                                       "fp32", "--json"])
     assert refused.exit_code == 5 and "fp32 on CPUExecutionProvider differ from the CPU" in refused.output
     drifted = json.loads(refused.stdout)["provider_parity"]["fp32"]
     assert 0.99 < drifted["min_cosine"] < 0.9999 and drifted["passed"] is False
-    unknown = runner.invoke(app, ["verify", str(bundle), "--provider", "NoSuchExecutionProvider"])
+    unknown = run_toolkit(["verify", str(bundle), "--provider", "NoSuchExecutionProvider"])
     assert unknown.exit_code == 3 and "not in this onnxruntime build" in unknown.output
-    assert runner.invoke(app, ["verify", str(bundle), "--provider", "CPUExecutionProvider",
+    assert run_toolkit(["verify", str(bundle), "--provider", "CPUExecutionProvider",
                                "--variant", "fp64"]).exit_code == 3
 
 
 def test_parity_passed_reads_the_fp32_record(exported) -> None:  # type: ignore[no-untyped-def]
-    from toolkit.export.manifest import parity_passed
+    from toolkit.runtime.manifest import parity_passed
 
     _, _, manifest = exported
     assert parity_passed(manifest)
@@ -380,7 +377,7 @@ def test_export_is_refused_and_leaves_nothing_when_fp32_parity_fails(tmp_path: P
 
 
 def test_rollout_inputs_are_refused_by_name(tmp_path: Path) -> None:
-    from toolkit.export.rollout import load_index, read_queries
+    from toolkit.export.rollout import RolloutError, load_index, read_queries
 
     def index(values, ids) -> Path:  # type: ignore[no-untyped-def]
         path = tmp_path / f"i{len(list(tmp_path.iterdir()))}.npy"
@@ -398,13 +395,13 @@ def test_rollout_inputs_are_refused_by_name(tmp_path: Path) -> None:
         r"ids must be unique; repeated: \['x'\]": index(good, ["x", "x"]),
     }
     for message, path in cases.items():
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(RolloutError, match=message):
             load_index(path)
     vectors, ids = load_index(index(good, [7, "b"]))
     assert ids == ["7", "b"] and np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
     queries = tmp_path / "queries.txt"
     queries.write_bytes(b"a red cube\n\xff\xfe\n")
-    with pytest.raises(ValueError, match=r"queries\.txt is unreadable \(one UTF-8 query per line"):
+    with pytest.raises(RolloutError, match=r"queries\.txt is unreadable \(one UTF-8 query per line"):
         read_queries(queries)
 
 
@@ -413,7 +410,6 @@ def test_shadow_rollout_cli_and_mlflow(exported, tmp_path: Path) -> None:  # typ
     # branch the CLI package cannot be imported.
     import mlflow
     import typer
-    from typer.testing import CliRunner
 
     from toolkit.cli.export import register
     from toolkit.export.bundle import log_bundle_to_mlflow
@@ -427,10 +423,7 @@ def test_shadow_rollout_cli_and_mlflow(exported, tmp_path: Path) -> None:  # typ
 
     app = typer.Typer()
     register(app)
-    runner = CliRunner()
-    result = runner.invoke(
-        app,
-        [
+    result = run_toolkit([
             "rollout",
             "shadow",
             "--champion",
@@ -463,14 +456,14 @@ def test_shadow_rollout_cli_and_mlflow(exported, tmp_path: Path) -> None:  # typ
     first = moved["per_query"][0]
     assert first["left"] and set(first["left"]) <= {f"img{i}" for i in champion_top[0, :5]}
 
-    no_results = runner.invoke(app, ["rollout", "shadow", "--champion", str(bundle), "--challenger", str(bundle),
+    no_results = run_toolkit(["rollout", "shadow", "--champion", str(bundle), "--challenger", str(bundle),
                                      "--queries", str(tmp_path / "queries.txt"), "--index",
                                      str(tmp_path / "index.npy"), "--k", "0"])
     assert no_results.exit_code == 2 and "not a positive number" in no_results.output
-    assert runner.invoke(app, ["verify", str(bundle)]).exit_code == 0
+    assert run_toolkit(["verify", str(bundle)]).exit_code == 0
     broken = _copy(bundle, tmp_path / "broken")
     (broken / "tokenizer" / "bpe_merges.txt.gz").write_bytes(b"x")
-    assert runner.invoke(app, ["verify", str(broken)]).exit_code == 5
+    assert run_toolkit(["verify", str(broken)]).exit_code == 5
 
     previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -506,7 +499,7 @@ def test_runtime_in_fresh_venv_never_imports_torch(exported, tmp_path: Path) -> 
     texts = ["a red cube left of a blue ball", "word " * 60, "!!!"]
     script = (
         "import json, sys\n"
-        "from toolkit.runtime import TextEncoder\n"
+        "from toolkit.runtime.encoder import TextEncoder\n"
         f"vectors = TextEncoder({str(bundle)!r}).encode({texts!r})\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert 'ftfy' not in sys.modules\n"
@@ -543,16 +536,12 @@ def test_fp16_variant_keeps_overflow_prone_ops_in_fp32(exported) -> None:  # typ
 
 def test_export_cli_writes_a_bundle_and_rejects_bad_variants(tiny_config_path: Path, tmp_path: Path) -> None:
     import typer
-    from typer.testing import CliRunner
 
     from toolkit.cli.export import register
 
     app = typer.Typer()
     register(app)
-    runner = CliRunner()
-    bad = runner.invoke(
-        app,
-        [
+    bad = run_toolkit([
             "export",
             "--model",
             f"open_clip:{tiny_config_path}",
@@ -564,35 +553,32 @@ def test_export_cli_writes_a_bundle_and_rejects_bad_variants(tiny_config_path: P
         ],
     )
     assert bad.exit_code == 2 and "int4" in bad.output  # a bad option value
-    no_weights = runner.invoke(
-        app, ["export", "--model", f"open_clip:{tiny_config_path}", "--out", str(tmp_path / "b")]
+    no_weights = run_toolkit(["export", "--model", f"open_clip:{tiny_config_path}", "--out", str(tmp_path / "b")]
     )
     assert no_weights.exit_code == 3 and "names no weights file" in no_weights.output
-    lone_device = runner.invoke(app, ["export", "--model", f"open_clip:{tiny_config_path}", "--out",
+    lone_device = run_toolkit(["export", "--model", f"open_clip:{tiny_config_path}", "--out",
                                       str(tmp_path / "b"), "--allow-random-init", "--approve-device", "cuda"])
     assert lone_device.exit_code == 3 and "needs --approve-on" in lone_device.output
     assert not (tmp_path / "b").exists()
     # A destination that cannot be written is refused before the model loads (the weights are absent here).
     (tmp_path / "a-file").write_text("x", encoding="utf-8")
     for out, why in ((tmp_path / "a-file" / "sub", "a-file is a file"), (tmp_path / "a-file", "is a file")):
-        unwritable = runner.invoke(app, ["export", "--model", f"open_clip:{tiny_config_path}@{tmp_path / 'none'}",
+        unwritable = run_toolkit(["export", "--model", f"open_clip:{tiny_config_path}@{tmp_path / 'none'}",
                                          "--out", str(out)])
         assert unwritable.exit_code == 3 and why in " ".join(unwritable.output.split()), unwritable.output
     non_utf8 = tmp_path / "metrics.bin"
     non_utf8.write_bytes(b'{"r5": 1.0\xff}')
-    unreadable = runner.invoke(app, ["export", "--model", f"open_clip:{tiny_config_path}", "--out",
+    unreadable = run_toolkit(["export", "--model", f"open_clip:{tiny_config_path}", "--out",
                                      str(tmp_path / "b"), "--allow-random-init", "--eval-metrics", str(non_utf8)])
     assert unreadable.exit_code == 3 and "not a readable UTF-8 JSON file" in " ".join(unreadable.output.split())
     for bound in ("nan", "1.5"):
-        nonsense = runner.invoke(app, ["verify", str(tmp_path), "--min-cosine", bound])
+        nonsense = run_toolkit(["verify", str(tmp_path), "--min-cosine", bound])
         assert nonsense.exit_code == 2 and "is not a cosine in [-1, 1]" in " ".join(nonsense.output.split())
     metrics = tmp_path / "metrics.json"
     metrics.write_text('{"retrieval_r5": 41.0}', encoding="utf-8")
     captions = tmp_path / "held_out.txt"
     captions.write_text("a red cube\n\nthe second held-out caption\n", encoding="utf-8")
-    ok = runner.invoke(
-        app,
-        [
+    ok = run_toolkit([
             "export",
             "--model",
             f"open_clip:{tiny_config_path}",

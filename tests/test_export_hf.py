@@ -12,9 +12,9 @@ from hf_tiny import make_tiny_hf_clip
 
 from toolkit.adapters.hf_clip import HFClipAdapter
 from toolkit.adapters.loading import load_model
-from toolkit.export.manifest import BundleError
 from toolkit.export.parity import HELD_OUT_CAPTIONS
-from toolkit.runtime import TextEncoder
+from toolkit.runtime.encoder import TextEncoder
+from toolkit.runtime.manifest import BundleError
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_hf_bundle_parity_every_variant(hf_adapter: HFClipAdapter, tmp_path: Pat
 
 
 def _approval_export(adapter: HFClipAdapter, bundle: Path, sugarcrepe_dir: Path, tolerance: float):  # type: ignore[no-untyped-def]
-    from toolkit.benchmarks import BenchmarkSpec, load_benchmark
+    from toolkit.eval.benchmarks import BenchmarkSpec, load_benchmark
     from toolkit.export.approval import ApprovalPlan
     from toolkit.export.bundle import export_bundle
 
@@ -69,13 +69,13 @@ def _approval_export(adapter: HFClipAdapter, bundle: Path, sugarcrepe_dir: Path,
 
 def _reference_scores(model: str, sugarcrepe_dir: Path) -> dict[str, float]:
     """What `toolkit eval` reports for the torch model, reduced to the gate metrics."""
-    from toolkit.benchmarks import BenchmarkSpec, load_benchmark
-    from toolkit.evaluate import evaluate
-    from toolkit.governance.gates import gate_metrics_from_results
+    from toolkit.eval.benchmarks import BenchmarkSpec, load_benchmark
+    from toolkit.eval.evaluate import evaluate
+    from toolkit.eval.summary import gate_metrics_from_results
 
     bench = load_benchmark(BenchmarkSpec("sugarcrepe", str(sugarcrepe_dir)))
     results = evaluate([model], [bench]).results[model]
-    return gate_metrics_from_results({f"sugarcrepe:{name}": value for name, value in results.items()})
+    return gate_metrics_from_results(results)
 
 
 def test_variants_are_approved_from_real_scores(
@@ -109,7 +109,7 @@ def test_approval_scores_each_variant_through_its_onnx_graph(
 ) -> None:
     """A variant whose graph maps every text to one vector ties positive and negative everywhere (ties
     count as wrong): approval must see that collapse, so it must score the graph, not the torch tower."""
-    from toolkit.benchmarks import BenchmarkSpec, load_benchmark
+    from toolkit.eval.benchmarks import BenchmarkSpec, load_benchmark
     from toolkit.export.approval import ApprovalPlan, approve_bundle_variants
     from toolkit.export.bundle import export_bundle
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolkit.clip_tokenizer import (
+from toolkit.export.parity import HELD_OUT_CAPTIONS, approve_variants
+from toolkit.runtime.tokenizer import (
     ClipBpeTokenizer,
     TokenizerSettings,
     fallback_fix_text,
@@ -18,7 +19,6 @@ from toolkit.clip_tokenizer import (
     is_space,
     pre_tokenize,
 )
-from toolkit.export.parity import HELD_OUT_CAPTIONS, approve_variants
 
 CAPTIONS = [
     *HELD_OUT_CAPTIONS,

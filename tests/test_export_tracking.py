@@ -1,6 +1,6 @@
 """`toolkit export` of a training-run folder (both families) is an MLflow run whose parent is the training run.
 
-The run folders are written the way the trainer writes them (`toolkit.outputs.write_model_folder`), with
+The run folders are written the way the trainer writes them (`toolkit.adapters.outputs.write_model_folder`), with
 no training: export must not care whether the weights moved. MLflow is the per-test SQLite store of the
 autouse `isolated_workspace` fixture.
 """
@@ -13,28 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import typer
+from conftest import run_toolkit
 from eval_fixtures import write_sugarcrepe
 from hf_tiny import make_tiny_hf_clip
-from typer.testing import CliRunner
 
 from toolkit.adapters.loading import load_model
-from toolkit.export.manifest import verify_bundle
-from toolkit.runtime import TextEncoder
-
-
-def _cli() -> typer.Typer:
-    from toolkit.cli.export import register
-
-    app = typer.Typer()
-    register(app)
-    return app
+from toolkit.runtime.encoder import TextEncoder
+from toolkit.runtime.manifest import verify_bundle
 
 
 def _training_run_folder(base_spec: str, out: Path) -> tuple[Path, str]:
     """A parent `train` MLflow run and a model folder as `toolkit train` leaves it (model.json + weights)."""
-    from toolkit.governance.tracking import Lineage, tracked_run
-    from toolkit.outputs import atomic_output_dir, weights_sha256, write_model_folder
+    from toolkit.adapters.outputs import atomic_output_dir, weights_sha256, write_model_folder
+    from toolkit.tracking import Lineage, tracked_run
 
     base_sha = weights_sha256(base_spec)
     with tracked_run(Lineage(kind="train", base_weights_sha256=base_sha)) as parent:
@@ -49,15 +40,15 @@ def _training_run_folder(base_spec: str, out: Path) -> tuple[Path, str]:
 def test_hf_run_folder_export_is_a_tracked_run_with_approval(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from toolkit.config import resolve_tracking_uri
-    from toolkit.governance.tracking import read_lineage
+    from toolkit.core.config import resolve_tracking_uri
+    from toolkit.tracking import read_lineage
 
     base = f"hf:{make_tiny_hf_clip(tmp_path / 'hf-base')}"
     run_folder, parent_id = _training_run_folder(base, tmp_path / "run")
     card = json.loads((run_folder / "model.json").read_text(encoding="utf-8"))
     assert card["family"] == "hf"
     scdir = write_sugarcrepe(tmp_path / "sugarcrepe")
-    result = CliRunner().invoke(_cli(), [
+    result = run_toolkit([
         "export", "--model", str(run_folder), "--out", str(tmp_path / "bundle"), "--variants", "fp32,int8",
         "--approve-on", f"sugarcrepe:{scdir}", "--json"])
     assert result.exit_code == 0, result.output
@@ -89,14 +80,13 @@ def test_hf_run_folder_export_is_a_tracked_run_with_approval(tmp_path: Path) -> 
 def test_open_clip_run_folder_exports_untracked(tiny_open_clip_spec: str, tmp_path: Path) -> None:
     import mlflow
 
-    from toolkit.config import resolve_tracking_uri
+    from toolkit.core.config import resolve_tracking_uri
 
     run_folder, parent_id = _training_run_folder(tiny_open_clip_spec, tmp_path / "run")
-    app = _cli()
-    bad = CliRunner().invoke(app, ["export", "--model", str(run_folder), "--out", str(tmp_path / "x"),
+    bad = run_toolkit(["export", "--model", str(run_folder), "--out", str(tmp_path / "x"),
                                    "--approve-on", "nosuchkind:/data"])
     assert bad.exit_code == 3 and "nosuchkind" in bad.output and not (tmp_path / "x").exists()
-    result = CliRunner().invoke(app, ["export", "--model", str(run_folder), "--out", str(tmp_path / "bundle"),
+    result = run_toolkit(["export", "--model", str(run_folder), "--out", str(tmp_path / "bundle"),
                                       "--no-track", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["mlflow_run_id"] is None

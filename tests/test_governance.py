@@ -8,12 +8,14 @@ import pytest
 from sqlalchemy import select
 
 from tests.ingest_corpus import write_png
-from toolkit.config import IngestConfig
-from toolkit.governance.gates import GateThresholds, evaluate_gates
+from toolkit.catalog import open_store
+from toolkit.catalog.models import AuditEvent, Caption, Sentence
+from toolkit.catalog.review_models import excluded_negative_keys
+from toolkit.core.config import IngestConfig
+from toolkit.governance.gates import GateThresholds, ThresholdsError, evaluate_gates
 from toolkit.governance.review import (
     Failure,
     ReviewError,
-    excluded_negative_keys,
     log_review_traces,
     record_failures,
     record_verdict,
@@ -22,8 +24,6 @@ from toolkit.governance.review import (
     sync_verdicts_from_mlflow,
 )
 from toolkit.ingest import ingest_source, load_tagger
-from toolkit.store import open_store
-from toolkit.store.models import AuditEvent, Caption, Sentence
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def catalog(tmp_path):
 def model_dir(tmp_path, tiny_open_clip_spec):
     """A loadable toolkit model folder (what `toolkit train` writes), from the tiny random CLIP."""
     from toolkit.adapters.loading import load_model
-    from toolkit.outputs import write_model_folder
+    from toolkit.adapters.outputs import write_model_folder
 
     folder = tmp_path / "model"
     write_model_folder(load_model(tiny_open_clip_spec), folder, {})
@@ -87,7 +87,7 @@ def test_verdicts_change_data_without_deleting(catalog, tmp_path):
 
 
 def test_excluded_negative_is_never_generated_again(catalog, tmp_path):
-    from toolkit.negatives import TaggedSentence, hard_negative_swap_within
+    from toolkit.negatives.generators import TaggedSentence, hard_negative_swap_within
 
     ids = record_failures(catalog, "run-1", "cand", _failures(catalog, tmp_path))
     sentence = TaggedSentence(["a", "red", "cube", "and", "a", "blue", "ball"],
@@ -120,7 +120,7 @@ def test_verdicts_entered_in_mlflow_are_synced(catalog, tmp_path, monkeypatch):
     import mlflow
     from mlflow.entities import AssessmentSource
 
-    from toolkit.governance.tracking import Lineage, tracked_run
+    from toolkit.tracking import Lineage, tracked_run
 
     monkeypatch.setenv("TOOLKIT_WORKSPACE", str(tmp_path / "ws"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -151,7 +151,7 @@ def test_verdicts_entered_in_mlflow_are_synced(catalog, tmp_path, monkeypatch):
 
 
 def test_sync_against_a_store_without_the_traces_says_so(catalog, tmp_path, monkeypatch):
-    from toolkit.governance.tracking import Lineage, tracked_run
+    from toolkit.tracking import Lineage, tracked_run
 
     monkeypatch.setenv("TOOLKIT_WORKSPACE", str(tmp_path / "ws"))
     with tracked_run(Lineage(kind="eval")) as run:
@@ -198,7 +198,7 @@ def test_a_regression_set_makes_the_regression_score_required():
 def test_bad_threshold_files_are_refused_by_name(tmp_path, content):
     path = tmp_path / "gates.json"
     path.write_bytes(content)
-    with pytest.raises(ValueError, match=r"gates\.json"):
+    with pytest.raises(ThresholdsError, match=r"gates\.json"):
         GateThresholds.from_file(path)
 
 
@@ -258,7 +258,7 @@ def test_register_refuses_broken_model_folders(tmp_path, model_dir):
 
 def test_unreviewed_share_needs_a_known_evaluation_run(catalog, tmp_path):
     from toolkit.governance.registry import RegistryError, unreviewed_share_of_run
-    from toolkit.governance.tracking import Lineage, tracked_run
+    from toolkit.tracking import Lineage, tracked_run
 
     with pytest.raises(RegistryError, match="no-such-run"):
         unreviewed_share_of_run(catalog, "no-such-run")
@@ -330,7 +330,7 @@ def test_promote_scores_the_regression_set_on_the_registered_model(catalog, tmp_
 
 
 def test_gate_metrics_from_eval_results():
-    from toolkit.governance.gates import gate_metrics_from_results
+    from toolkit.eval.summary import gate_metrics_from_results
 
     results = {"domain": {"swap": {"acc": 80.0}, "all": {"acc": 75.0}},
                "sugarcrepe_pp": {"average": {"itt": 65.0, "tot": 60.0}},
@@ -358,7 +358,7 @@ def test_wise_ft_alpha_is_the_best_composition_that_keeps_retrieval_and_zero_sho
 
 
 def test_gate_standard_errors_come_from_the_pairing_and_bound_averaged_gates():
-    from toolkit.governance.gates import gate_standard_errors
+    from toolkit.eval.summary import gate_standard_errors
 
     results = {"retrieval": {"text_to_image": {"r5": 70.0}, "image_to_text": {"r5": 80.0}},
                "zeroshot": {"all": {"top1": 55.0}},

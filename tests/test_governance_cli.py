@@ -5,19 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
+from conftest import run_toolkit
 
 from tests.ingest_corpus import write_png
-from toolkit.cli import app
-from toolkit.cli.common import EXIT_BAD_INPUT
+from toolkit.catalog import open_store
+from toolkit.core.errors import EXIT_BAD_INPUT
 from toolkit.governance.review import Failure, record_failures, record_verdict
-from toolkit.store import open_store
 
 
 @pytest.fixture
 def model_dir(tmp_path, tiny_open_clip_spec):
     from toolkit.adapters.loading import load_model
-    from toolkit.outputs import write_model_folder
+    from toolkit.adapters.outputs import write_model_folder
 
     folder = tmp_path / "model"
     write_model_folder(load_model(tiny_open_clip_spec), folder, {})
@@ -30,7 +29,7 @@ def db(tmp_path):
 
 
 def _toolkit(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args])
+    return run_toolkit([str(a) for a in args])
 
 
 def _said(result) -> str:
@@ -40,7 +39,7 @@ def _said(result) -> str:
 def _registered_models() -> list[str]:
     from mlflow.tracking import MlflowClient
 
-    from toolkit.config import resolve_tracking_uri
+    from toolkit.core.config import resolve_tracking_uri
 
     return [m.name for m in MlflowClient(resolve_tracking_uri()).search_registered_models()]
 
@@ -82,7 +81,7 @@ def test_register_refuses_bad_eval_json_by_name(tmp_path, db, model_dir, content
 
 
 def test_register_refuses_an_unknown_eval_run_and_accepts_a_clean_one(db, model_dir):
-    from toolkit.governance.tracking import Lineage, tracked_run
+    from toolkit.tracking import Lineage, tracked_run
 
     result = _toolkit("register", model_dir, "--eval-run", "no-such-run", "--db", db)
     assert result.exit_code == EXIT_BAD_INPUT and "no-such-run" in _said(result)
@@ -109,7 +108,7 @@ def test_register_refuses_broken_model_folders(tmp_path, db, model_dir):
 
 def _bundle(folder, weights_sha256):
     """An intact bundle as far as `verify_bundle` checks (the graph itself is never loaded here)."""
-    from toolkit.export.manifest import write_manifest
+    from toolkit.runtime.manifest import write_manifest
 
     (folder / "tokenizer").mkdir(parents=True)
     (folder / "text_fp32.onnx").write_bytes(b"graph")
@@ -123,7 +122,7 @@ def _bundle(folder, weights_sha256):
 
 
 def test_register_refuses_a_bundle_of_other_weights(tmp_path, db, model_dir):
-    from toolkit.outputs import weights_sha256
+    from toolkit.adapters.outputs import weights_sha256
 
     own = weights_sha256(str(model_dir))
     other = _bundle(tmp_path / "other", "0" * 64)
@@ -182,7 +181,7 @@ def test_rollback_then_promote_refuses_the_rolled_back_version(tmp_path, db, mod
 
 
 def _clean_run() -> str:
-    from toolkit.governance.tracking import Lineage, tracked_run
+    from toolkit.tracking import Lineage, tracked_run
 
     with tracked_run(Lineage(kind="eval")) as run:
         pass
@@ -191,7 +190,7 @@ def _clean_run() -> str:
 
 def test_review_sync_reports_missing_traces(tmp_path, db, monkeypatch):
     from toolkit.governance.review import log_review_traces
-    from toolkit.governance.tracking import Lineage, tracked_run
+    from toolkit.tracking import Lineage, tracked_run
 
     with tracked_run(Lineage(kind="eval")) as run:
         item = _open_item(db, str(tmp_path / "a.png"), run=run.run_id)

@@ -90,7 +90,7 @@ def test_train_eval_review_promote_through_a_real_server(mlflow_server, tiny_ope
     assert regression["candidate"] in (0.0, 100.0)
 
     # The lineage, from MLflow alone: eval -> train -> snapshot and base weights.
-    from toolkit.governance.tracking import read_lineage
+    from toolkit.tracking import read_lineage
 
     chain = read_lineage(eval_run, tracking_uri=mlflow_server)["chain"]
     assert [link["tags"]["kind"] for link in chain] == ["eval", "train"]

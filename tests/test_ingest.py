@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.ingest_corpus import build_bad_row_corpus, write_png
-from toolkit.config import IngestConfig, SplitRatios
+from toolkit.catalog import open_store
+from toolkit.catalog.models import Caption, Image, Reject, Sentence
+from toolkit.core.config import IngestConfig, SplitRatios
 from toolkit.ingest import StrictIngestError, ingest_source, load_tagger
-from toolkit.store import open_store
-from toolkit.store.models import Caption, Image, Reject, Sentence
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_strict_commits_a_clean_batch(tmp_path, tagger):
 
 
 def test_over_long_caption_can_be_truncated_at_a_sentence(tmp_path, tagger):
-    from toolkit.config import CaptionLimits
+    from toolkit.core.config import CaptionLimits
 
     write_png(tmp_path / "a.png", (40, 30), (1, 1, 1))
     manifest = tmp_path / "m.jsonl"

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
-from toolkit.store import open_store
-from toolkit.store.models import Caption, Image, Reject, Sentence
+from toolkit.catalog import open_store
+from toolkit.catalog.models import Caption, Image, Reject, Sentence
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = 900

@@ -14,11 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from tests.ingest_corpus import write_png
-from toolkit.config import CaptionLimits, IngestConfig, SplitRatios
+from toolkit.catalog import open_store
+from toolkit.catalog.db import StoreError
+from toolkit.catalog.models import Caption, Image, Reject
+from toolkit.core.config import CaptionLimits, IngestConfig, SplitRatios
 from toolkit.ingest import SourceError, ingest_source, load_tagger
 from toolkit.ingest.sources import describe_source, read_source
-from toolkit.store import open_store
-from toolkit.store.models import Caption, Image, Reject
 
 
 @pytest.fixture(scope="module")
@@ -174,8 +175,9 @@ def test_an_unexpected_row_error_becomes_a_reject_but_database_errors_stay_fatal
         raise OperationalError("SELECT 1", {}, Exception("connection refused"))
 
     monkeypatch.setattr(pipeline, "clean_caption", database_down)
-    with pytest.raises(OperationalError):
+    with pytest.raises(StoreError, match="the catalog failed during ingest") as failed:  # not a row reject
         _ingest(tmp_path, manifest, tmp_path, tagger)
+    assert isinstance(failed.value.__cause__, OperationalError)
 
 
 # --- CSV ---------------------------------------------------------------------------------------------------
@@ -358,7 +360,7 @@ def test_impossible_settings_are_refused(make):
 
 
 def test_snapshot_names_are_unique_and_latest_is_reserved(tmp_path, tagger):
-    from toolkit.snapshot import SnapshotError, create_snapshot
+    from toolkit.catalog.snapshot import SnapshotError, create_snapshot
 
     _images(tmp_path, "a.png")
     manifest = tmp_path / "m.jsonl"
@@ -383,7 +385,7 @@ def test_snapshot_names_are_unique_and_latest_is_reserved(tmp_path, tagger):
     with pytest.raises(SnapshotError, match=r"already snapshot .*, named 's2'"):
         create_snapshot(store, "s3")
     with store.session() as session:
-        from toolkit.snapshot import resolve_snapshot
+        from toolkit.catalog.snapshot import resolve_snapshot
 
         assert resolve_snapshot(session, "s2").content_hash == nameless.content_hash
     store.close()

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import select
 
 from tests.ingest_corpus import write_png
-from toolkit.config import IngestConfig
+from toolkit.catalog import open_store
+from toolkit.catalog.models import Caption, Image, Sentence
+from toolkit.core.config import IngestConfig
 from toolkit.ingest import ingest_source, load_tagger
-from toolkit.store import open_store
-from toolkit.store.models import Caption, Image, Sentence
 
 
 @pytest.fixture(scope="module")

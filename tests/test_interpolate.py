@@ -13,7 +13,7 @@ import torch
 
 from toolkit.adapters.loading import load_model
 from toolkit.adapters.open_clip_adapter import OpenClipAdapter
-from toolkit.interpolate import InterpolationError, interpolate, save_interpolated
+from toolkit.train.interpolate import InterpolationError, interpolate, save_interpolated
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,7 +85,7 @@ def test_a_saved_model_card_is_checked_before_anything_loads(tuned_folder: Path,
     import shutil
 
     from toolkit.adapters.base import ModelLoadError
-    from toolkit.outputs import weights_sha256
+    from toolkit.adapters.outputs import weights_sha256
 
     card = json.loads((tuned_folder / "model.json").read_text(encoding="utf-8"))
     shutil.copy(tuned_folder / card["weights"], tmp_path / "elsewhere.safetensors")

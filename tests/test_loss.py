@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from toolkit.loss import ClicLoss, ClicLossWeights, ClipLoss
+from toolkit.train.loss import ClicLoss, ClicLossWeights, ClipLoss
 
 # Two images and 2-D unit embeddings given as angles (degrees): similarity = cos(a - b).
 IMAGES = [0.0, 90.0]

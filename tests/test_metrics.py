@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from toolkit import metrics
+from toolkit.eval import metrics
 
 # Unit vectors in 3-D whose cosines are easy to read off.
 X = [1.0, 0.0, 0.0]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from toolkit.negatives import (
+from toolkit.negatives.generators import (
     GENERATORS,
     NegativeContext,
     TaggedSentence,
@@ -53,7 +53,7 @@ class ScriptedRandom(random.Random):
 
 
 def test_generators_and_samples_import_without_torch() -> None:
-    code = "import sys, toolkit.negatives, toolkit.samples; assert 'torch' not in sys.modules, 'torch!'"
+    code = "import sys, toolkit.negatives.generators, toolkit.data.samples; assert 'torch' not in sys.modules, 'torch!'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1], check=False)
     assert result.returncode == 0, result.stderr

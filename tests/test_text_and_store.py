@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from conftest import run_toolkit
 from sqlalchemy import text
 
-from toolkit.config import SplitRatios
-from toolkit.splits import split_for_hash
-from toolkit.store import open_store
-from toolkit.store.models import AuditEvent
-from toolkit.text import CaptionError, decode_utf8, normalise_caption, split_sentences, truncate_at_sentence
+from toolkit.catalog import open_store
+from toolkit.catalog.models import AuditEvent
+from toolkit.catalog.splits import split_for_hash
+from toolkit.core.config import SplitRatios
+from toolkit.core.text import CaptionError, decode_utf8, normalise_caption, split_sentences, truncate_at_sentence
 
 
 @pytest.mark.parametrize(("caption", "expected"), [
@@ -77,7 +78,7 @@ def _two_snapshots(store):  # type: ignore[no-untyped-def]
     from pathlib import Path
 
     from tests.catalog_fixtures import add_images
-    from toolkit.snapshot import create_snapshot
+    from toolkit.catalog.snapshot import create_snapshot
 
     root = Path(tempfile.mkdtemp())
     add_images(store, root, [("a.png", (1, 2, 3), 40, 20, "train", [("A cup.", "DET NOUN PUNCT")])])
@@ -88,8 +89,8 @@ def _two_snapshots(store):  # type: ignore[no-untyped-def]
 
 
 def test_snapshot_names_cannot_pass_for_hashes_and_refs_are_checked(catalog_url):
-    from toolkit.snapshot import SnapshotError, create_snapshot, resolve_snapshot
-    from toolkit.store.models import Snapshot
+    from toolkit.catalog.models import Snapshot
+    from toolkit.catalog.snapshot import SnapshotError, create_snapshot, resolve_snapshot
 
     store = open_store(catalog_url)
     first, second = _two_snapshots(store)
@@ -110,12 +111,10 @@ def test_snapshot_names_cannot_pass_for_hashes_and_refs_are_checked(catalog_url)
 
 
 def test_an_unknown_database_scheme_is_a_store_error(tmp_path):
-    from typer.testing import CliRunner
 
-    from toolkit.cli import app
-    from toolkit.store.db import StoreError
+    from toolkit.catalog.db import StoreError
 
     with pytest.raises(StoreError, match="unsupported database URL 'bogus://x'"):
         open_store("bogus://x")
-    result = CliRunner().invoke(app, ["data", "stats", "--db", "bogus://x"])
+    result = run_toolkit(["data", "stats", "--db", "bogus://x"])
     assert result.exit_code == 3 and "unsupported database URL" in result.output

@@ -10,17 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_toolkit
 from PIL import Image as PILImage
-from typer.testing import CliRunner
 
 from toolkit.adapters.loading import load_model
-from toolkit.batches import CLIC, PLAIN, CatalogBatchSource
-from toolkit.samples import load_training_records
-from toolkit.snapshot import create_snapshot
-from toolkit.store.db import Store, open_store
-from toolkit.store.models import Caption, Image, IngestBatch, Sentence
-from toolkit.tile_cache import TileCache, resolve_tile_cache
-from toolkit.tiles import (
+from toolkit.catalog.db import Store, open_store
+from toolkit.catalog.models import Caption, Image, IngestBatch, Sentence
+from toolkit.catalog.snapshot import create_snapshot
+from toolkit.data.batches import CLIC, PLAIN, CatalogBatchSource
+from toolkit.data.records import load_training_records
+from toolkit.data.tile_cache import TileCache, resolve_tile_cache
+from toolkit.data.tiles import (
     TileError,
     find_tile_index,
     half_tile_path,
@@ -87,7 +87,7 @@ def store(catalog_url: str, tmp_path: Path) -> Store:
 
 
 def _snapshot_hash(store: Store) -> str:
-    from toolkit.snapshot import resolve_snapshot
+    from toolkit.catalog.snapshot import resolve_snapshot
 
     with store.session() as session:
         return resolve_snapshot(session, "latest").content_hash
@@ -198,27 +198,26 @@ def test_prepare_cli_reports_counts_and_names_the_image_at_fault(store: Store, c
 
     from toolkit.cli.data import register as register_data
     from toolkit.cli.tiles import register as register_tiles
-    from toolkit.config import workspace_dir
+    from toolkit.core.config import workspace_dir
 
     app = typer.Typer()
     register_data(app)
     register_tiles(app)
-    runner = CliRunner()
-    done = runner.invoke(app, ["data", "prepare", "--snapshot", "tiny", "--size", str(SIZE), "--db", catalog_url,
+    done = run_toolkit(["data", "prepare", "--snapshot", "tiny", "--size", str(SIZE), "--db", catalog_url,
                                "--json"])
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout)["files_written"] == 8
     assert find_tile_index(workspace_dir(), _snapshot_hash(store), SIZE) is not None
     (tmp_path / "images" / "t2.png").write_bytes(b"not the image")
-    failed = runner.invoke(app, ["data", "prepare", "--size", "16", "--db", catalog_url])
+    failed = run_toolkit(["data", "prepare", "--size", "16", "--db", catalog_url])
     assert failed.exit_code == 3
     assert "t2.png" in failed.output and "changed since ingest" in failed.output
 
 
 def test_training_requires_and_uses_the_cache(store: Store, catalog_url: str, tiny_open_clip_spec: str,
                                               tmp_path: Path) -> None:
-    from toolkit.train import TrainConfig
-    from toolkit.train_job import train_on_snapshot
+    from toolkit.train.job import train_on_snapshot
+    from toolkit.train.recipe import TrainConfig
 
     config = TrainConfig(max_steps=2, batch_size=2, progress=False, tiles="require")
     with pytest.raises(TileError):
@@ -232,7 +231,7 @@ def test_training_requires_and_uses_the_cache(store: Store, catalog_url: str, ti
 
 
 def test_tiles_and_compile_are_settings_that_do_not_change_the_run_fingerprint() -> None:
-    from toolkit.train_config import ConfigError, TrainConfig
+    from toolkit.train.config import ConfigError, TrainConfig
 
     base = TrainConfig()
     assert base.tiles == "auto" and base.compile_text is False
@@ -245,7 +244,7 @@ def test_tiles_and_compile_are_settings_that_do_not_change_the_run_fingerprint()
 def test_cached_crop_is_torchvision_resize_and_center_crop(width: int, height: int) -> None:
     from torchvision import transforms as T
 
-    from toolkit.tiles import resize_center_crop
+    from toolkit.data.tiles import resize_center_crop
 
     image = _photo(width, height, seed=width)
     stage = T.Compose([T.Resize(SIZE, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(SIZE)])
@@ -255,7 +254,7 @@ def test_cached_crop_is_torchvision_resize_and_center_crop(width: int, height: i
 def test_crops_are_used_only_for_a_resize_and_center_crop_transform() -> None:
     from torchvision import transforms as T
 
-    from toolkit.tile_cache import split_crop_transform
+    from toolkit.data.tile_cache import split_crop_transform
 
     tail = [T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)]
     bicubic = T.Resize(SIZE, interpolation=T.InterpolationMode.BICUBIC)
@@ -267,7 +266,7 @@ def test_crops_are_used_only_for_a_resize_and_center_crop_transform() -> None:
 
 def test_a_damaged_tile_is_refused_on_its_first_read_and_prepare_repairs_it(store: Store, tiny_open_clip_spec: str,
                                                                            tmp_path: Path) -> None:
-    from toolkit.data import ImageLoadError
+    from toolkit.data.datasets import ImageLoadError
 
     prepare_tiles(store, "latest", SIZE, tmp_path / "ws")
     cache = resolve_tile_cache("require", tmp_path / "ws", _snapshot_hash(store), SIZE)
@@ -289,7 +288,7 @@ def test_a_damaged_tile_is_refused_on_its_first_read_and_prepare_repairs_it(stor
 @pytest.mark.parametrize("damage", ["truncated", "empty_list", "not_utf8", "without_tile_hashes"])
 def test_an_unusable_index_falls_back_under_auto_and_fails_under_require(
         store: Store, tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture) -> None:
-    from toolkit.tiles import index_path
+    from toolkit.data.tiles import index_path
 
     workspace, snapshot_hash = tmp_path / "ws", _snapshot_hash(store)
     prepare_tiles(store, "latest", SIZE, workspace)
@@ -303,7 +302,7 @@ def test_an_unusable_index_falls_back_under_auto_and_fails_under_require(
         path.write_bytes(b"\xff\xfe" + text.encode())
     else:  # an index written before tiles were hashed
         path.write_text(json.dumps({k: v for k, v in json.loads(text).items() if k != "tiles"}))
-    with caplog.at_level("WARNING", logger="toolkit.tile_cache"):
+    with caplog.at_level("WARNING", logger="toolkit.data.tile_cache"):
         assert resolve_tile_cache("auto", workspace, snapshot_hash, SIZE) is None
     assert "not using the tile cache" in caplog.text and str(path) in caplog.text
     with pytest.raises(TileError, match=f"tile index {path}"):
@@ -317,9 +316,9 @@ def test_an_unusable_index_falls_back_under_auto_and_fails_under_require(
 def test_a_deleted_tile_is_found_before_training_and_auto_decodes(store: Store, catalog_url: str,
                                                                   tiny_open_clip_spec: str, tmp_path: Path,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
-    from toolkit.tiles import crop_path
-    from toolkit.train import TrainConfig
-    from toolkit.train_job import train_on_snapshot
+    from toolkit.data.tiles import crop_path
+    from toolkit.train.job import train_on_snapshot
+    from toolkit.train.recipe import TrainConfig
 
     workspace, snapshot_hash = tmp_path / "ws", _snapshot_hash(store)
     prepare_tiles(store, "latest", SIZE, workspace)
@@ -330,7 +329,7 @@ def test_a_deleted_tile_is_found_before_training_and_auto_decodes(store: Store, 
     with pytest.raises(TileError, match=f"tile file.* missing, e.g. {crop}"):
         resolve_tile_cache("require", workspace, snapshot_hash, SIZE)
     config = TrainConfig(max_steps=2, batch_size=2, progress=False)
-    with caplog.at_level("WARNING", logger="toolkit.tile_cache"):
+    with caplog.at_level("WARNING", logger="toolkit.data.tile_cache"):
         result = train_on_snapshot(tiny_open_clip_spec, "tiny", tmp_path / "run", config, catalog_url, track=False,
                                    workspace=workspace)
     assert str(crop) in caplog.text
@@ -350,13 +349,13 @@ def test_prepare_refuses_bad_option_values_by_name(store: Store, catalog_url: st
     app = typer.Typer()
     register_data(app)
     register_tiles(app)
-    result = CliRunner().invoke(app, ["data", "prepare", "--db", catalog_url, "--size", str(SIZE), option, value])
+    result = run_toolkit(["data", "prepare", "--db", catalog_url, "--size", str(SIZE), option, value])
     assert result.exit_code == 2, result.output
     assert option in result.output
 
 
 def test_an_index_without_some_training_images_is_not_used(store: Store, tmp_path: Path) -> None:
-    from toolkit.tiles import index_path
+    from toolkit.data.tiles import index_path
 
     workspace, snapshot_hash = tmp_path / "ws", _snapshot_hash(store)
     prepare_tiles(store, "latest", SIZE, workspace)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.governance.tracking import Lineage, flatten, read_lineage, redact_url, tracked_run
+from toolkit.tracking import Lineage, flatten, read_lineage, redact_url, tracked_run
 
 
 def test_flatten_nested_config():

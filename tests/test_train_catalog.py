@@ -11,8 +11,8 @@ from pathlib import Path
 from tests.test_data import add_hashed_images
 from toolkit.adapters.loading import load_model
 from toolkit.adapters.weights import file_sha256
-from toolkit.snapshot import create_snapshot
-from toolkit.store.db import open_store
+from toolkit.catalog.db import open_store
+from toolkit.catalog.snapshot import create_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def test_train_cli_on_a_snapshot(tiny_open_clip_spec: str, catalog_url: str, tmp
     assert card["family"] == "open_clip" and card["train_config"]["batch_size"] == 2
     assert load_model(str(out)).family == "open_clip"
     # The run is tracked: lineage readable back from MLflow alone (the workspace's local store).
-    from toolkit.governance.tracking import read_lineage
+    from toolkit.tracking import read_lineage
 
     (run,) = read_lineage(card["mlflow_run_id"])["chain"]
     assert run["status"] == "FINISHED"
@@ -95,8 +95,8 @@ def test_bad_snapshots_fail_clearly_and_leave_nothing(tiny_open_clip_spec: str, 
 def test_training_without_concatenation_needs_no_partner(tiny_open_clip_spec: str, tmp_path: Path) -> None:
     """The no-concatenation ablation trains on the catalog that concatenated training refuses (a lone tall
     image), and its uni-modal term is zero because p1 and p2 are the same sentence."""
-    from toolkit.train_config import TrainConfig
-    from toolkit.train_job import train_on_snapshot
+    from toolkit.train.config import TrainConfig
+    from toolkit.train.job import train_on_snapshot
 
     (tmp_path / "lone").mkdir()
     url = f"sqlite:///{tmp_path / 'lone.db'}"
@@ -116,10 +116,10 @@ def test_changed_or_missing_image_files_are_refused_by_name(tiny_open_clip_spec:
     import pytest
     from PIL import Image as PILImage
 
-    from toolkit.data import ImageLoadError
-    from toolkit.train import work_dir_for
-    from toolkit.train_config import TrainConfig
-    from toolkit.train_job import train_on_snapshot
+    from toolkit.data.datasets import ImageLoadError
+    from toolkit.train.config import TrainConfig
+    from toolkit.train.job import train_on_snapshot
+    from toolkit.train.recipe import work_dir_for
 
     images = tmp_path / "images"
     images.mkdir()
@@ -143,7 +143,7 @@ def test_changed_or_missing_image_files_are_refused_by_name(tiny_open_clip_spec:
 
 SIGTERM_AFTER_STEP_2 = """
 import os, signal, sys
-from toolkit.train import ClicRecipe
+from toolkit.train.recipe import ClicRecipe
 save = ClicRecipe._save_checkpoint
 def save_then_terminate(self):
     save(self)
@@ -159,8 +159,8 @@ main()
 def test_sigterm_ends_the_mlflow_run_and_the_run_resumes(tiny_open_clip_spec: str, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from toolkit.config import resolve_tracking_uri
-    from toolkit.train import work_dir_for
+    from toolkit.core.config import resolve_tracking_uri
+    from toolkit.train.recipe import work_dir_for
 
     (tmp_path / "images").mkdir()
     url = f"sqlite:///{tmp_path / 'catalog.db'}"

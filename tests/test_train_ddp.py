@@ -49,7 +49,8 @@ def test_two_process_ddp_matches_single_process(tiny_open_clip_spec: str, tmp_pa
 def test_devices_are_refused_by_name_before_any_work() -> None:
     import pytest
 
-    from toolkit.distributed import DeviceError, init_distributed, resolve_device
+    from toolkit.adapters.devices import DeviceError, resolve_device
+    from toolkit.train.distributed import init_distributed
 
     assert resolve_device("cpu") == torch.device("cpu") == init_distributed("cpu")
     with pytest.raises(DeviceError, match="'gpu0' is not a torch device"):

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_toolkit
 from test_train import tiny_config
 
 from toolkit.adapters.loading import load_model
-from toolkit.batches import SyntheticBatchSource
-from toolkit.checkpoint import CHECKPOINT_FILE, ResumeError
-from toolkit.train import ClicRecipe, TrainConfig, work_dir_for
+from toolkit.data.batches import SyntheticBatchSource
+from toolkit.train.checkpoint import CHECKPOINT_FILE, ResumeError
+from toolkit.train.recipe import ClicRecipe, TrainConfig, work_dir_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,7 +130,7 @@ def test_a_checkpoint_without_the_base_hash_is_refused_not_trusted(tiny_open_cli
     ('[lora]\ntarget_suffixes = [""]', "lora.target_suffixes must be a list of non-empty strings"),
 ])
 def test_bad_config_values_are_refused_naming_the_key(tmp_path: Path, setting: str, message: str) -> None:
-    from toolkit.train_config import ConfigError
+    from toolkit.train.config import ConfigError
 
     path = tmp_path / "train.toml"
     path.write_text(setting + "\n", encoding="utf-8")
@@ -138,7 +139,7 @@ def test_bad_config_values_are_refused_naming_the_key(tmp_path: Path, setting: s
 
 
 def test_json_infinities_and_huge_integers_are_refused(tmp_path: Path) -> None:
-    from toolkit.train_config import ConfigError
+    from toolkit.train.config import ConfigError
 
     path = tmp_path / "train.json"
     path.write_text('{"lr": Infinity}', encoding="utf-8")  # Python's json reads it
@@ -150,10 +151,6 @@ def test_json_infinities_and_huge_integers_are_refused(tmp_path: Path) -> None:
 
 
 def test_bad_config_files_exit_3_naming_the_key_without_a_traceback(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from toolkit.cli import app
-
     cases = {"nonutf8.toml": (b"lr = 1e-6\n# \xff\n", "is not UTF-8"),
              "inf.toml": (b"lr = inf\n", "lr must be a finite number"),
              "steps.toml": (b'max_steps = "2"\n', "max_steps must be a whole number"),
@@ -161,7 +158,7 @@ def test_bad_config_files_exit_3_naming_the_key_without_a_traceback(tmp_path: Pa
              "x.yaml": (b"lr: 1\n", "must end in .json or .toml")}
     for name, (content, message) in cases.items():
         (tmp_path / name).write_bytes(content)
-        result = CliRunner().invoke(app, ["train", "--base", "open_clip:nowhere.json@nowhere.safetensors",
+        result = run_toolkit(["train", "--base", "open_clip:nowhere.json@nowhere.safetensors",
                                           "--out", str(tmp_path / "out"), "--config", str(tmp_path / name)])
         assert result.exit_code == 3, (name, result.output)
         assert message in result.output.replace("\n", "") and name in result.output.replace("\n", "")
@@ -170,7 +167,7 @@ def test_bad_config_files_exit_3_naming_the_key_without_a_traceback(tmp_path: Pa
 
 def test_grad_accum_beyond_the_epoch_and_unknown_names_are_config_errors(tiny_open_clip_spec: str,
                                                                         tmp_path: Path) -> None:
-    from toolkit.train_config import ConfigError
+    from toolkit.train.config import ConfigError
 
     # 16 samples / batch 4 = 4 batches: grad_accum 8 cannot make one optimizer step.
     with pytest.raises(ConfigError, match=r"grad_accum = 8 .* only 4 batches of 4"):
@@ -187,11 +184,7 @@ def test_grad_accum_beyond_the_epoch_and_unknown_names_are_config_errors(tiny_op
 @pytest.mark.parametrize("option,value", [("--max-steps", "-1"), ("--max-steps", "0"), ("--batch-size", "0"),
                                           ("--batch-size", "1"), ("--tiles", "bogus"), ("--device", "tpu")])
 def test_out_of_range_options_are_bad_options_named(tmp_path: Path, option: str, value: str) -> None:
-    from typer.testing import CliRunner
-
-    from toolkit.cli import app
-
-    result = CliRunner().invoke(app, ["train", "--base", "open_clip:nowhere.json@nowhere.safetensors",
+    result = run_toolkit(["train", "--base", "open_clip:nowhere.json@nowhere.safetensors",
                                       "--out", str(tmp_path / "out"), option, value])
     assert result.exit_code == 2, result.output
     assert option in result.output and "overrides" not in result.output
@@ -199,13 +192,9 @@ def test_out_of_range_options_are_bad_options_named(tmp_path: Path, option: str,
 
 # ---- output folder -------------------------------------------------------------------------------------
 def test_an_out_folder_that_cannot_be_made_is_refused_before_the_model_loads(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from toolkit.cli import app
-
     (tmp_path / "afile").write_text("not a folder")
     # The base does not exist either: the --out check must come first, before any model is loaded.
-    result = CliRunner().invoke(app, ["train", "--base", "open_clip:nowhere.json@nowhere.safetensors",
+    result = run_toolkit(["train", "--base", "open_clip:nowhere.json@nowhere.safetensors",
                                       "--out", str(tmp_path / "afile" / "sub" / "run")])
     assert result.exit_code == 3, result.output
     assert f"{tmp_path / 'afile'} is a file, not a folder" in result.output.replace("\n", "")
@@ -234,8 +223,8 @@ class PoisonAtStep:
 
 def test_a_non_finite_loss_stops_before_the_step_and_keeps_the_checkpoint(tiny_open_clip_spec: str,
                                                                           tmp_path: Path) -> None:
-    from toolkit.checkpoint import load_checkpoint
-    from toolkit.train import TrainingDivergedError, run_training
+    from toolkit.train.checkpoint import load_checkpoint
+    from toolkit.train.recipe import TrainingDivergedError, run_training
 
     adapter = load_model(tiny_open_clip_spec)
     out = tmp_path / "run"

@@ -9,8 +9,8 @@ import torch
 
 from tests.hf_tiny import TINY_IMAGE_SIZE, make_tiny_hf_clip
 from toolkit.adapters.loading import load_model
-from toolkit.batches import SyntheticBatchSource
-from toolkit.train import TrainConfig, run_training
+from toolkit.data.batches import SyntheticBatchSource
+from toolkit.train.recipe import TrainConfig, run_training
 
 
 @pytest.fixture(autouse=True)

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from toolkit import distributed as dist_utils
 from toolkit.adapters.loading import load_model
-from toolkit.batches import SyntheticBatchSource
-from toolkit.train import TrainConfig, run_training
+from toolkit.data.batches import SyntheticBatchSource
+from toolkit.train import distributed as dist_utils
+from toolkit.train.recipe import TrainConfig, run_training
 
 
 class KillAfterStep:

@@ -1,6 +1,6 @@
 """CLIC adaptation toolkit: teach a CLIP text encoder composition, on-prem.
 
-Importing this package stays cheap (no torch), because `toolkit.runtime` must work
+Importing this package stays cheap (no torch), because `toolkit.runtime.encoder` must work
 in an environment that has only onnxruntime and numpy.
 """
 

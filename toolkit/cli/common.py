@@ -1,6 +1,8 @@
-"""Shared CLI plumbing: options every command takes, exit codes, and error reporting.
+"""Shared CLI plumbing: options every command takes, printing, and the one-line error report.
 
-The CLI is a thin shell: it parses options, calls the library, prints, and maps errors to exit codes.
+The CLI is a thin shell: it parses options, calls the library and prints. Errors are not mapped here:
+the library raises `toolkit.core.errors.ToolkitError` kinds, and `toolkit.cli.main()` alone turns them
+into one line and their exit code.
 """
 
 from __future__ import annotations
@@ -8,21 +10,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-
-# Exit codes that mean something to a calling script.
-EXIT_OK = 0
-EXIT_FAILURE = 1  # unexpected internal error
-EXIT_USAGE = 2  # bad options (Typer's own code too)
-EXIT_BAD_INPUT = 3  # a file, model, snapshot or URL is missing, corrupt or wrong
-EXIT_STRICT = 4  # --strict ingest refused a batch with rejects
-EXIT_REFUSED = 5  # a gate, check or verification refused (promotion, parity, bundle integrity)
 
 # Piped or logged output gets rich's 80 columns, which folds the side-by-side tables; a terminal keeps its
 # own width, and COLUMNS still wins.
@@ -50,19 +42,6 @@ def print_result(result: dict[str, Any], json_output: bool) -> None:
         console.print(f"{key}: {escape(str(value))}")
 
 
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+def report_error(message: str) -> None:
     # Escaped: messages quote paths and key lists in [brackets], which rich would read as markup and drop.
     console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def errors_to_exit(mapping: dict[type[BaseException], int]) -> Iterator[None]:
-    """Turn the library's specific exceptions into a one-line message and a meaningful exit code."""
-    try:
-        yield
-    except tuple(mapping) as err:
-        code = next(c for kind, c in mapping.items() if isinstance(err, kind))
-        fail(str(err), code)
-
-

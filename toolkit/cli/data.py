@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -12,28 +11,18 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from toolkit.cli.common import (
-    EXIT_BAD_INPUT,
-    EXIT_STRICT,
-    DbOption,
-    JsonOption,
-    console,
-    errors_to_exit,
-    fail,
-    print_json,
-)
-from toolkit.config import CaptionLimits, IngestConfig, SplitRatios, resolve_db_url, workspace_dir
-from toolkit.store.db import StoreError
+from toolkit.cli.common import DbOption, JsonOption, console, print_json
+from toolkit.core.config import CaptionLimits, IngestConfig, SplitRatios, resolve_db_url, workspace_dir
+from toolkit.core.errors import InputError
 
 data_app = typer.Typer(help="Inspect and freeze the catalog.", no_args_is_help=True)
 T = TypeVar("T")
 
 
 def _open(db: str | None):  # type: ignore[no-untyped-def]
-    from toolkit.store import open_store
+    from toolkit.catalog import open_store
 
-    with errors_to_exit({StoreError: EXIT_BAD_INPUT}):
-        return open_store(resolve_db_url(db))
+    return open_store(resolve_db_url(db))
 
 
 def _option(hint: str, build: Callable[[], T]) -> T:
@@ -67,9 +56,7 @@ def ingest(
     Exit codes: 0 committed (even with rejects), 2 bad options, 3 bad input (missing source, unknown format,
     missing tagger model, unreachable database), 4 --strict refused the batch.
     """
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from toolkit.ingest import SourceError, StrictIngestError, TaggerError, WorkspaceError, ingest_source
+    from toolkit.ingest import StrictIngestError, ingest_source
 
     root = images_root or (source if source.is_dir() else source.parent)
     splits = _option("--split-ratios", lambda: SplitRatios.parse(split_ratios))
@@ -77,7 +64,7 @@ def ingest(
     config = _option("--commit-every", lambda: IngestConfig(
         images_root=root, strict=strict, tagger=tagger, splits=splits, commit_every=commit_every, captions=captions))
     if not root.is_dir():
-        fail(f"--images-root {root} is not a folder")
+        raise InputError(f"--images-root {root} is not a folder")
     store = _open(db)
     try:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -89,19 +76,13 @@ def ingest(
                     f"{report.rows_read} rows · {report.images_added} images · {report.captions_added} captions"
                     f" · {report.rejected} rejected"))
 
-            with errors_to_exit({SourceError: EXIT_BAD_INPUT, TaggerError: EXIT_BAD_INPUT,
-                                 WorkspaceError: EXIT_BAD_INPUT}):
-                try:
-                    report = ingest_source(store, source, config, blob_dir=workspace_dir() / "blobs",
-                                           on_progress=show)
-                except StrictIngestError as err:
-                    if json_output:
-                        print_json(err.report.as_dict())
-                    console.print(f"[bold red]refused:[/] {escape(str(err))}", soft_wrap=True)
-                    raise typer.Exit(EXIT_STRICT) from None
-                except SQLAlchemyError as err:
-                    fail(f"the catalog failed during ingest ({getattr(err, 'orig', None) or err}); the chunks "
-                         "committed before it are kept, re-run the same command to continue")
+            try:
+                report = ingest_source(store, source, config, blob_dir=workspace_dir() / "blobs",
+                                       on_progress=show)
+            except StrictIngestError as err:
+                if json_output:  # the refused batch's report still goes to a script; main() prints the line
+                    print_json(err.report.as_dict())
+                raise
     finally:
         store.close()
     if json_output:
@@ -124,15 +105,12 @@ def ingest(
 @data_app.command()
 def stats(db: DbOption = None, json_output: JsonOption = False) -> None:
     """Counts, caption and sentence lengths, tag coverage, splits, and rejects by reason."""
-    from toolkit.stats import catalog_stats
+    from toolkit.catalog.stats import catalog_stats
 
     store = _open(db)
     try:
         with store.session() as session:
             result = catalog_stats(session)
-    except json.JSONDecodeError as err:  # the only JSON column stats reads is sentences.pos
-        fail(f"the catalog is damaged: a value in table sentences, column pos, is not valid JSON ({err.msg}); "
-             "restore the catalog from a backup or re-ingest into a fresh one")
     finally:
         store.close()
     if json_output:
@@ -150,11 +128,10 @@ def stats(db: DbOption = None, json_output: JsonOption = False) -> None:
 def snapshot(db: DbOption = None, name: Annotated[str, typer.Option(help="Optional human name.")] = "",
              json_output: JsonOption = False) -> None:
     """Freeze the current membership (every active caption) under a content hash."""
-    from toolkit.snapshot import SnapshotError, create_snapshot, snapshot_summary
+    from toolkit.catalog.snapshot import create_snapshot, snapshot_summary
 
     store = _open(db)
-    with errors_to_exit({SnapshotError: EXIT_BAD_INPUT}):
-        snap, created = create_snapshot(store, name)
+    snap, created = create_snapshot(store, name)
     with store.session() as session:
         summary = {**snapshot_summary(session, snap), "created": created}
     store.close()
@@ -171,8 +148,8 @@ def snapshots(db: DbOption = None, json_output: JsonOption = False) -> None:
     """List snapshots, newest first."""
     from sqlalchemy import select
 
-    from toolkit.snapshot import snapshot_summary
-    from toolkit.store.models import Snapshot
+    from toolkit.catalog.models import Snapshot
+    from toolkit.catalog.snapshot import snapshot_summary
 
     store = _open(db)
     with store.session() as session:

@@ -15,15 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from toolkit.cli.common import (
-    EXIT_BAD_INPUT,
-    DbOption,
-    JsonOption,
-    console,
-    errors_to_exit,
-    print_json,
-    print_result,
-)
+from toolkit.cli.common import DbOption, JsonOption, console, print_json, print_result
 
 demo_app = typer.Typer(help="The generated demo domain (coloured shapes in relations) and its base CLIP.",
                        no_args_is_help=True)
@@ -44,8 +36,7 @@ def generate(
 
     config = GenerateConfig(seed=seed, pretrain_images=pretrain_images, domain_images=domain_images,
                             eval_two_object_images=eval_images, zeroshot_images_per_class=zeroshot_per_class)
-    with errors_to_exit({FileExistsError: EXIT_BAD_INPUT, ValueError: EXIT_BAD_INPUT}), \
-            console.status("rendering scenes"):
+    with console.status("rendering scenes"):
         paths = generate_demo_data(out, config)
     print_result({"out": str(paths.root), "domain_manifest": str(paths.domain_manifest),
                   "pretrain_manifest": str(paths.pretrain_manifest), "test": str(paths.test.root),
@@ -72,8 +63,7 @@ def pretrain(
     config = PretrainConfig(seed=seed)
     config = replace(config, steps=steps or config.steps, batch_size=batch_size or config.batch_size)
     steps = config.steps
-    with errors_to_exit({FileNotFoundError: EXIT_BAD_INPUT, ValueError: EXIT_BAD_INPUT}), \
-            Progress(console=console, transient=True) as progress:
+    with Progress(console=console, transient=True) as progress:
         task = progress.add_task("pretraining", total=steps)
 
         def on_step(step: int, loss: float) -> None:
@@ -91,8 +81,7 @@ def base(
     """Copy the committed base CLIP (what `toolkit demo pretrain` builds with default settings) to OUT."""
     from toolkit.demo.pretrain import copy_bundled_base
 
-    with errors_to_exit({FileNotFoundError: EXIT_BAD_INPUT, FileExistsError: EXIT_BAD_INPUT}):
-        copy_bundled_base(out)
+    copy_bundled_base(out)
     console.print(f"base model: {out}")
 
 
@@ -106,13 +95,10 @@ def evaluate(
 
     The same scores `toolkit eval` computes; this only fills in the benchmark specs for a demo folder.
     """
-    from toolkit.adapters.base import ModelLoadError
-    from toolkit.benchmarks import BenchmarkError
     from toolkit.demo.chain import evaluate_held_out
-    from toolkit.eval_report import results_table
+    from toolkit.eval.report import results_table
 
-    with errors_to_exit({ModelLoadError: EXIT_BAD_INPUT, BenchmarkError: EXIT_BAD_INPUT}):
-        results = evaluate_held_out(model, data)
+    results = evaluate_held_out(model, data)
     if json_output:
         print_json(results)
     else:
@@ -133,7 +119,7 @@ def run(
     Uses its own catalog (`$TOOLKIT_WORKSPACE/demo/catalog.db` unless --db) and reuses every finished step
     on a second run. Prints base against candidate with the demo's targets.
     """
-    from toolkit.config import workspace_dir
+    from toolkit.core.config import workspace_dir
     from toolkit.demo.chain import DEMO_TRAIN_CONFIG, DemoSettings, run_demo
 
     workspace = workspace_dir()
@@ -143,7 +129,7 @@ def run(
     if json_output:
         print_json(summary)
         return
-    from toolkit.eval_report import results_table
+    from toolkit.eval.report import results_table
 
     console.print(results_table(summary["results"], summary["paired"]))
     alpha = summary["wise_ft"]["alpha"]

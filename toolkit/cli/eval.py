@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from toolkit.cli.common import EXIT_BAD_INPUT, DbOption, JsonOption, console, errors_to_exit, print_json
+from toolkit.cli.common import DbOption, JsonOption, console, print_json
 
 BENCHMARK_HELP = (
     "KIND:PATH, repeatable. sugarcrepe_pp:<folder of the 5 JSON files>, sugarcrepe:<folder of the 7 JSON "
@@ -49,42 +49,19 @@ def eval_command(
     The evaluation is an MLflow run (metrics per model, results.json, plots); every failure becomes a
     review item with a trace in that run, for `toolkit review`.
     """
-    from sqlalchemy.exc import SQLAlchemyError
+    from toolkit.eval.evaluate import EvalConfig
+    from toolkit.eval.report import results_table
+    from toolkit.governance.eval_run import evaluate_and_track
 
-    from toolkit.adapters.base import ModelLoadError
-    from toolkit.benchmarks import BenchmarkError, load_benchmark, parse_benchmark_spec
-    from toolkit.distributed import DeviceError, resolve_device
-    from toolkit.eval_report import paired_against_first, results_table, write_artifacts
-    from toolkit.evaluate import EvalConfig, evaluate
-    from toolkit.snapshot import SnapshotError
-    from toolkit.store.db import StoreError, open_store
-
-    bad_input: dict[type[BaseException], int] = {
-        kind: EXIT_BAD_INPUT
-        for kind in (BenchmarkError, ModelLoadError, SnapshotError, StoreError, SQLAlchemyError, DeviceError)}
-    with errors_to_exit(bad_input):
-        resolve_device(device)  # before minutes of loading: a device this machine lacks is refused at once
-        loaded = []
-        for text in benchmark:
-            with console.status(f"loading {text}"):
-                loaded.append(load_benchmark(parse_benchmark_spec(text), images, db))
-        with console.status("evaluating") as status:
-            report = evaluate(model, loaded, EvalConfig(batch_size=batch_size, device=device),
-                              progress=lambda message: status.update(f"evaluating {message}"))
-    paired = paired_against_first(report)
-    if out is not None:
-        for path in write_artifacts(report, out, paired):
-            console.print(f"wrote {path}")
-    if track:
-        from toolkit.config import resolve_db_url
-        from toolkit.governance.eval_run import track_evaluation
-
-        store = open_store(resolve_db_url(db))
-        try:
-            run_id = track_evaluation(report, model, benchmark, store, out)
-        finally:
-            store.close()
-        console.print(f"evaluation run {run_id}: `toolkit review list --run {run_id}`")
+    with console.status("evaluating") as status:
+        outcome = evaluate_and_track(model, benchmark, images=images, db=db, out=out, track=track,
+                                     config=EvalConfig(batch_size=batch_size, device=device),
+                                     progress=status.update)
+    report, paired = outcome.report, outcome.paired
+    for path in outcome.written:
+        console.print(f"wrote {path}")
+    if outcome.run_id is not None:
+        console.print(f"evaluation run {outcome.run_id}: `toolkit review list --run {outcome.run_id}`")
     if json_output:
         print_json(report.results)
     else:
@@ -95,8 +72,8 @@ def eval_command(
 
 
 def _generator_names(names: list[str] | None) -> list[str] | None:
-    from toolkit.benchmarks import BenchmarkError
-    from toolkit.domain_sets import check_generator_names
+    from toolkit.eval.benchmarks import BenchmarkError
+    from toolkit.eval.domain_sets import check_generator_names
 
     try:
         check_generator_names(names or [])
@@ -125,21 +102,16 @@ def domain_set_command(
     model is later scored on the same items (`toolkit eval --benchmark domain:<snapshot>:<split>`)."""
     from rich.markup import escape
 
-    from toolkit.benchmarks import BenchmarkError
-    from toolkit.config import resolve_db_url
-    from toolkit.domain_sets import NAMED_GENERATORS, create_domain_set
-    from toolkit.snapshot import SnapshotError
-    from toolkit.store.db import StoreError, open_store
+    from toolkit.catalog.db import open_store
+    from toolkit.core.config import resolve_db_url
+    from toolkit.eval.domain_sets import NAMED_GENERATORS, create_domain_set
 
-    bad_input: dict[type[BaseException], int] = {
-        kind: EXIT_BAD_INPUT for kind in (BenchmarkError, SnapshotError, StoreError)}
-    with errors_to_exit(bad_input):
-        store = open_store(resolve_db_url(db))
-        try:
-            test_set, created = create_domain_set(store, snapshot, split, generator or list(NAMED_GENERATORS),
-                                                  seed=seed, name=name, max_items=max_items)
-        finally:
-            store.close()
+    store = open_store(resolve_db_url(db))
+    try:
+        test_set, created = create_domain_set(store, snapshot, split, generator or list(NAMED_GENERATORS),
+                                              seed=seed, name=name, max_items=max_items)
+    finally:
+        store.close()
     summary = {"id": test_set.content_hash, "name": test_set.name, "split": test_set.split,
                "created": created, "generators": test_set.generators, **test_set.counts}
     if json_output:

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from toolkit.cli.common import (
-    EXIT_BAD_INPUT,
-    EXIT_REFUSED,
-    DbOption,
-    JsonOption,
-    console,
-    errors_to_exit,
-    fail,
-    print_json,
-)
+from toolkit.cli.common import DbOption, JsonOption, console, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -109,54 +98,21 @@ def export_command(
     With --approve-on, fp16/int8 variants are re-scored on evaluation items and approved only within
     tolerance; the runtime refuses unapproved variants. Without it only fp32 is approved.
     """
-    from toolkit.adapters.base import ModelLoadError
-    from toolkit.adapters.loading import load_model, parse_model_spec, read_model_card
-    from toolkit.benchmarks import BenchmarkError
-    from toolkit.export.bundle import ParityError, Provenance, check_bundle_destination, export_bundle, file_sha256
-    from toolkit.export.manifest import BundleError
-    from toolkit.export.onnx_text import ExportError
+    from toolkit.export.job import ExportRequest, run_export
     from toolkit.export.optimize import parse_variants
-    from toolkit.outputs import weights_sha256
 
     try:
         chosen = parse_variants(variants)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--variants") from err
-    with errors_to_exit(
-        {
-            ValueError: EXIT_BAD_INPUT,
-            ModelLoadError: EXIT_BAD_INPUT,
-            ExportError: EXIT_BAD_INPUT,
-            BenchmarkError: EXIT_BAD_INPUT,
-            ParityError: EXIT_REFUSED,
-            BundleError: EXIT_REFUSED,
-            OSError: EXIT_BAD_INPUT,
-        }
-    ):
-        check_bundle_destination(out)  # before the model loads: a bad --out costs nothing
-        metrics = _read_metrics(eval_metrics) if eval_metrics else {}
-        extra_captions = _read_lines(parity_captions) if parity_captions else []
-        spec = parse_model_spec(model)
-        card = read_model_card(Path(spec.target)) if spec.family == "run" else {}
-        adapter = load_model(model, allow_random_init=allow_random_init)
-        plan = _approval_plan(approve_on or [], approve_tolerance, images, db, approve_device)
-        provenance = Provenance(
-            source_run=source_run or card.get("mlflow_run_id"),
-            base_weights_sha256=file_sha256(base_weights) or card.get("base_weights_sha256"),
-            weights_sha256=weights_sha256(model),
-            eval_metrics=metrics,
-        )
-        params = {"model": model, "variants": ",".join(chosen), "with_image": with_image,
-                  "approve_on": approve_on or [], "approve_tolerance": approve_tolerance}
-
-        def run_export() -> dict[str, Any]:
-            with console.status(f"exporting {model} ({', '.join(chosen)}) and checking parity"):
-                return export_bundle(
-                    adapter, out, chosen, provenance, with_image=with_image, parity_captions=extra_captions,
-                    approval=plan,
-                )
-
-        manifest, run_id = _tracked_export(run_export, provenance, params, out) if track else (run_export(), None)
+    request = ExportRequest(
+        model=model, out=out, variants=tuple(chosen), source_run=source_run, base_weights=base_weights,
+        eval_metrics=eval_metrics, parity_captions=parity_captions, approve_on=tuple(approve_on or ()),
+        approve_tolerance=approve_tolerance, images=images, approve_device=approve_device, db=db,
+        with_image=with_image, allow_random_init=allow_random_init, track=track)
+    with console.status("exporting") as status:
+        exported = run_export(request, progress=status.update)
+    manifest, run_id = exported.manifest, exported.run_id
     summary = {"bundle": str(out), "variants": manifest["variants"], "parity": manifest["parity"],
                "approval": manifest["approval"], "mlflow_run_id": run_id}
     if json_out:
@@ -169,65 +125,6 @@ def export_command(
             f"tokens identical {result['tokens_identical']}; {approved}"
         )
     typer.echo(f"bundle written to {out}" + (f" (MLflow run {run_id})" if run_id else ""))
-
-
-def _approval_plan(specs: list[str], tolerance: float, images: Path | None, db: str | None,
-                   device: str) -> Any:
-    from toolkit.benchmarks import load_benchmark, parse_benchmark_spec
-    from toolkit.distributed import resolve_device
-    from toolkit.evaluate import EvalConfig
-    from toolkit.export.approval import ApprovalPlan
-
-    if not specs:
-        if device != "cpu":
-            raise ValueError(f"--approve-device {device} needs --approve-on: it is where approval scores run")
-        return None
-    resolve_device(device)  # refused before the benchmarks load and the export runs
-    loaded = []
-    for text in specs:
-        with console.status(f"loading {text}"):
-            loaded.append(load_benchmark(parse_benchmark_spec(text), images, db))
-    return ApprovalPlan(tuple(loaded), tuple(specs), tolerance, EvalConfig(device=device))
-
-
-def _tracked_export(run_export: Callable[[], dict[str, Any]], provenance: Any, params: dict[str, Any],
-                    out: Path) -> tuple[dict[str, Any], str]:
-    """Run the export inside an MLflow run (kind=export, parent = the training run) and log the bundle.
-
-    A failed export (parity, approval input) leaves the run FAILED, so refusals are on record too.
-    """
-    from toolkit.export.bundle import log_bundle_to_mlflow
-    from toolkit.export.manifest import MANIFEST, sha256_file
-    from toolkit.governance.tracking import Lineage, tracked_run
-
-    lineage = Lineage(kind="export", parent_run=provenance.source_run,
-                      base_weights_sha256=provenance.base_weights_sha256)
-    with tracked_run(lineage, params, run_name=f"export {out.name}") as run:
-        manifest = run_export()
-        run.log_params({"opset": manifest["opset"], "weights_sha256": manifest["weights_sha256"]})
-        log_bundle_to_mlflow(out)
-        run.set_tags({"toolkit.bundle_manifest_sha256": sha256_file(out / MANIFEST)})
-    return manifest, run.run_id
-
-
-def _read_lines(path: Path) -> list[str]:
-    try:
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"--parity-captions {path} is not a readable UTF-8 text file: {err}") from err
-    if not lines:
-        raise ValueError(f"--parity-captions {path} has no captions (expected one per line)")
-    return lines
-
-
-def _read_metrics(path: Path) -> dict[str, float]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"--eval-metrics {path} is not a readable UTF-8 JSON file: {err}") from err
-    if not isinstance(data, dict) or not all(isinstance(v, int | float) for v in data.values()):
-        raise ValueError(f"--eval-metrics {path} must be a JSON object of name -> number")
-    return {str(k): float(v) for k, v in data.items()}
 
 
 def verify_command(
@@ -253,21 +150,20 @@ def verify_command(
     With --provider, every checked variant must also encode the parity captions there as on the CPU
     (exit 5 if not; 3 if the provider cannot run here).
     """
-    from toolkit.export.manifest import BundleError, verify_bundle
+    from toolkit.core.errors import InputError, Refused
     from toolkit.export.parity import check_provider_parity, parity_report
-    from toolkit.runtime import ProviderError
+    from toolkit.runtime.manifest import verify_bundle
 
     if not -1.0 <= min_cosine <= 1.0:  # NaN too: a cosine bound outside [-1, 1] passes or fails everything
         raise typer.BadParameter(f"{min_cosine} is not a cosine in [-1, 1]", param_hint="--min-cosine")
     if not bundle.is_dir():
-        fail(f"{bundle} is not a folder")
-    with errors_to_exit({BundleError: EXIT_REFUSED, ProviderError: EXIT_BAD_INPUT}):
-        manifest = verify_bundle(bundle)
-        unknown = sorted(set(variant or []) - set(manifest["variants"]))
-        if unknown:
-            fail(f"{bundle} has no variant(s) {unknown}; it has {sorted(manifest['variants'])}")
-        parity = {} if provider is None else check_provider_parity(
-            bundle, provider, variant or list(manifest["variants"]), min_cosine=min_cosine)
+        raise InputError(f"{bundle} is not a folder")
+    manifest = verify_bundle(bundle)
+    unknown = sorted(set(variant or []) - set(manifest["variants"]))
+    if unknown:
+        raise InputError(f"{bundle} has no variant(s) {unknown}; it has {sorted(manifest['variants'])}")
+    parity = {} if provider is None else check_provider_parity(
+        bundle, provider, variant or list(manifest["variants"]), min_cosine=min_cosine)
     failed = [name for name, result in parity.items() if not result.passed]
     if json_out:
         print_json({"bundle": str(bundle), "intact": True, "files": len(manifest["files"]),
@@ -278,8 +174,8 @@ def verify_command(
             typer.echo(f"  {name} on {provider}: min cosine to the CPU {result.min_cosine:.6f} over "
                        f"{result.captions} captions ({'ok' if result.passed else f'below {min_cosine}'})")
     if failed:
-        fail(f"{bundle}: {', '.join(failed)} on {provider} differ from the CPU beyond --min-cosine {min_cosine}",
-             EXIT_REFUSED)
+        raise Refused(f"{bundle}: {', '.join(failed)} on {provider} differ from the CPU beyond --min-cosine "
+                      f"{min_cosine}")
 
 
 def shadow_command(
@@ -299,16 +195,14 @@ def shadow_command(
     ] = None,
 ) -> None:
     """Top-k overlap, rank changes and latency of challenger vs champion; prints a JSON report."""
-    from toolkit.export.manifest import BundleError
-    from toolkit.export.rollout import read_queries, shadow_report
+    from toolkit.export.rollout import read_queries, shadow_report, write_report
 
     if k < 1:
         raise typer.BadParameter(f"{k} is not a positive number of results", param_hint="--k")
-    with errors_to_exit({BundleError: EXIT_REFUSED, ValueError: EXIT_BAD_INPUT, OSError: EXIT_BAD_INPUT}):
-        report = shadow_report(champion, challenger, read_queries(queries), index, k=k, ids_path=ids)
-        if not report["same_base_weights"]:
-            console.print("[yellow]warning:[/] champion and challenger come from different base weights: the "
-                          "index suits both only if their image towers are identical")
-        if report_path is not None:
-            report_path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    report = shadow_report(champion, challenger, read_queries(queries), index, k=k, ids_path=ids)
+    if not report["same_base_weights"]:
+        console.print("[yellow]warning:[/] champion and challenger come from different base weights: the "
+                      "index suits both only if their image towers are identical")
+    if report_path is not None:
+        write_report(report, report_path)
     print_json(report)

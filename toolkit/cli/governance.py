@@ -9,8 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from toolkit.cli.common import EXIT_BAD_INPUT, EXIT_REFUSED, DbOption, JsonOption, console, errors_to_exit, print_json
-from toolkit.config import resolve_db_url
+from toolkit.cli.common import DbOption, JsonOption, console, print_json
+from toolkit.core.config import resolve_db_url
+from toolkit.core.errors import EXIT_REFUSED
 
 review_app = typer.Typer(help="Human review of evaluation failures (MLflow traces or this terminal).",
                          no_args_is_help=True)
@@ -18,11 +19,9 @@ RunOption = Annotated[str | None, typer.Option("--run", help="Only items of this
 
 
 def _store(db: str | None):  # type: ignore[no-untyped-def]
-    from toolkit.store import open_store
-    from toolkit.store.db import StoreError
+    from toolkit.catalog import open_store
 
-    with errors_to_exit({StoreError: EXIT_BAD_INPUT}):
-        return open_store(resolve_db_url(db))
+    return open_store(resolve_db_url(db))
 
 
 @review_app.command("list")
@@ -66,18 +65,17 @@ def review_record(
     reviewer: Annotated[str | None, typer.Option(help="Default: $TOOLKIT_ACTOR or the OS user.")] = None,
 ) -> None:
     """Record a verdict from the terminal (for teams without MLflow UI access)."""
-    from toolkit.governance.review import ReviewError, record_verdict
+    from toolkit.governance.review import record_verdict
 
-    with errors_to_exit({ReviewError: EXIT_BAD_INPUT}):
-        verdict_id = record_verdict(_store(db), item, verdict, reviewer=reviewer, note=note,
-                                    corrected_caption=corrected_caption, source="cli")
+    verdict_id = record_verdict(_store(db), item, verdict, reviewer=reviewer, note=note,
+                                corrected_caption=corrected_caption, source="cli")
     console.print(f"verdict {verdict_id} recorded: item {item} = {verdict}")
 
 
 @review_app.command("sync")
 def review_sync(db: DbOption = None, run: RunOption = None) -> None:
     """Read reviewers' `verdict` feedback from the MLflow traces and apply it."""
-    from toolkit.config import resolve_tracking_uri
+    from toolkit.core.config import resolve_tracking_uri
     from toolkit.governance.review import sync_verdicts_from_mlflow
 
     result = sync_verdicts_from_mlflow(_store(db), run)
@@ -106,19 +104,18 @@ def register_model(
     Every piece of evidence is checked first: the model folder must load, the eval JSON must hold numbers for
     this model, the evaluation run must exist, and the bundle must be exported from these very weights.
     """
-    from toolkit.governance.gates import gate_metrics_from_eval_json
-    from toolkit.governance.registry import RegistryError, bundle_parity, register_candidate, unreviewed_share_of_run
-    from toolkit.governance.tracking import Lineage
+    from toolkit.eval.summary import gate_metrics_from_eval_json
+    from toolkit.governance.registry import bundle_parity, register_candidate, unreviewed_share_of_run
+    from toolkit.tracking import Lineage
 
     metrics: dict[str, float] = {}
-    with errors_to_exit({RegistryError: EXIT_BAD_INPUT, ValueError: EXIT_BAD_INPUT}):
-        if eval_json is not None:
-            metrics.update(gate_metrics_from_eval_json(eval_json, eval_model or str(model_dir)))
-        if eval_run is not None:
-            metrics["unreviewed_share"] = unreviewed_share_of_run(_store(db), eval_run)
-        if bundle is not None:
-            metrics["parity_passed"] = bundle_parity(bundle, model_dir)
-        version = register_candidate(model_dir, name, metrics, lineage=Lineage(kind="register", parent_run=eval_run))
+    if eval_json is not None:
+        metrics.update(gate_metrics_from_eval_json(eval_json, eval_model or str(model_dir)))
+    if eval_run is not None:
+        metrics["unreviewed_share"] = unreviewed_share_of_run(_store(db), eval_run)
+    if bundle is not None:
+        metrics["parity_passed"] = bundle_parity(bundle, model_dir)
+    version = register_candidate(model_dir, name, metrics, lineage=Lineage(kind="register", parent_run=eval_run))
     if json_output:
         print_json({"name": name, "version": version, "gate_metrics": metrics})
     else:
@@ -142,17 +139,16 @@ def promote(
     from toolkit.governance.regression import regression_scorer
 
     store = _store(db)
-    with errors_to_exit({RegistryError: EXIT_BAD_INPUT, ValueError: EXIT_BAD_INPUT}):
-        limits = GateThresholds.from_file(thresholds) if thresholds else GateThresholds()
-        target = version or aliases(name)["challenger"]
-        if target is None:
-            raise RegistryError(f"model {name!r} has no challenger; register one, or pass --version")
-        scorer = regression_scorer(store)  # checks every regression image before anything is scored
-        if scorer is not None:
-            count = len(scorer.benchmark)
-            console.print(f"scoring the regression set ({count} item{'s' if count != 1 else ''}) "
-                          "on the candidate and the champion")
-        result = promote_version(store, name, target, limits, regression_accuracy=scorer)
+    limits = GateThresholds.from_file(thresholds) if thresholds else GateThresholds()
+    target = version or aliases(name)["challenger"]
+    if target is None:
+        raise RegistryError(f"model {name!r} has no challenger; register one, or pass --version")
+    scorer = regression_scorer(store)  # checks every regression image before anything is scored
+    if scorer is not None:
+        count = len(scorer.benchmark)
+        console.print(f"scoring the regression set ({count} item{'s' if count != 1 else ''}) "
+                      "on the candidate and the champion")
+    result = promote_version(store, name, target, limits, regression_accuracy=scorer)
     if json_output:
         print_json(result.as_dict())
     table = Table(title=f"{name} v{target}: {'PROMOTED' if result.promoted else 'REFUSED'}")
@@ -168,11 +164,9 @@ def promote(
 def rollback(name: Annotated[str, typer.Option(help="Registered model name.")] = "clic-text-encoder",
              db: DbOption = None) -> None:
     """Point `champion` back at the version the current champion replaced (audited)."""
-    from toolkit.governance.registry import RegistryError
     from toolkit.governance.registry import rollback as rollback_champion
 
-    with errors_to_exit({RegistryError: EXIT_BAD_INPUT}):
-        before, after = rollback_champion(_store(db), name)
+    before, after = rollback_champion(_store(db), name)
     console.print(f"champion of {name}: version {before} -> {after}")
 
 

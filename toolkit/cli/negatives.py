@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from toolkit.cli.common import (
-    EXIT_BAD_INPUT,
-    EXIT_USAGE,
-    DbOption,
-    JsonOption,
-    errors_to_exit,
-    fail,
-    print_json,
-)
+from toolkit.cli.common import DbOption, JsonOption, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -39,52 +31,21 @@ def preview(
     json_output: JsonOption = False,
 ) -> None:
     """Show positives (p1 = "c1. c2.") next to the hard negatives made for them, with generator names."""
-    from toolkit.config import resolve_db_url
-    from toolkit.governance.review import excluded_negative_keys
-    from toolkit.negatives import GENERATORS, NegativeContext, build_vocabulary
-    from toolkit.samples import (
-        PairingIndex,
-        SampleConfig,
-        TrainingDataError,
-        epoch_order,
-        load_training_records,
-        plan_clic_sample,
-        sample_rng,
-    )
-    from toolkit.snapshot import SnapshotError, resolve_snapshot
-    from toolkit.store.db import StoreError, open_store
+    from toolkit.catalog.db import open_store
+    from toolkit.core.config import resolve_db_url
+    from toolkit.data.preview import preview_negatives
 
     names = tuple(generator or ("swap_across",))
-    unknown = [g for g in names if g not in GENERATORS]
-    if unknown:
-        fail(f"unknown generator(s) {unknown}; choose from {sorted(GENERATORS)}", EXIT_USAGE)
-    rows: list[dict[str, Any]] = []
-    snapshot_hash = ""
-    with errors_to_exit({StoreError: EXIT_BAD_INPUT, SnapshotError: EXIT_BAD_INPUT,
-                         TrainingDataError: EXIT_BAD_INPUT}):
-        store = open_store(resolve_db_url(db))
-        try:
-            with store.session() as session:
-                frozen = resolve_snapshot(session, snapshot)
-                snapshot_hash = frozen.content_hash
-                records = load_training_records(session, frozen, split=split)
-            excluded = excluded_negative_keys(store)  # reviewers found them true: training never makes them
-        finally:
-            store.close()
-        pairing = PairingIndex(records)
-        config = SampleConfig(generators=names)
-        vocabulary = (build_vocabulary(s for r in records for s in r.sentences) if "replace" in names else {})
-        context = NegativeContext.with_exclusions(excluded, vocabulary)  # what ClicDataset builds
-        for index in epoch_order(len(records), seed, 0)[:n]:
-            plan = plan_clic_sample(records, pairing, index, sample_rng(seed, 0, index), config, context)
-            rows.append({"caption_ids": [records[index].caption_id, records[plan.partner].caption_id],
-                         "positive": plan.texts.p1, "shuffled_positive": plan.texts.p2,
-                         "negative": plan.texts.negative, "generator": plan.texts.generator,
-                         "detail": plan.texts.detail})
+    store = open_store(resolve_db_url(db))
+    try:
+        preview_result = preview_negatives(store, snapshot, split, names, n, seed)
+    finally:
+        store.close()
     if json_output:
-        print_json({"snapshot": snapshot_hash, "split": split, "seed": seed, "generators": list(names),
-                    "excluded_negatives": len(excluded), "samples": rows})
+        print_json(preview_result.as_dict())
         return
+    rows = preview_result.samples
+    snapshot_hash = preview_result.snapshot
     table = Table(title=f"Hard negatives ({', '.join(names)}; snapshot {snapshot_hash[:12]}, seed {seed})",
                   show_lines=True)
     for column in ("captions", "positive p1", "negative n", "generator", "change"):

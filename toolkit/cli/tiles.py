@@ -9,7 +9,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from toolkit.cli.common import EXIT_BAD_INPUT, DbOption, JsonOption, console, errors_to_exit, print_json
+from toolkit.cli.common import DbOption, JsonOption, console, print_json
+from toolkit.core.errors import EXIT_BAD_INPUT
 
 
 def prepare(
@@ -31,11 +32,9 @@ def prepare(
     against the catalog first. Exit codes: 0 done, 2 a bad option value, 3 bad input or images at fault
     (listed; the cache is then not marked finished, so training will not use it).
     """
-    from toolkit.config import resolve_db_url, workspace_dir
-    from toolkit.snapshot import SnapshotError
-    from toolkit.store import open_store
-    from toolkit.store.db import StoreError
-    from toolkit.tiles import TileError, check_tile_format, check_tile_size, check_workers, prepare_tiles
+    from toolkit.catalog import open_store
+    from toolkit.core.config import resolve_db_url, workspace_dir
+    from toolkit.data.tiles import TileError, check_tile_format, check_tile_size, check_workers, prepare_tiles
 
     # Out-of-range values are bad options (exit 2), refused before the catalog opens.
     checks: list[tuple[str, Callable[[], None]]] = [
@@ -46,8 +45,7 @@ def prepare(
             check()
         except TileError as err:
             raise typer.BadParameter(str(err), param_hint=hint) from None
-    with errors_to_exit({StoreError: EXIT_BAD_INPUT}):
-        store = open_store(resolve_db_url(db))
+    store = open_store(resolve_db_url(db))
     try:
         with Progress(TextColumn("tiling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=console, transient=True, disable=json_output) as progress:
@@ -56,9 +54,8 @@ def prepare(
             def show(done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            with errors_to_exit({SnapshotError: EXIT_BAD_INPUT, TileError: EXIT_BAD_INPUT}):
-                report = prepare_tiles(store, snapshot, size, workspace_dir(), workers,
-                                       tuple(split or ("train",)), show, fmt=tile_format)
+            report = prepare_tiles(store, snapshot, size, workspace_dir(), workers,
+                                   tuple(split or ("train",)), show, fmt=tile_format)
     finally:
         store.close()
     if json_output:

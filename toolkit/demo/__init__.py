@@ -3,5 +3,5 @@
 - `scenes`: pure scene sampling, rendering (PIL) and captions (alt-text style and multi-sentence).
 - `generate`: writes PNG folders, JSONL manifests and the held-out evaluation files.
 - `pretrain`: pretrains the base CLIP (both towers, plain symmetric contrastive loss).
-- `chain`: `toolkit demo run`, the whole product path on this domain, scored with `toolkit.evaluate`.
+- `chain`: `toolkit demo run`, the whole product path on this domain, scored with `toolkit.eval.evaluate`.
 """

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.demo.generate import GenerateConfig, GeneratedPaths, HeldOutPaths, generate_demo_data, paths_under
-from toolkit.train_config import TrainConfig
+from toolkit.train.config import TrainConfig
 
 DEMO_TRAIN_CONFIG = Path(__file__).parent / "clic-demo.toml"
 DOMAIN_GENERATORS = ("swap_within", "replace")
@@ -81,11 +81,11 @@ def _base(settings: DemoSettings, data: GeneratedPaths, say: Callable[[str], Non
 
 
 def _catalog(settings: DemoSettings, data: GeneratedPaths, say: Callable[[str], None]) -> str:
-    from toolkit.config import IngestConfig
-    from toolkit.domain_sets import create_domain_set
+    from toolkit.catalog import open_store
+    from toolkit.catalog.snapshot import create_snapshot
+    from toolkit.core.config import IngestConfig
+    from toolkit.eval.domain_sets import create_domain_set
     from toolkit.ingest import ingest_source
-    from toolkit.snapshot import create_snapshot
-    from toolkit.store import open_store
 
     store = open_store(settings.db_url)
     try:
@@ -119,7 +119,7 @@ def train_candidate(settings: DemoSettings, inputs: DemoInputs, config: TrainCon
                     say: Callable[[str], None] = print) -> Path:
     """CLIC-train the base's text tower on the domain snapshot; a finished run with the same settings is
     reused (the folder name holds the config's fingerprint)."""
-    from toolkit.train_job import train_on_snapshot
+    from toolkit.train.job import train_on_snapshot
 
     out = settings.workspace / "demo" / "runs" / f"{label}-{inputs.snapshot[:8]}-{config.fingerprint()[:8]}"
     if (out / "model.json").is_file():
@@ -148,42 +148,21 @@ def blend_on_validation(settings: DemoSettings, inputs: DemoInputs, tuned: Path,
     every blend on the *validation* sets, and keep the one `choose_blend` picks (best composition with
     retrieval and zero-shot within the promotion gates' tolerances by `settings.blend_confidence_z` standard
     errors). The test sets play no part."""
-    from toolkit.adapters.loading import load_model
-    from toolkit.benchmarks import load_benchmark, parse_benchmark_spec
-    from toolkit.eval_report import paired_against_first
-    from toolkit.evaluate import evaluate
-    from toolkit.governance.gates import choose_blend, gate_metrics_from_results, gate_standard_errors
-    from toolkit.interpolate import interpolate, save_interpolated
+    from toolkit.eval.benchmarks import load_benchmarks
+    from toolkit.governance.blend import choose_blend_on_validation
 
     if not settings.wise_alphas:
         return Blend(tuned, 1.0, {}, {}, settings.blend_confidence_z)
-    models: dict[float, Path] = {}
-    for alpha in settings.wise_alphas:
-        out = tuned if alpha == 1.0 else tuned.with_name(f"{tuned.name}-wise{alpha:g}")
-        if not (out / "model.json").is_file():
-            blended = interpolate(load_model(str(inputs.base)), load_model(str(tuned)), alpha)
-            save_interpolated(blended, out, str(inputs.base), str(tuned), alpha)
-        models[alpha] = out
-    say(f"WiSE-FT: scoring blends at alpha {', '.join(f'{a:g}' for a in models)} on the validation sets")
-    specs = held_out_benchmarks(inputs.data.validation)
-    benchmarks = [load_benchmark(parse_benchmark_spec(spec)) for spec in specs]
-    names = [str(inputs.base), *(str(m) for m in models.values())]
-    report = evaluate(names, benchmarks)  # the base first: every blend is paired with it
-    results, paired = report.results, paired_against_first(report)
-    base = gate_metrics_from_results(results[str(inputs.base)])
-    blends = {alpha: gate_metrics_from_results(results[str(model)]) for alpha, model in models.items()}
-    errors = {alpha: gate_standard_errors(results[str(model)], paired.get(str(model), {}))
-              for alpha, model in models.items()}
+    benchmarks = load_benchmarks(held_out_benchmarks(inputs.data.validation))
     z = settings.blend_confidence_z
-    chosen = choose_blend(base, blends, standard_errors=errors, confidence_z=z)
-    validation = {"base": base, **{f"{a:g}": m for a, m in blends.items()}}
-    standard_errors = {f"{a:g}": {g: round(se, 3) for g, se in e.items()} for a, e in errors.items()}
-    if chosen is None:
+    choice = choose_blend_on_validation(str(inputs.base), tuned, settings.wise_alphas, benchmarks, confidence_z=z,
+                                        reuse=True, say=say)
+    if choice.model is None:
         say(f"WiSE-FT: no blend kept retrieval and zero-shot within tolerance by {z:g} standard error(s) on "
             "validation; reporting the trained model unblended")
-        return Blend(tuned, None, validation, standard_errors, z)
-    say(f"WiSE-FT: alpha {chosen:g} chosen on validation")
-    return Blend(models[chosen], chosen, validation, standard_errors, z)
+        return Blend(tuned, None, choice.validation, choice.standard_errors, z)
+    say(f"WiSE-FT: alpha {choice.alpha:g} chosen on validation")
+    return Blend(choice.model, choice.alpha, choice.validation, choice.standard_errors, z)
 
 
 def held_out_benchmarks(held_out: HeldOutPaths) -> list[str]:
@@ -199,11 +178,11 @@ def benchmarks_for(data: GeneratedPaths, snapshot: str) -> list[str]:
 
 def evaluate_held_out(model: str, data_root: Path) -> dict[str, Any]:
     """One model on the held-out sets: swap-attribute (ITT/TOT), two-object retrieval, zero-shot."""
-    from toolkit.benchmarks import load_benchmark, parse_benchmark_spec
-    from toolkit.evaluate import evaluate
+    from toolkit.eval.benchmarks import load_benchmarks
+    from toolkit.eval.evaluate import evaluate
 
     specs = held_out_benchmarks(paths_under(data_root).test)
-    benchmarks = [load_benchmark(parse_benchmark_spec(spec)) for spec in specs]
+    benchmarks = load_benchmarks(specs)
     return evaluate([model], benchmarks).results[model]
 
 
@@ -234,8 +213,8 @@ HEADLINE_ITEMS = {"swap_att_acc": [("sugarcrepe", "swap_att", "acc")],
 
 def headline_standard_errors(paired: dict[str, Any], candidate: str) -> dict[str, float]:
     """The standard error (points) of each headline change, base to candidate, from the report's pairing
-    with its first model (`toolkit.eval_report.paired_against_first`; the base is evaluated first)."""
-    from toolkit.governance.gates import averaged_standard_error
+    with its first model (`toolkit.eval.report.paired_against_first`; the base is evaluated first)."""
+    from toolkit.eval.summary import averaged_standard_error
 
     errors = {figure: averaged_standard_error(paired.get(candidate, {}), entries)
               for figure, entries in HEADLINE_ITEMS.items()}
@@ -255,10 +234,7 @@ def summarise(results: dict[str, Any], base: str, candidate: str) -> dict[str, A
 
 
 def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict[str, Any]:
-    from toolkit.benchmarks import load_benchmark, parse_benchmark_spec
-    from toolkit.evaluate import evaluate
-    from toolkit.governance.eval_run import track_evaluation
-    from toolkit.store import open_store
+    from toolkit.governance.eval_run import evaluate_and_track
 
     inputs = prepare(settings, say)
     base = inputs.base
@@ -268,19 +244,10 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
     candidate = blend.model
     specs = benchmarks_for(inputs.data, inputs.snapshot)
     say("evaluating base, trained run and candidate on held-out test items")
-    loaded = [load_benchmark(parse_benchmark_spec(spec), None, settings.db_url) for spec in specs]
     models = list(dict.fromkeys([str(base), str(tuned), str(candidate)]))
-    report = evaluate(models, loaded)
     out = settings.workspace / "demo" / "eval" / candidate.name
-    from toolkit.eval_report import paired_against_first, write_artifacts
-
-    paired = paired_against_first(report)
-    write_artifacts(report, out, paired)
-    store = open_store(settings.db_url)
-    try:
-        run_id = track_evaluation(report, models, specs, store, out)
-    finally:
-        store.close()
+    evaluation = evaluate_and_track(models, specs, db=settings.db_url, out=out)
+    report, paired, run_id = evaluation.report, evaluation.paired, evaluation.run_id
     summary = {"evaluation_run": run_id, "results_folder": str(out), "trained": str(tuned),
                "wise_ft": {"alpha": blend.alpha, "confidence_z": blend.confidence_z,
                            "validation": blend.validation, "validation_standard_errors": blend.standard_errors},

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from toolkit.core.errors import InputError
 from toolkit.demo import scenes
 from toolkit.demo.scenes import Scene
 
@@ -33,6 +34,10 @@ ZEROSHOT_TEMPLATES = (
     "the {} on a dark background.",
     "a drawing of the {}.",
 )
+
+
+class DemoDataError(InputError):
+    """A demo folder, manifest or the bundled base is missing, not empty where it must be, or malformed."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,7 @@ def pretrain_scene(seed: int, index: int) -> tuple[Scene, str]:
     return scene, scenes.alt_text_caption(scene, rng)
 
 
-# General captions for the demo's anchor distillation (toolkit.anchors): alt text of single objects, in the
+# General captions for the demo's anchor distillation (toolkit.train.anchors): alt text of single objects, in the
 # style of the base's pretraining text but from a stream of their own. A customer's counterpart is a few
 # thousand general captions they hold (public caption sets, search queries). Committed beside the demo
 # config as reference-captions.txt; `reference_captions()` writes it again.
@@ -221,7 +226,7 @@ def write_zeroshot_eval(paths: HeldOutPaths, seed: int, per_class: int, stream: 
 def generate_demo_data(out: Path, config: GenerateConfig = GenerateConfig()) -> GeneratedPaths:
     """Write every demo set under `out` (which must be empty or absent, so stale files never mix in)."""
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty; pass a new folder so old images never mix with new ones")
+        raise DemoDataError(f"{out} is not empty; pass a new folder so old images never mix with new ones")
     paths = paths_under(out)
     write_captioned_set(paths.pretrain_manifest, config.pretrain_images,
                         lambda i: pretrain_scene(config.seed, i), config.image_size)

@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from toolkit.adapters.open_clip_adapter import OpenClipAdapter, _build
+from toolkit.demo.generate import DemoDataError
 
 DEMO_MODEL_NAME = "demo-clip-tiny"
 DEMO_MODEL_CONFIG: dict[str, Any] = {
@@ -63,10 +64,10 @@ def copy_bundled_base(out: Path) -> Path:
     import shutil
 
     if not (BUNDLED_BASE / "model.json").is_file():
-        raise FileNotFoundError(f"the bundled base model is missing from {BUNDLED_BASE}; reinstall the "
-                                "toolkit or run `toolkit demo pretrain` to rebuild it")
+        raise DemoDataError(f"the bundled base model is missing from {BUNDLED_BASE}; reinstall the "
+                            "toolkit or run `toolkit demo pretrain` to rebuild it")
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty; pass a new folder for the base model")
+        raise DemoDataError(f"{out} is not empty; pass a new folder for the base model")
     shutil.copytree(BUNDLED_BASE, out, dirs_exist_ok=True)
     return out
 
@@ -74,7 +75,7 @@ def copy_bundled_base(out: Path) -> Path:
 def read_manifest(path: Path, limit: int | None = None) -> list[dict[str, str]]:
     """Rows of a JSONL manifest with `image` and `caption`; errors name the line at fault."""
     if not path.is_file():
-        raise FileNotFoundError(f"manifest {path} does not exist; run `toolkit demo generate` first")
+        raise DemoDataError(f"manifest {path} does not exist; run `toolkit demo generate` first")
     rows: list[dict[str, str]] = []
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
@@ -85,14 +86,14 @@ def read_manifest(path: Path, limit: int | None = None) -> list[dict[str, str]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({err})") from err
+                raise DemoDataError(f"{path}:{line_no}: not valid JSON ({err})") from err
             if not isinstance(row, dict) or not isinstance(row.get("image"), str) \
                     or not isinstance(row.get("caption"), str):
-                raise ValueError(f"{path}:{line_no}: expected an object with string keys 'image' and "
-                                 "'caption'")
+                raise DemoDataError(f"{path}:{line_no}: expected an object with string keys 'image' and "
+                                    "'caption'")
             rows.append({"image": row["image"], "caption": row["caption"]})
     if not rows:
-        raise ValueError(f"manifest {path} has no rows")
+        raise DemoDataError(f"manifest {path} has no rows")
     return rows
 
 

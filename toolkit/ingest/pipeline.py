@@ -8,6 +8,7 @@ state of an uninterrupted run. `--strict` runs the whole batch in one transactio
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -21,7 +22,12 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from toolkit.config import IngestConfig
+from toolkit.catalog.db import Store, StoreError, current_actor
+from toolkit.catalog.models import Caption, Image, IngestBatch, Reject, Sentence
+from toolkit.catalog.splits import split_for_hash
+from toolkit.core.config import IngestConfig
+from toolkit.core.errors import InputError, StrictRefusal
+from toolkit.core.text import replace_surrogates, split_sentences, text_sha256
 from toolkit.ingest.rows import SourceRow
 from toolkit.ingest.sources import SourceInfo, describe_source, read_source
 from toolkit.ingest.tagging import SpacyTagger, load_tagger
@@ -33,19 +39,15 @@ from toolkit.ingest.validate import (
     read_image_file,
     resolve_image_path,
 )
-from toolkit.splits import split_for_hash
-from toolkit.store.db import Store, current_actor
-from toolkit.store.models import Caption, Image, IngestBatch, Reject, Sentence
-from toolkit.text import replace_surrogates, split_sentences, text_sha256
 
 REJECTS_SHOWN = 1000  # rejects listed in the report; all of them are in the rejects table
 
 
-class WorkspaceError(RuntimeError):
+class WorkspaceError(InputError):
     """The workspace cannot take an image blob (disk full, no permission): an environment fault, fatal."""
 
 
-class StrictIngestError(RuntimeError):
+class StrictIngestError(StrictRefusal):
     def __init__(self, report: IngestReport) -> None:
         super().__init__(f"--strict: {report.rejected} row(s) rejected, nothing was stored "
                          f"(first: {report.rejects[0]['row']}: {report.rejects[0]['reason']})")
@@ -258,6 +260,20 @@ def _write_sentences(session: Session, new_captions: dict[tuple[int, str], tuple
     report.sentences_added += len(owners)
 
 
+def _catalog_failure_as_store_error(ingest: Callable[..., IngestReport]) -> Callable[..., IngestReport]:
+    """A database failure mid-ingest (a dropped connection, a full disk) is the catalog's, not a bug: it
+    becomes a StoreError that says what is kept and how to continue."""
+    @functools.wraps(ingest)
+    def wrapped(*args: Any, **kwargs: Any) -> IngestReport:
+        try:
+            return ingest(*args, **kwargs)
+        except SQLAlchemyError as err:
+            raise StoreError(f"the catalog failed during ingest ({getattr(err, 'orig', None) or err}); the chunks "
+                             "committed before it are kept, re-run the same command to continue") from err
+    return wrapped
+
+
+@_catalog_failure_as_store_error
 def ingest_source(
     store: Store,
     source: Path,

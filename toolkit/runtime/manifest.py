@@ -1,0 +1,166 @@
+"""The bundle manifest and its integrity check. Pure Python (hashlib/json): the torch-free runtime uses it.
+
+Every file in the bundle is listed in manifest.json with its SHA-256; manifest.json's own hash is in
+manifest.sha256. A bundle is intact only if both match and no unlisted file is present, so one
+changed byte anywhere is refused. (Integrity, not authenticity: sign manifest.sha256 for that.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from toolkit.core.errors import Refused
+
+MANIFEST = "manifest.json"
+MANIFEST_HASH = "manifest.sha256"
+FORMAT_VERSION = 2  # 2: variants are objects {file, approved, ...} instead of file names
+
+
+class BundleError(Refused):
+    """A bundle is missing, incomplete or altered; the message names the file at fault."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> Path:
+    """Hash every file already in `bundle_dir` into manifest['files'], write manifest.json + its hash."""
+    files = sorted(
+        p for p in bundle_dir.rglob("*") if p.is_file() and p.name not in (MANIFEST, MANIFEST_HASH)
+    )
+    manifest = {
+        **manifest,
+        "format_version": FORMAT_VERSION,
+        "files": {p.relative_to(bundle_dir).as_posix(): sha256_file(p) for p in files},
+    }
+    path = bundle_dir / MANIFEST
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (bundle_dir / MANIFEST_HASH).write_text(f"{sha256_file(path)}  {MANIFEST}\n", encoding="utf-8")
+    return path
+
+
+def verify_bundle(bundle_dir: Path) -> dict[str, Any]:
+    """Return the manifest of an intact bundle; raise BundleError naming every file that is wrong.
+
+    Intact means: manifest.json matches manifest.sha256, every listed file is inside the bundle and matches
+    its hash, nothing unlisted or symlinked is there, and the fields the runtime reads have their types,
+    with every variant's graph and the tokenizer's merges among the hashed files. A signed manifest.sha256
+    therefore covers every byte the runtime loads.
+    """
+    manifest_path, hash_path = bundle_dir / MANIFEST, bundle_dir / MANIFEST_HASH
+    for required in (manifest_path, hash_path):
+        if not required.is_file():
+            raise BundleError(
+                f"{required} is missing; {bundle_dir} is not a complete bundle (re-run `toolkit export`)"
+            )
+    recorded = hash_path.read_text(encoding="utf-8", errors="replace").split()
+    if not recorded or recorded[0] != sha256_file(manifest_path):
+        raise BundleError(f"{manifest_path} does not match the hash in {hash_path}: the manifest was altered")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BundleError(f"{manifest_path} is not valid JSON: {err}") from err
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path}: expected a JSON object, got {type(manifest).__name__}")
+    if manifest.get("format_version") != FORMAT_VERSION or not isinstance(manifest.get("files"), dict):
+        raise BundleError(
+            f"{manifest_path}: unsupported bundle format {manifest.get('format_version')!r}; "
+            f"this toolkit reads format {FORMAT_VERSION}"
+        )
+    listed: dict[str, Any] = manifest["files"]
+    problems: list[str] = []
+    for name, expected in sorted(listed.items()):
+        path = bundle_dir / name
+        if why := _unsafe_name(name):
+            problems.append(f"{manifest_path}: files lists {name!r}, {why}")
+        elif path.is_symlink():
+            problems.append(f"{path} is a symlink")
+        elif not path.is_file():
+            problems.append(f"{path} is missing")
+        elif sha256_file(path) != expected:
+            problems.append(f"{path} was altered (SHA-256 differs from the manifest)")
+    present = {p.relative_to(bundle_dir).as_posix() for p in bundle_dir.rglob("*")
+               if p.is_file() or p.is_symlink()}
+    for extra in sorted(present - set(listed) - {MANIFEST, MANIFEST_HASH}):
+        problems.append(f"{bundle_dir / extra} is not listed in the manifest")
+    if problems:
+        raise BundleError(f"bundle {bundle_dir} refused: " + "; ".join(problems))
+    problems = _schema_problems(manifest)
+    if problems:
+        raise BundleError(f"{manifest_path} refused: " + "; ".join(problems) + " (re-run `toolkit export`)")
+    return manifest
+
+
+def _unsafe_name(name: str) -> str | None:
+    """Why a listed file name could reach outside the bundle, or None: relative POSIX paths only."""
+    if not name or "\\" in name or name.startswith("/") or ":" in name.split("/")[0]:
+        return "which is not a relative path inside the bundle"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "which steps outside the bundle or is not normalised"
+    return None
+
+
+# The fields the runtime reads: what each must be (`type(v) is int` keeps booleans out).
+_FIELD_CHECKS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "embed_dim": ("a positive integer", lambda v: type(v) is int and v > 0),
+    "context_length": ("a positive integer", lambda v: type(v) is int and v > 0),
+    "eot_id": ("a token id", lambda v: type(v) is int and v >= 0),
+    "trim_to_eot": ("true or false", lambda v: isinstance(v, bool)),
+    "input_name": ("a string", lambda v: isinstance(v, str) and bool(v)),
+    "tokenizer": ("an object", lambda v: isinstance(v, dict)),
+    "variants": ("an object", lambda v: isinstance(v, dict)),
+}
+
+
+def _schema_problems(manifest: dict[str, Any]) -> list[str]:
+    problems = [f"{key} is {manifest.get(key)!r}, expected {want}"
+                for key, (want, valid) in _FIELD_CHECKS.items() if not valid(manifest.get(key))]
+    hashed = set(manifest["files"])
+    tokenizer = manifest.get("tokenizer")
+    if isinstance(tokenizer, dict) and tokenizer.get("bpe_file") not in hashed:
+        problems.append(f"tokenizer.bpe_file {tokenizer.get('bpe_file')!r} is not one of the hashed files")
+    variants = manifest.get("variants")
+    if isinstance(variants, dict):
+        if not variants:
+            problems.append("variants is empty")
+        owners: dict[str, str] = {}
+        for name, entry in sorted(variants.items()):
+            if not isinstance(entry, dict) or entry.get("file") not in hashed:
+                problems.append(f"variants.{name}.file is not one of the hashed files")
+            elif entry["file"] in owners:  # one graph under two names: one of them is served as the other
+                problems.append(f"variants.{name} and variants.{owners[entry['file']]} name the same file")
+            else:
+                owners[entry["file"]] = name
+            if isinstance(entry, dict) and not isinstance(entry.get("approved"), bool):
+                problems.append(f"variants.{name}.approved is {entry.get('approved')!r}, expected true or false")
+    return problems
+
+
+def variant_entry(manifest: dict[str, Any], variant: str, bundle_dir: Path) -> dict[str, Any]:
+    """The manifest's record of one variant: {"file", "approved", "reasons", ["scores", "drops"]}.
+    `verify_bundle` has checked that its file is one of the hashed files."""
+    variants: dict[str, Any] = manifest.get("variants", {})
+    if variant not in variants:
+        raise BundleError(f"{bundle_dir}: no {variant!r} variant; it has {', '.join(variants) or 'none'}")
+    entry = variants[variant]
+    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+        raise BundleError(f"{bundle_dir / MANIFEST}: variants.{variant} has no 'file'; re-run `toolkit export`")
+    return entry
+
+
+def parity_passed(manifest: dict[str, Any]) -> bool:
+    """Whether a bundle's fp32 graph passed its export-time parity check (the promotion gate's input).
+
+    Parity is recorded per variant (`manifest["parity"][variant]["passed"]`); fp32 is the one that gates.
+    """
+    fp32 = manifest.get("parity", {}).get("fp32", {})
+    return isinstance(fp32, dict) and fp32.get("passed") is True

@@ -1,0 +1,224 @@
+"""MLflow tracking for every command: parameters, step metrics, lineage tags, dataset input, artifacts.
+
+Default: a SQLite-backed MLflow store in the workspace (registry included, no server). At scale:
+`MLFLOW_TRACKING_URI=http://mlflow:5000` pointing at a real `mlflow server` with a SQL backend.
+
+Lineage is written as tags so that it can be read back from MLflow alone:
+    toolkit.kind, toolkit.actor, toolkit.code_version, toolkit.catalog.snapshot, toolkit.base_weights_sha256,
+    toolkit.parent_run, toolkit.catalog (password redacted)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolkit import __version__
+from toolkit.core.config import resolve_tracking_uri, workspace_dir
+
+DEFAULT_EXPERIMENT = "clic-toolkit"
+TAG_PREFIX = "toolkit."
+_MAX_PARAM_CHARS = 6000  # MLflow's limit for one parameter value
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a run comes from. Every field lands as a `toolkit.*` tag."""
+
+    kind: str  # train | eval | export | promote | review | ingest
+    snapshot: str | None = None
+    base_weights_sha256: str | None = None
+    parent_run: str | None = None
+    catalog: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def tags(self, actor: str) -> dict[str, str]:
+        tags = {"kind": self.kind, "actor": actor, "code_version": code_version(),
+                "snapshot": self.snapshot, "base_weights_sha256": self.base_weights_sha256,
+                "parent_run": self.parent_run, "catalog": self.catalog, **self.extra}
+        return {TAG_PREFIX + k: str(v) for k, v in tags.items() if v is not None}
+
+
+def code_version() -> str:
+    """The package version plus the git commit of the source tree, when it is a checkout."""
+    source = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(source), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return f"{__version__}+g{commit}{'.dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def redact_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable url>"
+
+
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> dotted MLflow parameters (values as strings, clipped to MLflow's limit)."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            flat[name] = text[:_MAX_PARAM_CHARS]
+    return flat
+
+
+class TrackedRun:
+    """The handle commands log through. Mirrors the callback protocol the trainer expects."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        import mlflow
+
+        flat = flatten(params)
+        items = list(flat.items())
+        for start in range(0, len(items), 100):  # MLflow caps a batch at 100 params
+            mlflow.log_params(dict(items[start:start + 100]))
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        import mlflow
+
+        path = Path(path)
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+        else:
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def log_dict(self, payload: dict[str, Any], name: str) -> None:
+        import mlflow
+
+        mlflow.log_dict(payload, name)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        import mlflow
+
+        mlflow.set_tags(tags)
+
+    def log_snapshot_input(self, snapshot_hash: str, catalog_url: str, counts: dict[str, Any]) -> None:
+        """Record the catalog snapshot as the run's dataset input (MLflow's lineage view shows it)."""
+        import mlflow
+        from mlflow.data.meta_dataset import MetaDataset
+
+        source = CatalogSnapshotSource(redact_url(catalog_url), snapshot_hash)
+        # mlflow declares `profile` abstract on MetaDataset, yet instantiates it itself.
+        dataset = MetaDataset(  # type: ignore[abstract]
+            source=source, name=f"snapshot-{snapshot_hash[:12]}", digest=snapshot_hash[:36])
+        mlflow.log_input(dataset, context="training", tags={k: str(v) for k, v in counts.items()})
+
+
+@functools.cache
+def _snapshot_source_class() -> type:
+    from mlflow.data.dataset_source import DatasetSource
+
+    class _CatalogSnapshotSource(DatasetSource):
+        """A snapshot in the toolkit's SQL catalog (not loadable by MLflow itself)."""
+
+        def __init__(self, catalog: str, snapshot: str) -> None:
+            self.catalog = catalog
+            self.snapshot = snapshot
+
+        @staticmethod
+        def _get_source_type() -> str:
+            return "toolkit_catalog"
+
+        def load(self, **_: Any) -> Any:
+            raise NotImplementedError("load snapshots with the toolkit: `toolkit data snapshots`")
+
+        @staticmethod
+        def _can_resolve(raw_source: Any) -> bool:
+            return False
+
+        @classmethod
+        def _resolve(cls, raw_source: Any) -> Any:
+            raise NotImplementedError
+
+        def to_dict(self) -> dict[str, Any]:
+            return {"catalog": self.catalog, "snapshot": self.snapshot}
+
+        @classmethod
+        def from_dict(cls, source_dict: dict[Any, Any]) -> Any:
+            return cls(source_dict["catalog"], source_dict["snapshot"])
+
+    return _CatalogSnapshotSource
+
+
+def CatalogSnapshotSource(catalog: str, snapshot: str) -> Any:
+    return _snapshot_source_class()(catalog, snapshot)
+
+
+def ensure_experiment(name: str = DEFAULT_EXPERIMENT, tracking_uri: str | None = None) -> str:
+    """Create the experiment if needed, with artifacts in the workspace for the local default store."""
+    import mlflow
+
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = None
+    if not uri.startswith(("http://", "https://", "databricks")):
+        location = (workspace_dir() / "mlartifacts" / name).as_uri()
+    return str(mlflow.create_experiment(name, artifact_location=location))
+
+
+@contextmanager
+def tracked_run(lineage: Lineage, params: dict[str, Any] | None = None, *, run_name: str | None = None,
+                experiment: str = DEFAULT_EXPERIMENT, tracking_uri: str | None = None) -> Iterator[TrackedRun]:
+    """Open an MLflow run with lineage tags; it ends FAILED if the body raises."""
+    import os
+
+    import mlflow
+
+    from toolkit.catalog.db import current_actor
+
+    # MLflow writes "View run at …" to stdout for server URIs; our stdout is reserved for --json output.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    experiment_id = ensure_experiment(experiment, tracking_uri)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                          tags=lineage.tags(current_actor())) as active:
+        run = TrackedRun(active.info.run_id)
+        if params:
+            run.log_params(params)
+        yield run
+
+
+def read_lineage(run_id: str, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Lineage as MLflow alone knows it: tags, dataset inputs, parameters, and the parent chain."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+    chain: list[dict[str, Any]] = []
+    current: str | None = run_id
+    while current:
+        run = client.get_run(current)
+        tags = {k[len(TAG_PREFIX):]: v for k, v in run.data.tags.items() if k.startswith(TAG_PREFIX)}
+        datasets = [{"name": d.dataset.name, "digest": d.dataset.digest, "source": d.dataset.source}
+                    for d in (run.inputs.dataset_inputs if run.inputs else [])]
+        chain.append({"run_id": current, "status": run.info.status, "tags": tags, "datasets": datasets,
+                      "params": dict(run.data.params), "metrics": dict(run.data.metrics)})
+        current = tags.get("parent_run")
+    return {"run_id": run_id, "chain": chain}
