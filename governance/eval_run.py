@@ -23,9 +23,9 @@ from toolkit.catalog.db import Store, open_store
 from toolkit.catalog.eval_models import DomainTestItem
 from toolkit.core.config import resolve_db_url
 from toolkit.eval.benchmarks import load_benchmarks
-from toolkit.eval.evaluate import EvalConfig, EvalReport, evaluate
+from toolkit.eval.evaluate import EvalConfig, EvalReport, Failure, evaluate
 from toolkit.eval.report import paired_against_first, write_artifacts
-from toolkit.governance.review import Failure, log_review_traces, record_failures
+from toolkit.governance.review import log_review_traces, record_failures
 from toolkit.tracking import Lineage, TrackedRun, tracked_run
 
 IMAGES_PER_MODEL = 50  # failure images copied into the run for reviewers; all failures get a trace
@@ -49,7 +49,7 @@ def parent_run_of(models: list[str]) -> str | None:
     return None
 
 
-def _caption_ids(store: Store, failures: list[Any]) -> dict[str, int]:
+def _caption_ids(store: Store, failures: list[Failure]) -> dict[str, int]:
     """Domain items carry `<set id>:<position>` ids; map them to the catalog caption they came from."""
     keys = [f.item_id for f in failures if f.benchmark.startswith("domain") and ":" in f.item_id]
     if not keys:
@@ -65,23 +65,13 @@ def _caption_ids(store: Store, failures: list[Any]) -> dict[str, int]:
     return found
 
 
-def _to_review(failure: Any, caption_ids: dict[str, int]) -> Failure:
-    retrieval = failure.benchmark.startswith("retrieval")
-    return Failure(
-        benchmark=failure.benchmark, item_key=f"{failure.subset}/{failure.metric}/{failure.item_id}"[:256],
-        kind="retrieval" if retrieval else "composition", image_path=str(failure.image),
-        positive=failure.positive, confuser=failure.confuser, positive_score=float(failure.positive_score),
-        confuser_score=float(failure.confuser_score), generator=failure.generator,
-        caption_id=caption_ids.get(failure.item_id) if failure.benchmark.startswith("domain") else None)
-
-
 def _log_failure_images(run: TrackedRun, item_ids: list[int], failures: list[Failure]) -> dict[int, str]:
     import mlflow
 
     uris: dict[int, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for item_id, failure in list(zip(item_ids, failures, strict=True))[:IMAGES_PER_MODEL]:
-            source = Path(failure.image_path)
+            source = Path(failure.image)
             if source.is_file():
                 target = Path(tmp) / f"item-{item_id}{source.suffix}"
                 shutil.copyfile(source, target)
@@ -109,10 +99,8 @@ def track_evaluation(report: Any, models: list[str], benchmarks: list[str], stor
         # are put in front of reviewers.
         for model in models[1:] if len(models) > 1 else models:
             failures = report.failures.get(model, [])
-            caption_ids = _caption_ids(store, failures)
-            review = [_to_review(f, caption_ids) for f in failures]
-            item_ids = record_failures(store, run.run_id, model, review)
-            log_review_traces(store, item_ids, _log_failure_images(run, item_ids, review))
+            item_ids = record_failures(store, run.run_id, model, failures, _caption_ids(store, failures))
+            log_review_traces(store, item_ids, _log_failure_images(run, item_ids, failures))
         return run.run_id
 
 

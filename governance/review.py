@@ -17,6 +17,7 @@ Verdicts act, and nothing is ever deleted:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +30,7 @@ from toolkit.catalog.models import AuditEvent, Caption, Sentence
 from toolkit.catalog.review_models import VERDICTS, NegativeExclusion, RegressionItem, ReviewItem, ReviewVerdict
 from toolkit.core.errors import InputError
 from toolkit.core.text import split_sentences, text_sha256
+from toolkit.eval.evaluate import Failure
 from toolkit.negatives.generators import match_key
 
 VERDICT_FEEDBACK = "verdict"
@@ -39,32 +41,38 @@ class ReviewError(InputError):
     pass
 
 
-@dataclass(frozen=True)
-class Failure:
-    """An evaluation item the model got wrong, as the evaluator reports it."""
-
-    benchmark: str
-    item_key: str
-    kind: str  # composition | retrieval
-    image_path: str
-    positive: str
-    confuser: str
-    positive_score: float
-    confuser_score: float
-    generator: str = ""
-    caption_id: int | None = None
+def review_kind(benchmark: str) -> str:
+    """What a reviewer looks at: a composition item (text vs confuser) or a retrieval miss."""
+    return "retrieval" if benchmark.startswith("retrieval") else "composition"
 
 
-def record_failures(store: Store, eval_run_id: str, model: str, failures: list[Failure]) -> list[int]:
-    """Open a review item per failure (idempotent per eval run, model, benchmark and item)."""
+def review_item_key(failure: Failure) -> str:
+    return f"{failure.subset}/{failure.metric}/{failure.item_id}"[:256]
+
+
+def record_failures(store: Store, eval_run_id: str, model: str, failures: Sequence[Failure],
+                    caption_ids: Mapping[str, int] | None = None) -> list[int]:
+    """Open a review item per evaluator failure (idempotent per eval run, model, benchmark and item).
+
+    `caption_ids` maps a domain item's id to the catalogued caption it was made from, so that a
+    `caption_wrong` verdict can supersede that caption.
+    """
     ids: list[int] = []
     with store.session() as session:
         for failure in failures:
+            key = review_item_key(failure)
             existing = session.scalar(select(ReviewItem).where(
                 ReviewItem.eval_run_id == eval_run_id, ReviewItem.model == model,
-                ReviewItem.benchmark == failure.benchmark, ReviewItem.item_key == failure.item_key))
+                ReviewItem.benchmark == failure.benchmark, ReviewItem.item_key == key))
             if existing is None:
-                existing = ReviewItem(eval_run_id=eval_run_id, model=model, status="open", **failure.__dict__)
+                kind = review_kind(failure.benchmark)
+                caption_id = (caption_ids or {}).get(failure.item_id) if kind == "composition" else None
+                existing = ReviewItem(
+                    eval_run_id=eval_run_id, model=model, status="open", benchmark=failure.benchmark,
+                    item_key=key, kind=kind, image_path=str(failure.image), caption_id=caption_id,
+                    positive=failure.positive, confuser=failure.confuser,
+                    positive_score=float(failure.positive_score), confuser_score=float(failure.confuser_score),
+                    generator=failure.generator)
                 session.add(existing)
                 session.flush()
             ids.append(existing.id)

@@ -404,7 +404,8 @@ def test_cli_preview_leaves_out_the_negatives_reviewers_excluded(store: Store) -
     import typer
 
     from toolkit.cli.negatives import register
-    from toolkit.governance.review import Failure, record_failures, record_verdict
+    from toolkit.eval.evaluate import Failure
+    from toolkit.governance.review import record_failures, record_verdict
 
     app = typer.Typer()
     register(app)
@@ -413,7 +414,7 @@ def test_cli_preview_leaves_out_the_negatives_reviewers_excluded(store: Store) -
     flagged = before["samples"][0]
     assert flagged["negative"]
     (item,) = record_failures(store, "eval-1", "candidate", [
-        Failure("domain", "1", "composition", "x.png", flagged["positive"], flagged["negative"], 0.1, 0.2,
+        Failure("domain", "all", "acc", "1", "x.png", flagged["positive"], flagged["negative"], 0.1, 0.2,
                 flagged["generator"])])
     record_verdict(store, item, "negative_true", reviewer="rita")
     after = json.loads(run_toolkit(args).stdout)

@@ -271,7 +271,8 @@ def test_naming_a_set_whose_items_are_already_stored(tmp_path: Path) -> None:
 
 
 def test_negatives_reviewers_marked_true_are_not_scored(tmp_path: Path, catalog_url: str) -> None:
-    from toolkit.governance.review import Failure, record_failures, record_verdict
+    from toolkit.eval.evaluate import Failure
+    from toolkit.governance.review import record_failures, record_verdict
 
     store = build_catalog(catalog_url, tmp_path / "images")
     create_domain_set(store, "latest", "test", [swap_nouns, replace_adjective], seed=0)
@@ -280,7 +281,7 @@ def test_negatives_reviewers_marked_true_are_not_scored(tmp_path: Path, catalog_
     true_negative = next(i for i in before if i.negative == "a red box on a ball")
     assert [i.negative for i in before].count(true_negative.negative) == 1 and len(before) > 2
     [review_id] = record_failures(store, "eval-run", "base", [Failure(
-        "domain", true_negative.item_id, "composition", str(true_negative.image), true_negative.positive,
+        "domain", "all", "acc", true_negative.item_id, str(true_negative.image), true_negative.positive,
         true_negative.negative, 0.1, 0.2, true_negative.generator)])
     record_verdict(store, review_id, "negative_true", reviewer="tester")
     with store.session() as session:

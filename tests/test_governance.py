@@ -12,9 +12,9 @@ from toolkit.catalog import open_store
 from toolkit.catalog.models import AuditEvent, Caption, Sentence
 from toolkit.catalog.review_models import excluded_negative_keys
 from toolkit.core.config import IngestConfig
+from toolkit.eval.evaluate import Failure
 from toolkit.governance.gates import GateThresholds, ThresholdsError, evaluate_gates
 from toolkit.governance.review import (
-    Failure,
     ReviewError,
     log_review_traces,
     record_failures,
@@ -48,22 +48,21 @@ def model_dir(tmp_path, tiny_open_clip_spec):
     return folder
 
 
-def _failures(store, tmp_path) -> list[Failure]:
+def _failures(store, tmp_path) -> tuple[list[Failure], dict[str, int]]:
     with store.session() as session:
         caption_id = session.scalar(select(Caption.id))
     image = str(tmp_path / "a.png")
     return [
-        Failure("domain", "1", "composition", image, "A blue cube.", "A cube blue.", 0.1, 0.2, "swap_within",
-                caption_id),
-        Failure("domain", "2", "composition", image, "A red ball left of a cube.", "A cube left of a red ball.",
+        Failure("domain", "all", "acc", "1", image, "A blue cube.", "A cube blue.", 0.1, 0.2, "swap_within"),
+        Failure("domain", "all", "acc", "2", image, "A red ball left of a cube.", "A cube left of a red ball.",
                 0.1, 0.3, "swap_across"),
-        Failure("domain", "3", "composition", image, "A small cube.", "A tiny cube.", 0.1, 0.4, "replace"),
-    ]
+        Failure("domain", "all", "acc", "3", image, "A small cube.", "A tiny cube.", 0.1, 0.4, "replace"),
+    ], {"1": caption_id}
 
 
 def test_verdicts_change_data_without_deleting(catalog, tmp_path):
-    ids = record_failures(catalog, "run-1", "cand", _failures(catalog, tmp_path))
-    assert record_failures(catalog, "run-1", "cand", _failures(catalog, tmp_path)) == ids  # idempotent
+    ids = record_failures(catalog, "run-1", "cand", *_failures(catalog, tmp_path))
+    assert record_failures(catalog, "run-1", "cand", *_failures(catalog, tmp_path)) == ids  # idempotent
     record_verdict(catalog, ids[0], "caption_wrong", reviewer="rita", corrected_caption="A red cube. It is small.")
     record_verdict(catalog, ids[1], "model_error", reviewer="rita")
     record_verdict(catalog, ids[2], "negative_true", reviewer="rita", note="tiny and small are synonyms")
@@ -89,14 +88,14 @@ def test_verdicts_change_data_without_deleting(catalog, tmp_path):
 def test_excluded_negative_is_never_generated_again(catalog, tmp_path):
     from toolkit.negatives.generators import TaggedSentence, hard_negative_swap_within
 
-    ids = record_failures(catalog, "run-1", "cand", _failures(catalog, tmp_path))
+    ids = record_failures(catalog, "run-1", "cand", *_failures(catalog, tmp_path))
     sentence = TaggedSentence(["a", "red", "cube", "and", "a", "blue", "ball"],
                               ["DET", "ADJ", "NOUN", "CCONJ", "DET", "ADJ", "NOUN"])
     import random
 
     produced = hard_negative_swap_within(sentence, random.Random(0))
     assert produced is not None
-    failure = Failure("domain", "9", "composition", str(tmp_path / "a.png"), sentence.text, produced.text, 0.1, 0.2)
+    failure = Failure("domain", "all", "acc", "9", str(tmp_path / "a.png"), sentence.text, produced.text, 0.1, 0.2)
     (item,) = record_failures(catalog, "run-2", "cand", [failure])
     record_verdict(catalog, item, "negative_true", reviewer="rita")
     excluded = excluded_negative_keys(catalog)
@@ -107,7 +106,7 @@ def test_excluded_negative_is_never_generated_again(catalog, tmp_path):
 
 
 def test_bad_verdicts_are_refused(catalog, tmp_path):
-    (item, *_) = record_failures(catalog, "run-1", "cand", _failures(catalog, tmp_path))
+    (item, *_) = record_failures(catalog, "run-1", "cand", *_failures(catalog, tmp_path))
     with pytest.raises(ReviewError, match="unknown verdict"):
         record_verdict(catalog, item, "looks_fine")
     with pytest.raises(ReviewError, match="corrected caption"):
@@ -125,7 +124,7 @@ def test_verdicts_entered_in_mlflow_are_synced(catalog, tmp_path, monkeypatch):
     monkeypatch.setenv("TOOLKIT_WORKSPACE", str(tmp_path / "ws"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with tracked_run(Lineage(kind="eval")) as run:
-        ids = record_failures(catalog, run.run_id, "cand", _failures(catalog, tmp_path))
+        ids = record_failures(catalog, run.run_id, "cand", *_failures(catalog, tmp_path))
         assert log_review_traces(catalog, ids) == 3
     traces = mlflow.search_traces(locations=[mlflow.get_run(run.run_id).info.experiment_id], run_id=run.run_id,
                                   return_type="list")
@@ -155,7 +154,7 @@ def test_sync_against_a_store_without_the_traces_says_so(catalog, tmp_path, monk
 
     monkeypatch.setenv("TOOLKIT_WORKSPACE", str(tmp_path / "ws"))
     with tracked_run(Lineage(kind="eval")) as run:
-        ids = record_failures(catalog, run.run_id, "cand", _failures(catalog, tmp_path))
+        ids = record_failures(catalog, run.run_id, "cand", *_failures(catalog, tmp_path))
         log_review_traces(catalog, ids)
     # Another, empty tracking store (mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI).
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other-mlflow.db'}")
@@ -265,13 +264,14 @@ def test_unreviewed_share_needs_a_known_evaluation_run(catalog, tmp_path):
     with tracked_run(Lineage(kind="eval")) as clean:  # a real evaluation without failures
         pass
     assert unreviewed_share_of_run(catalog, clean.run_id) == 0.0
-    record_failures(catalog, "run-1", "cand", _failures(catalog, tmp_path))  # items alone identify the run
+    record_failures(catalog, "run-1", "cand", *_failures(catalog, tmp_path))  # items alone identify the run
     assert unreviewed_share_of_run(catalog, "run-1") == 1.0
 
 
 def test_regression_set_follows_the_latest_verdict_without_duplicates(catalog, tmp_path):
-    ids = record_failures(catalog, "run-1", "cand", _failures(catalog, tmp_path))
-    same_item_again = record_failures(catalog, "run-2", "cand", _failures(catalog, tmp_path)[1:2])
+    ids = record_failures(catalog, "run-1", "cand", *_failures(catalog, tmp_path))
+    failures, caption_ids = _failures(catalog, tmp_path)
+    same_item_again = record_failures(catalog, "run-2", "cand", failures[1:2], caption_ids)
     record_verdict(catalog, ids[1], "model_error", reviewer="rita")
     record_verdict(catalog, ids[1], "model_error", reviewer="sam")
     record_verdict(catalog, same_item_again[0], "model_error", reviewer="sam")
@@ -317,7 +317,7 @@ def test_promote_scores_the_regression_set_on_the_registered_model(catalog, tmp_
     good = {"composition": 70.0, "retrieval_r5": 80.0, "zeroshot_top1": 80.0, "parity_passed": 1.0,
             "unreviewed_share": 0.0}
     version = register_candidate(model_dir, "clic-text", good)
-    ids = record_failures(catalog, "run-1", "cand", _failures(catalog, tmp_path))
+    ids = record_failures(catalog, "run-1", "cand", *_failures(catalog, tmp_path))
     record_verdict(catalog, ids[1], "model_error", reviewer="rita")
     # A regression set exists: a promotion that does not score it is refused.
     unscored = promote(catalog, "clic-text", version, GateThresholds())

@@ -10,7 +10,8 @@ from conftest import run_toolkit
 from tests.ingest_corpus import write_png
 from toolkit.catalog import open_store
 from toolkit.core.errors import EXIT_BAD_INPUT
-from toolkit.governance.review import Failure, record_failures, record_verdict
+from toolkit.eval.evaluate import Failure
+from toolkit.governance.review import record_failures, record_verdict
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def _registered_models() -> list[str]:
 
 def _open_item(db: str, image: str, positive: str = "a [red] cube", run: str = "run-1") -> int:
     store = open_store(db)
-    (item,) = record_failures(store, run, "cand", [Failure("domain", "1", "composition", image, positive,
+    (item,) = record_failures(store, run, "cand", [Failure("domain", "all", "acc", "1", image, positive,
                                                            "a [blue] cube", 0.1, 0.2, "swap_within")])
     store.close()
     return item
