@@ -200,9 +200,9 @@ def sync_verdicts_from_mlflow(store: Store, eval_run_id: str | None = None) -> S
     become verdicts, and invalid ones are audited once (the audit log is append-only, so it remembers)."""
     import mlflow
 
-    from toolkit.core.config import resolve_tracking_uri
+    from toolkit.tracking import tracking_client
 
-    mlflow.set_tracking_uri(resolve_tracking_uri())
+    tracking_client()  # checks the server answers before items are read as "missing"
     recorded, missing = 0, 0
     invalid: list[str] = []
     with store.session() as session:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from toolkit.catalog import eval_models, review_models  # noqa: F401  (register their tables on Base)
 from toolkit.catalog.models import AuditEvent
+from toolkit.core.config import redact_text, redact_url
 from toolkit.core.errors import InputError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -92,7 +93,7 @@ def open_store(url: str, migrate: bool = True) -> Store:
     try:
         parsed = make_url(url)
     except ArgumentError as err:
-        raise StoreError(f"not a database URL: {url!r} (expected e.g. sqlite:///path/catalog.db "
+        raise StoreError(f"not a database URL: {redact_url(url)!r} (expected e.g. sqlite:///path/catalog.db "
                          "or postgresql+psycopg://user:pass@host/db)") from err
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +106,7 @@ def open_store(url: str, migrate: bool = True) -> Store:
         raise StoreError(f"the driver for {parsed.drivername} is not installed ({err.name}); "
                          "for PostgreSQL run: pip install 'clic-toolkit[postgres]'") from err
     except ArgumentError as err:  # NoSuchModuleError: a scheme SQLAlchemy has no dialect for
-        raise StoreError(f"unsupported database URL {parsed.render_as_string(hide_password=True)!r} ({err}); "
+        raise StoreError(f"unsupported database URL {redact_url(url)!r} ({redact_text(str(err), url)}); "
                          "use sqlite:///path/catalog.db or postgresql+psycopg://user:pass@host/db") from err
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -117,8 +118,7 @@ def open_store(url: str, migrate: bool = True) -> Store:
                 command.upgrade(cfg, "head")
         except Exception as err:
             engine.dispose()
-            raise StoreError(f"cannot open the catalog at {parsed.render_as_string(hide_password=True)}: "
-                             f"{err}") from err
+            raise StoreError(f"cannot open the catalog at {redact_url(url)}: {redact_text(str(err), url)}") from err
     return Store(url=url, engine=engine, _factory=sessionmaker(engine, expire_on_commit=False))
 
 

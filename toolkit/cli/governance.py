@@ -134,15 +134,13 @@ def promote(
     Exit code 5 when a gate refuses; the refusal is audited and the champion is unchanged.
     """
     from toolkit.governance.gates import GateThresholds
-    from toolkit.governance.registry import RegistryError, aliases
     from toolkit.governance.registry import promote as promote_version
+    from toolkit.governance.registry import promotion_target
     from toolkit.governance.regression import regression_scorer
 
     store = _store(db)
     limits = GateThresholds.from_file(thresholds) if thresholds else GateThresholds()
-    target = version or aliases(name)["challenger"]
-    if target is None:
-        raise RegistryError(f"model {name!r} has no challenger; register one, or pass --version")
+    target = promotion_target(store, name, version)
     scorer = regression_scorer(store)  # checks every regression image before anything is scored
     if scorer is not None:
         count = len(scorer.benchmark)
