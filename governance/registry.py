@@ -137,8 +137,8 @@ def bundle_parity(bundle_dir: Path, model_dir: Path) -> float:
 def register_candidate(model_dir: Path, name: str, gate_metrics: dict[str, float], *,
                        lineage: Lineage | None = None, description: str = "") -> str:
     """Log `model_dir` as a model version of `name`, tag its gate metrics, and point `challenger` at it."""
+    client = _client()  # first: a dead registry is refused before the model is loaded
     check_model_folder(model_dir)
-    client = _client()
     with tracked_run(lineage or Lineage(kind="register"), {"model_dir": str(model_dir)},
                      run_name=f"register-{name}") as run:
         run.log_artifact(model_dir, artifact_path="model")

@@ -44,7 +44,7 @@ def _registry(mlflow_server, champion: dict[str, float], challenger: dict[str, f
     name = f"faults-{uuid.uuid4().hex[:10]}"
     experiment = client.create_experiment(name)
     client.create_registered_model(name)
-    for version, metrics in ((1, champion), (2, challenger)):
+    for metrics in (champion, challenger):
         run = client.create_run(experiment)
         tags = {f"gate.{k}": str(v) for k, v in metrics.items()}
         client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags=tags)

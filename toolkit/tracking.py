@@ -102,6 +102,11 @@ def check_tracking_reachable(uri: str) -> None:
     _reachable.add(uri)
 
 
+def require_tracking(tracking_uri: str | None = None) -> None:
+    """Called first by every command that will track: a dead server fails it in seconds, before the work."""
+    check_tracking_reachable(resolve_tracking_uri(tracking_uri))
+
+
 def tracking_client(tracking_uri: str | None = None) -> Any:
     """An MlflowClient (tracking and registry) for the resolved URI, after the reachability check."""
     import mlflow

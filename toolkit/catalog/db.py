@@ -88,6 +88,32 @@ class Store:
         self.engine.dispose()
 
 
+_MIGRATION_LOCK_KEY = 0x746F6F6C6B6974  # "toolkit": one advisory lock id for catalog migrations
+
+
+@contextmanager
+def _migration_lock(parsed: Any) -> Iterator[None]:
+    """For a SQLite file: an exclusive lock on `<db>.migrate-lock` while the schema is checked and migrated,
+    so ten commands started together on a new workspace do not all try to CREATE TABLE. PostgreSQL uses
+    an advisory lock instead (in `open_store`); an in-memory SQLite database needs none."""
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no fcntl; concurrent first use there is not guarded
+        yield
+        return
+    lock_path = Path(parsed.database).expanduser()
+    lock_path = lock_path.with_name(lock_path.name + ".migrate-lock")
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def open_store(url: str, migrate: bool = True) -> Store:
     """Connect to the catalog at `url` and bring its schema to the newest migration."""
     try:
@@ -112,7 +138,11 @@ def open_store(url: str, migrate: bool = True) -> Store:
         event.listen(engine, "connect", _sqlite_pragmas)
     if migrate:
         try:
-            with engine.begin() as connection:
+            with _migration_lock(parsed), engine.begin() as connection:
+                if engine.dialect.name == "postgresql":
+                    # Held to the end of this transaction: concurrent first uses migrate one after another,
+                    # and the later ones find the schema at head.
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
                 cfg = _alembic_config(url)
                 cfg.attributes["connection"] = connection
                 command.upgrade(cfg, "head")

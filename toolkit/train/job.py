@@ -73,6 +73,10 @@ def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConf
     from toolkit.train.anchors import anchor_digest, resolve_anchor_texts
 
     check_destination(out)  # before the model loads: a bad --out must not cost a load, let alone steps
+    if track:
+        from toolkit.tracking import require_tracking
+
+        require_tracking()  # a dead tracking server is refused now, not after the steps
     if config.lora.rank > 0:
         require("lora")  # before the MLflow run opens: a missing peft must not leave a FAILED run behind
     adapter = load_model(base)  # before anything is created: a bad model leaves no trace
