@@ -102,11 +102,12 @@ def unreviewed_share_of_run(store: Store, eval_run_id: str) -> float:
         try:
             _client().get_run(eval_run_id)
         except Exception as err:  # MLflow: not found; or the tracking server cannot be reached
-            from toolkit.core.config import resolve_tracking_uri
+            from toolkit.core.config import redact_url, resolve_tracking_uri
 
             raise RegistryError(
                 f"evaluation run {eval_run_id!r} has no review items in the catalog and is not a run of the "
-                f"tracking store {resolve_tracking_uri()} ({err}); pass the id `toolkit eval` printed") from err
+                f"tracking store {redact_url(resolve_tracking_uri())} ({err}); "
+                "pass the id `toolkit eval` printed") from err
     return float(progress["unreviewed_share"])
 
 

@@ -26,12 +26,13 @@ def _bomb() -> bytes:
     """Valid merges, then 300 MB of short lines: gzip compresses them about 1000:1."""
     out = gzip.compress(NORMAL_MERGES, compresslevel=1)
     zeros = gzip.compress(b"x y\n" * (4 << 20), compresslevel=9)
-    return out + zeros * (BOMB_BYTES // (16 << 20))
+    return out + zeros * (BOMB_BYTES // (16 << 20))  # concatenated gzip members read as one stream
 
 
 def _one_line_bomb() -> bytes:
     """Valid merges, then 300 MB in a single line."""
-    return gzip.compress(NORMAL_MERGES, compresslevel=1) + gzip.compress(b"0" * (16 << 20)) * (BOMB_BYTES // (16 << 20))  # concatenated gzip members read as one stream
+    zeros = gzip.compress(b"0" * (16 << 20), compresslevel=9)
+    return gzip.compress(NORMAL_MERGES, compresslevel=1) + zeros * (BOMB_BYTES // (16 << 20))
 
 
 def _sign(folder: Path, manifest_text: str) -> None:

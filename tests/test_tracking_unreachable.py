@@ -55,6 +55,7 @@ def test_an_unreachable_tracking_server_fails_fast(tmp_path, silent_uri, command
     done = subprocess.run([sys.executable, "-m", "toolkit", *args], env=env, capture_output=True, text=True,
                           timeout=limit_s + 120)
     took = time.monotonic() - started
+    print(f"{command} against a {server} server: exit {done.returncode} after {took:.1f} s")
     said = " ".join(done.stderr.split())
     assert done.returncode == 3, said[-2000:]
     assert "tracking server" in said and uri.split("//")[1] in said, said[-2000:]

@@ -75,7 +75,7 @@ def review_record(
 @review_app.command("sync")
 def review_sync(db: DbOption = None, run: RunOption = None) -> None:
     """Read reviewers' `verdict` feedback from the MLflow traces and apply it."""
-    from toolkit.core.config import resolve_tracking_uri
+    from toolkit.core.config import redact_url, resolve_tracking_uri
     from toolkit.governance.review import sync_verdicts_from_mlflow
 
     result = sync_verdicts_from_mlflow(_store(db), run)
@@ -84,8 +84,8 @@ def review_sync(db: DbOption = None, run: RunOption = None) -> None:
         console.print(f"[yellow]invalid verdict feedback, not applied:[/] {escape(problem)}", soft_wrap=True)
     if result.missing_traces:
         console.print(f"[yellow]{result.missing_traces} review item(s) have no trace in the tracking store "
-                      f"{escape(resolve_tracking_uri())}[/]: is MLFLOW_TRACKING_URI the store the evaluation "
-                      "logged to?", soft_wrap=True)
+                      f"{escape(redact_url(resolve_tracking_uri()))}[/]: is MLFLOW_TRACKING_URI the store the "
+                      "evaluation logged to?", soft_wrap=True)
 
 
 def register_model(
