@@ -117,7 +117,8 @@ def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConf
 @contextmanager
 def _tracked(provenance: dict[str, Any], db_url: str, counts: dict[str, Any]) -> Iterator[Any]:
     """The training run in MLflow; the recipe itself logs the config, provenance and step metrics."""
-    from toolkit.tracking import Lineage, redact_url, tracked_run
+    from toolkit.core.config import redact_url
+    from toolkit.tracking import Lineage, tracked_run
 
     lineage = Lineage(kind="train", snapshot=provenance["snapshot"],
                       base_weights_sha256=provenance["base_weights_sha256"], catalog=redact_url(db_url),
