@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import __version__
-from toolkit.core.config import redact_url, resolve_tracking_uri, workspace_dir
+from toolkit.core.config import redact_url as redact_url  # re-exported: it used to live here
+from toolkit.core.config import resolve_tracking_uri, workspace_dir
 from toolkit.core.errors import InputError
 
 DEFAULT_EXPERIMENT = "clic-toolkit"
