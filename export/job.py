@@ -32,7 +32,7 @@ from toolkit.export.bundle import (
 )
 from toolkit.export.onnx_text import ExportError
 from toolkit.runtime.manifest import MANIFEST, sha256_file
-from toolkit.tracking import Lineage, tracked_run
+from toolkit.tracking import Lineage, require_tracking, tracked_run
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,8 @@ class ExportResult:
 def run_export(request: ExportRequest, progress: Callable[[str], None] = lambda message: None) -> ExportResult:
     """Export `request.model` to a verified bundle at `request.out`; see the module docstring."""
     check_bundle_destination(request.out)  # before the model loads: a bad --out costs nothing
+    if request.track:
+        require_tracking()  # a dead tracking server is refused now, not after the export
     metrics = read_metrics(request.eval_metrics) if request.eval_metrics else {}
     extra_captions = read_captions(request.parity_captions) if request.parity_captions else []
     if request.base_weights is not None and not request.base_weights.is_file():

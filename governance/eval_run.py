@@ -26,7 +26,7 @@ from toolkit.eval.benchmarks import load_benchmarks
 from toolkit.eval.evaluate import EvalConfig, EvalReport, Failure, evaluate
 from toolkit.eval.report import paired_against_first, write_artifacts
 from toolkit.governance.review import log_review_traces, record_failures
-from toolkit.tracking import Lineage, TrackedRun, tracked_run
+from toolkit.tracking import Lineage, TrackedRun, require_tracking, tracked_run
 
 IMAGES_PER_MODEL = 50  # failure images copied into the run for reviewers; all failures get a trace
 
@@ -119,6 +119,8 @@ def evaluate_and_track(models: Sequence[str], specs: Sequence[str], *, images: P
     """Score `models` (the first is the baseline) on the benchmark `specs`; write the artifacts to `out`
     (when given) and log the evaluation as one MLflow run whose failures are opened for review (`track`)."""
     config = config or EvalConfig()
+    if track:
+        require_tracking()  # a dead tracking server is refused now, not after the evaluation
     resolve_device(config.device)  # before minutes of loading: a device this machine lacks is refused at once
     loaded = load_benchmarks(specs, images, db, progress)
     progress("evaluating")

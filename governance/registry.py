@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.catalog.db import Store, current_actor
-from toolkit.core.errors import InputError
+from toolkit.core.errors import InputError, Refused
 from toolkit.governance.gates import GateReport, GateThresholds, evaluate_gates
 from toolkit.governance.review import regression_set, review_progress
 from toolkit.tracking import Lineage, tracked_run
@@ -32,6 +32,27 @@ ROLLED_BACK_TAG = "toolkit.rolled_back"
 
 class RegistryError(InputError):
     pass
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry could not be read or written (server down, refused, timed out). Never read as "absent"."""
+
+
+class PromotionRefused(Refused):
+    """Promotion refused because a fact it needs (champion, challenger, scores) could not be read (exit 5)."""
+
+
+def _is_not_found(err: Exception) -> bool:
+    """Only the server's explicit "does not exist" means absent; 403, 503, timeouts and the like do not."""
+    return getattr(err, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
+
+def _unavailable(what: str, err: Exception) -> RegistryUnavailable:
+    from toolkit.core.config import redact_url, resolve_tracking_uri
+
+    reason = " ".join(str(err).split())[:300]
+    return RegistryUnavailable(f"cannot {what} in the model registry {redact_url(resolve_tracking_uri())}: "
+                               f"{type(err).__name__}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -51,14 +72,9 @@ class PromotionResult:
 
 
 def _client() -> Any:
-    import mlflow
-    from mlflow.tracking import MlflowClient
+    from toolkit.tracking import tracking_client
 
-    from toolkit.core.config import resolve_tracking_uri
-
-    uri = resolve_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return tracking_client()
 
 
 def check_model_folder(model_dir: Path) -> None:
@@ -86,11 +102,12 @@ def unreviewed_share_of_run(store: Store, eval_run_id: str) -> float:
         try:
             _client().get_run(eval_run_id)
         except Exception as err:  # MLflow: not found; or the tracking server cannot be reached
-            from toolkit.core.config import resolve_tracking_uri
+            from toolkit.core.config import redact_url, resolve_tracking_uri
 
             raise RegistryError(
                 f"evaluation run {eval_run_id!r} has no review items in the catalog and is not a run of the "
-                f"tracking store {resolve_tracking_uri()} ({err}); pass the id `toolkit eval` printed") from err
+                f"tracking store {redact_url(resolve_tracking_uri())} ({err}); "
+                "pass the id `toolkit eval` printed") from err
     return float(progress["unreviewed_share"])
 
 
@@ -121,8 +138,8 @@ def bundle_parity(bundle_dir: Path, model_dir: Path) -> float:
 def register_candidate(model_dir: Path, name: str, gate_metrics: dict[str, float], *,
                        lineage: Lineage | None = None, description: str = "") -> str:
     """Log `model_dir` as a model version of `name`, tag its gate metrics, and point `challenger` at it."""
+    client = _client()  # first: a dead registry is refused before the model is loaded
     check_model_folder(model_dir)
-    client = _client()
     with tracked_run(lineage or Lineage(kind="register"), {"model_dir": str(model_dir)},
                      run_name=f"register-{name}") as run:
         run.log_artifact(model_dir, artifact_path="model")
@@ -131,7 +148,9 @@ def register_candidate(model_dir: Path, name: str, gate_metrics: dict[str, float
         source = mlflow.get_artifact_uri("model")
     try:
         client.get_registered_model(name)
-    except Exception:
+    except Exception as err:
+        if not _is_not_found(err):
+            raise _unavailable(f"read registered model {name!r}", err) from err
         client.create_registered_model(name, description="CLIC-tuned text encoder (image tower frozen)")
     tags = {GATE_TAG + k: str(float(v)) for k, v in gate_metrics.items()}
     version = client.create_model_version(name, source=source, run_id=run.run_id, tags=tags, description=description)
@@ -139,11 +158,27 @@ def register_candidate(model_dir: Path, name: str, gate_metrics: dict[str, float
     return str(version.version)
 
 
-def _version_by_alias(client: Any, name: str, alias: str) -> Any | None:
+def _aliases_of(client: Any, name: str) -> dict[str, str]:
+    """alias -> version of a registered model, read in one call; {} only if the model does not exist.
+
+    One read of the model (not one lookup per alias) so that a refused or failed lookup can never be
+    mistaken for "this alias is not set": any error but the server's "does not exist" is raised."""
     try:
-        return client.get_model_version_by_alias(name, alias)
-    except Exception:
-        return None
+        model = client.get_registered_model(name)
+    except Exception as err:
+        if _is_not_found(err):
+            return {}
+        raise _unavailable(f"read the aliases of {name!r}", err) from err
+    return {str(alias): str(version) for alias, version in (model.aliases or {}).items()}
+
+
+def _version(client: Any, name: str, version: str, role: str) -> Any:
+    try:
+        return client.get_model_version(name, version)
+    except Exception as err:
+        if _is_not_found(err):
+            raise RegistryError(f"model {name!r} has no version {version!r} ({role})") from err
+        raise _unavailable(f"read version {version} of {name!r} ({role})", err) from err
 
 
 def gate_metrics_of(version: Any) -> dict[str, float]:
@@ -158,17 +193,29 @@ def promote(store: Store, name: str, version: str, thresholds: GateThresholds, *
     champion are compared on the same items even when the set has grown since the champion was promoted
     (see `toolkit.governance.regression.regression_scorer`). While the set is not empty, a candidate
     without that score fails the regression gate.
+
+    Fails closed: if the registry cannot be read or written, the champion is left as it was, the refusal is
+    audited and `PromotionRefused` (exit 5) names what could not be read.
     """
-    client = _client()
     actor = actor or current_actor()
     try:
-        candidate = client.get_model_version(name, version)
-    except Exception as err:
-        raise RegistryError(f"model {name!r} has no version {version!r}: {err}") from err
+        return _promote(store, name, version, thresholds, regression_accuracy, actor)
+    except RegistryUnavailable as err:
+        store.audit("registry.refuse", f"{name}/{version}", {
+            "actor": actor, "at": datetime.now(timezone.utc).isoformat(), "passed": False,
+            "reason": f"registry unavailable: {err}"}, actor=actor)
+        raise PromotionRefused(f"promotion of {name} v{version} refused, champion unchanged: {err}") from err
+
+
+def _promote(store: Store, name: str, version: str, thresholds: GateThresholds,
+             regression_accuracy: Callable[[str], float] | None, actor: str) -> PromotionResult:
+    client = _client()
+    candidate = _version(client, name, version, "candidate")
     if ROLLED_BACK_TAG in candidate.tags:
         raise RegistryError(f"version {version} of {name!r} was rolled back ({candidate.tags[ROLLED_BACK_TAG]}); "
                             "its evidence is spent: register it again with fresh evidence (`toolkit register`)")
-    champion = _version_by_alias(client, name, CHAMPION)
+    champion_version = _aliases_of(client, name).get(CHAMPION)
+    champion = _version(client, name, champion_version, "champion") if champion_version is not None else None
     if champion is not None and str(champion.version) == str(version):
         raise RegistryError(f"version {version} of {name!r} is already the champion")
     candidate_metrics = gate_metrics_of(candidate)
@@ -184,43 +231,85 @@ def promote(store: Store, name: str, version: str, thresholds: GateThresholds, *
     record = {"actor": actor, "at": datetime.now(timezone.utc).isoformat(), "thresholds": thresholds.__dict__,
               "champion_before": previous, **report.as_dict()}
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-    if report.passed:
-        client.set_registered_model_alias(name, CHAMPION, str(version))
-        if previous is not None:
-            client.set_model_version_tag(name, str(version), PREVIOUS_CHAMPION_TAG, previous)
-        client.set_model_version_tag(name, str(version), f"toolkit.promotion.{stamp}", json.dumps(record)[:5000])
-        store.audit("registry.promote", f"{name}/{version}", record, actor=actor)
-    else:
-        client.set_model_version_tag(name, str(version), f"toolkit.refusal.{stamp}", json.dumps(record)[:5000])
-        store.audit("registry.refuse", f"{name}/{version}", record, actor=actor)
+    try:
+        if report.passed:
+            # Tags first, the alias last: a failure part-way leaves the champion where it was.
+            if previous is not None:
+                client.set_model_version_tag(name, str(version), PREVIOUS_CHAMPION_TAG, previous)
+            client.set_model_version_tag(name, str(version), f"toolkit.promotion.{stamp}", json.dumps(record)[:5000])
+            if _aliases_of(client, name).get(CHAMPION) != previous:  # someone else moved it meanwhile
+                raise RegistryUnavailable(f"the champion of {name!r} changed during promotion; run it again")
+            client.set_registered_model_alias(name, CHAMPION, str(version))
+        else:
+            client.set_model_version_tag(name, str(version), f"toolkit.refusal.{stamp}", json.dumps(record)[:5000])
+    except RegistryUnavailable:
+        raise
+    except Exception as err:
+        raise _unavailable(f"record the promotion of version {version} of {name!r}", err) from err
+    store.audit("registry.promote" if report.passed else "registry.refuse", f"{name}/{version}", record, actor=actor)
     return result
 
 
 def rollback(store: Store, name: str, *, actor: str | None = None) -> tuple[str, str]:
-    """Point `champion` back at the version it replaced. Returns (from_version, to_version)."""
+    """Point `champion` back at the version it replaced. Returns (from_version, to_version).
+
+    Every fact is read before anything is written, and the alias moves before the tags; if a later write
+    fails the alias is moved back, so a registry fault leaves the champion as it was."""
     client = _client()
     actor = actor or current_actor()
-    champion = _version_by_alias(client, name, CHAMPION)
-    if champion is None:
+    current = _aliases_of(client, name)
+    if CHAMPION not in current:
         raise RegistryError(f"model {name!r} has no champion to roll back")
+    champion = _version(client, name, current[CHAMPION], "champion")
     previous = champion.tags.get(PREVIOUS_CHAMPION_TAG)
     if not previous:
         raise RegistryError(f"champion version {champion.version} of {name!r} replaced nothing; no rollback target")
-    client.set_registered_model_alias(name, CHAMPION, previous)
+    _version(client, name, previous, "rollback target")
     record = {"actor": actor, "at": datetime.now(timezone.utc).isoformat(), "from": str(champion.version),
               "to": previous}
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-    client.set_model_version_tag(name, str(champion.version), f"toolkit.rollback.{stamp}", json.dumps(record))
-    # Retired: without this, a plain `promote` re-promotes it through the challenger alias.
-    client.set_model_version_tag(name, str(champion.version), ROLLED_BACK_TAG, json.dumps(record))
-    challenger = _version_by_alias(client, name, CHALLENGER)
-    if challenger is not None and str(challenger.version) == str(champion.version):
-        client.delete_registered_model_alias(name, CHALLENGER)
+    undo: list[Callable[[], Any]] = []  # what to run, newest first, if a later write fails
+    try:
+        client.set_registered_model_alias(name, CHAMPION, previous)
+        undo.append(lambda: client.set_registered_model_alias(name, CHAMPION, str(champion.version)))
+        client.set_model_version_tag(name, str(champion.version), f"toolkit.rollback.{stamp}", json.dumps(record))
+        # Retired: without this, a plain `promote` re-promotes it through the challenger alias.
+        client.set_model_version_tag(name, str(champion.version), ROLLED_BACK_TAG, json.dumps(record))
+        undo.append(lambda: client.delete_model_version_tag(name, str(champion.version), ROLLED_BACK_TAG))
+        if current.get(CHALLENGER) == str(champion.version):
+            client.delete_registered_model_alias(name, CHALLENGER)
+    except Exception as err:
+        failed_undo = []
+        for step in reversed(undo):
+            try:
+                step()
+            except Exception as undo_err:  # report it; the operator must look
+                failed_undo.append(str(undo_err)[:200])
+        state = (f"undoing ALSO failed ({'; '.join(failed_undo)}): check the registry" if failed_undo
+                 else "nothing changed")
+        raise _unavailable(f"roll back the champion of {name!r} ({state})", err) from err
     store.audit("registry.rollback", f"{name}/{champion.version}", record, actor=actor)
     return str(champion.version), previous
 
 
+def promotion_target(store: Store, name: str, version: str | None, *, actor: str | None = None) -> str:
+    """The version to promote: `version`, or the challenger. An unreadable registry is an audited refusal."""
+    if version is not None:
+        return version
+    try:
+        target = aliases(name)[CHALLENGER]
+    except RegistryUnavailable as err:
+        actor = actor or current_actor()
+        store.audit("registry.refuse", f"{name}/?", {"actor": actor, "at": datetime.now(timezone.utc).isoformat(),
+                                                     "passed": False, "reason": f"registry unavailable: {err}"},
+                    actor=actor)
+        raise PromotionRefused(f"promotion of {name} refused, champion unchanged: cannot read the challenger: "
+                               f"{err}") from err
+    if target is None:
+        raise RegistryError(f"model {name!r} has no challenger; register one, or pass --version")
+    return target
+
+
 def aliases(name: str) -> dict[str, str | None]:
-    client = _client()
-    return {alias: (str(v.version) if (v := _version_by_alias(client, name, alias)) is not None else None)
-            for alias in (CHALLENGER, CHAMPION)}
+    current = _aliases_of(_client(), name)
+    return {alias: current.get(alias) for alias in (CHALLENGER, CHAMPION)}

@@ -142,6 +142,8 @@ def record_verdict(store: Store, item_id: int, verdict: str, *, reviewer: str | 
         raise ReviewError(f"unknown verdict {verdict!r}; use one of {', '.join(VERDICTS)}")
     if verdict == "caption_wrong" and not (corrected_caption and corrected_caption.strip()):
         raise ReviewError("a caption_wrong verdict needs the corrected caption (--corrected-caption)")
+    if verdict == "caption_wrong":
+        corrected_caption = checked_correction(str(corrected_caption))
     reviewer = reviewer or current_actor()
     with store.session() as session:
         item = session.get(ReviewItem, item_id)
@@ -167,6 +169,19 @@ def record_verdict(store: Store, item_id: int, verdict: str, *, reviewer: str | 
     store.audit("review.verdict", f"review_item:{item_id}",
                 {"verdict": verdict, "reviewer": reviewer, "source": source, "note": note}, actor=reviewer)
     return verdict_id
+
+
+def checked_correction(text: str) -> str:
+    """A corrected caption through ingest's caption rules (one policy for every path that writes captions):
+    normalised, with words, without control characters, within the length limit."""
+    from toolkit.core.config import CaptionLimits
+    from toolkit.ingest.validate import RowRejected, clean_caption
+
+    try:
+        return clean_caption(text, CaptionLimits())
+    except RowRejected as err:
+        raise ReviewError(f"the corrected caption is refused by the caption rules ({err.reason}): "
+                          f"{err.detail}") from err
 
 
 def _supersede_caption(session: Any, caption_id: int, corrected: str, tagger: Any) -> None:
@@ -208,9 +223,9 @@ def sync_verdicts_from_mlflow(store: Store, eval_run_id: str | None = None) -> S
     become verdicts, and invalid ones are audited once (the audit log is append-only, so it remembers)."""
     import mlflow
 
-    from toolkit.core.config import resolve_tracking_uri
+    from toolkit.tracking import tracking_client
 
-    mlflow.set_tracking_uri(resolve_tracking_uri())
+    tracking_client()  # checks the server answers before items are read as "missing"
     recorded, missing = 0, 0
     invalid: list[str] = []
     with store.session() as session:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,11 +21,22 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import __version__
+from toolkit.core.config import redact_url as redact_url  # re-exported: it used to live here
 from toolkit.core.config import resolve_tracking_uri, workspace_dir
+from toolkit.core.errors import InputError
 
 DEFAULT_EXPERIMENT = "clic-toolkit"
 TAG_PREFIX = "toolkit."
 _MAX_PARAM_CHARS = 6000  # MLflow's limit for one parameter value
+REACHABILITY_TIMEOUT_S = 5.0
+# MLflow's own defaults (120 s per request, 7 retries with backoff factor 2) turn a dead server into many
+# minutes of silence. Bounded here unless the user set them: worst case per call ~ 3 x 15 s + 1 + 2 s.
+_CLIENT_BOUNDS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "15", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5"}
+
+
+class TrackingUnavailable(InputError):
+    """The tracking server does not answer, or answers with an error (exit 3)."""
 
 
 @dataclass(frozen=True)
@@ -58,13 +70,53 @@ def code_version() -> str:
         return __version__
 
 
-def redact_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
+def bound_client_retries() -> None:
+    for name, value in _CLIENT_BOUNDS.items():
+        os.environ.setdefault(name, value)
 
+
+_reachable: set[str] = set()
+
+
+def check_tracking_reachable(uri: str) -> None:
+    """For a server URI: one GET /health with a short timeout, so a dead or silent server is an exit-3 line
+    in seconds rather than minutes of retries. Local stores (sqlite:, file paths) need no check."""
+    import urllib.error
+    import urllib.request
+
+    bound_client_retries()
+    if not uri.startswith(("http://", "https://")) or uri in _reachable:
+        return
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable url>"
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=REACHABILITY_TIMEOUT_S) as response:
+            status = response.status
+    except urllib.error.HTTPError as err:
+        status = err.code
+    except (OSError, ValueError) as err:  # refused, timed out, no route, a port that is not a number
+        reason = getattr(err, "reason", err)
+        raise TrackingUnavailable(f"tracking server {redact_url(uri)} does not answer within "
+                                  f"{REACHABILITY_TIMEOUT_S:.0f} s ({reason}); start it, or point "
+                                  "MLFLOW_TRACKING_URI at one that runs") from err
+    if status != 200:
+        raise TrackingUnavailable(f"tracking server {redact_url(uri)} answers /health with HTTP {status}; "
+                                  "is MLFLOW_TRACKING_URI an MLflow server?")
+    _reachable.add(uri)
+
+
+def require_tracking(tracking_uri: str | None = None) -> None:
+    """Called first by every command that will track: a dead server fails it in seconds, before the work."""
+    check_tracking_reachable(resolve_tracking_uri(tracking_uri))
+
+
+def tracking_client(tracking_uri: str | None = None) -> Any:
+    """An MlflowClient (tracking and registry) for the resolved URI, after the reachability check."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = resolve_tracking_uri(tracking_uri)
+    check_tracking_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -175,6 +227,7 @@ def ensure_experiment(name: str = DEFAULT_EXPERIMENT, tracking_uri: str | None =
     import mlflow
 
     uri = resolve_tracking_uri(tracking_uri)
+    check_tracking_reachable(uri)
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
@@ -208,9 +261,7 @@ def tracked_run(lineage: Lineage, params: dict[str, Any] | None = None, *, run_n
 
 def read_lineage(run_id: str, tracking_uri: str | None = None) -> dict[str, Any]:
     """Lineage as MLflow alone knows it: tags, dataset inputs, parameters, and the parent chain."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+    client = tracking_client(tracking_uri)
     chain: list[dict[str, Any]] = []
     current: str | None = run_id
     while current:

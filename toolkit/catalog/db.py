@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from toolkit.catalog import eval_models, review_models  # noqa: F401  (register their tables on Base)
 from toolkit.catalog.models import AuditEvent
+from toolkit.core.config import redact_text, redact_url
 from toolkit.core.errors import InputError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -87,12 +88,38 @@ class Store:
         self.engine.dispose()
 
 
+_MIGRATION_LOCK_KEY = 0x746F6F6C6B6974  # "toolkit": one advisory lock id for catalog migrations
+
+
+@contextmanager
+def _migration_lock(parsed: Any) -> Iterator[None]:
+    """For a SQLite file: an exclusive lock on `<db>.migrate-lock` while the schema is checked and migrated,
+    so ten commands started together on a new workspace do not all try to CREATE TABLE. PostgreSQL uses
+    an advisory lock instead (in `open_store`); an in-memory SQLite database needs none."""
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no fcntl; concurrent first use there is not guarded
+        yield
+        return
+    lock_path = Path(parsed.database).expanduser()
+    lock_path = lock_path.with_name(lock_path.name + ".migrate-lock")
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def open_store(url: str, migrate: bool = True) -> Store:
     """Connect to the catalog at `url` and bring its schema to the newest migration."""
     try:
         parsed = make_url(url)
     except ArgumentError as err:
-        raise StoreError(f"not a database URL: {url!r} (expected e.g. sqlite:///path/catalog.db "
+        raise StoreError(f"not a database URL: {redact_url(url)!r} (expected e.g. sqlite:///path/catalog.db "
                          "or postgresql+psycopg://user:pass@host/db)") from err
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -105,20 +132,23 @@ def open_store(url: str, migrate: bool = True) -> Store:
         raise StoreError(f"the driver for {parsed.drivername} is not installed ({err.name}); "
                          "for PostgreSQL run: pip install 'clic-toolkit[postgres]'") from err
     except ArgumentError as err:  # NoSuchModuleError: a scheme SQLAlchemy has no dialect for
-        raise StoreError(f"unsupported database URL {parsed.render_as_string(hide_password=True)!r} ({err}); "
+        raise StoreError(f"unsupported database URL {redact_url(url)!r} ({redact_text(str(err), url)}); "
                          "use sqlite:///path/catalog.db or postgresql+psycopg://user:pass@host/db") from err
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     if migrate:
         try:
-            with engine.begin() as connection:
+            with _migration_lock(parsed), engine.begin() as connection:
+                if engine.dialect.name == "postgresql":
+                    # Held to the end of this transaction: concurrent first uses migrate one after another,
+                    # and the later ones find the schema at head.
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
                 cfg = _alembic_config(url)
                 cfg.attributes["connection"] = connection
                 command.upgrade(cfg, "head")
         except Exception as err:
             engine.dispose()
-            raise StoreError(f"cannot open the catalog at {parsed.render_as_string(hide_password=True)}: "
-                             f"{err}") from err
+            raise StoreError(f"cannot open the catalog at {redact_url(url)}: {redact_text(str(err), url)}") from err
     return Store(url=url, engine=engine, _factory=sessionmaker(engine, expire_on_commit=False))
 
 

@@ -44,4 +44,7 @@ def print_result(result: dict[str, Any], json_output: bool) -> None:
 
 def report_error(message: str) -> None:
     # Escaped: messages quote paths and key lists in [brackets], which rich would read as markup and drop.
-    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    from toolkit.core.config import redact_text
+
+    # Last line of defence: a driver's message may quote the URL it was given, credentials and all.
+    console.print(f"[bold red]error:[/] {escape(redact_text(message))}", soft_wrap=True)

@@ -75,7 +75,7 @@ def review_record(
 @review_app.command("sync")
 def review_sync(db: DbOption = None, run: RunOption = None) -> None:
     """Read reviewers' `verdict` feedback from the MLflow traces and apply it."""
-    from toolkit.core.config import resolve_tracking_uri
+    from toolkit.core.config import redact_url, resolve_tracking_uri
     from toolkit.governance.review import sync_verdicts_from_mlflow
 
     result = sync_verdicts_from_mlflow(_store(db), run)
@@ -84,8 +84,8 @@ def review_sync(db: DbOption = None, run: RunOption = None) -> None:
         console.print(f"[yellow]invalid verdict feedback, not applied:[/] {escape(problem)}", soft_wrap=True)
     if result.missing_traces:
         console.print(f"[yellow]{result.missing_traces} review item(s) have no trace in the tracking store "
-                      f"{escape(resolve_tracking_uri())}[/]: is MLFLOW_TRACKING_URI the store the evaluation "
-                      "logged to?", soft_wrap=True)
+                      f"{escape(redact_url(resolve_tracking_uri()))}[/]: is MLFLOW_TRACKING_URI the store the "
+                      "evaluation logged to?", soft_wrap=True)
 
 
 def register_model(
@@ -134,15 +134,13 @@ def promote(
     Exit code 5 when a gate refuses; the refusal is audited and the champion is unchanged.
     """
     from toolkit.governance.gates import GateThresholds
-    from toolkit.governance.registry import RegistryError, aliases
     from toolkit.governance.registry import promote as promote_version
+    from toolkit.governance.registry import promotion_target
     from toolkit.governance.regression import regression_scorer
 
     store = _store(db)
     limits = GateThresholds.from_file(thresholds) if thresholds else GateThresholds()
-    target = version or aliases(name)["challenger"]
-    if target is None:
-        raise RegistryError(f"model {name!r} has no challenger; register one, or pass --version")
+    target = promotion_target(store, name, version)
     scorer = regression_scorer(store)  # checks every regression image before anything is scored
     if scorer is not None:
         count = len(scorer.benchmark)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,52 @@ def resolve_tracking_uri(explicit: str | None = None, workspace: str | Path | No
     if from_env:
         return from_env
     return f"sqlite:///{workspace_dir(workspace) / 'mlflow.db'}"
+
+
+_SECRET_KEY = re.compile(r"pass|pwd|secret|token|key|auth|credential|signature|sig$", re.IGNORECASE)
+# key=value secrets outside a parseable URL (libpq DSNs, error messages quoting a URL)
+_SECRET_PAIR = re.compile(r"(?i)((?:[a-z_]*pass[a-z_]*|pwd|[a-z_]*secret[a-z_]*|[a-z_]*token[a-z_]*)"
+                          r"(?:%3D|=))[^&\s;'\"]+")
+_USERINFO_PASSWORD = re.compile(r"(://[^/\s:@'\"]*:)[^@\s/'\"]+@")
+REDACTED = "***"
+
+
+def _mask_pairs(text: str) -> str:
+    text = _USERINFO_PASSWORD.sub(lambda m: m.group(1) + REDACTED + "@", text)
+    return _SECRET_PAIR.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+def redact_url(url: str) -> str:
+    """`url` with every credential masked: the password of `user:password@`, and the value of any query
+    parameter that names a secret (`?password=`, `sslpassword`, `token`, `api_key`, percent-encoded or not).
+
+    The one function for every URL the toolkit prints, logs, or stores in MLflow or the audit log."""
+    from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+    text = url  # edited in place, not rebuilt: urlunsplit would turn sqlite:////abs into sqlite://abs
+    try:
+        parts = urlsplit(url)
+        if "@" in parts.netloc:
+            userinfo, host = parts.netloc.rsplit("@", 1)
+            user = userinfo.split(":", 1)[0]
+            text = text.replace(parts.netloc, f"{user}:{REDACTED}@{host}" if ":" in userinfo else parts.netloc, 1)
+        if parts.query:
+            pairs = parse_qsl(parts.query, keep_blank_values=True)
+            query = "&".join(f"{quote(k, safe='')}={REDACTED if _SECRET_KEY.search(unquote(k)) else quote(v, safe='')}"
+                             for k, v in pairs)
+            text = text.split("?", 1)[0] + "?" + query + (f"#{parts.fragment}" if parts.fragment else "")
+    except ValueError:  # not a URL at all: mask what looks like a secret, keep the rest readable
+        pass
+    return _mask_pairs(text)
+
+
+def redact_text(text: str, *urls: str) -> str:
+    """`text` (an error message, say) with each given URL replaced by its redacted form, and any
+    `password=…`-style pair masked; for messages from drivers that quote the URL they were given."""
+    for url in urls:
+        if url:
+            text = text.replace(url, redact_url(url))
+    return _mask_pairs(text)
 
 
 @dataclass(frozen=True)

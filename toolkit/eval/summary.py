@@ -75,7 +75,8 @@ def gate_metrics_from_results(results: dict[str, dict[str, dict[str, float]]]) -
 
 
 def gate_metrics_from_eval_json(path: Path, model: str) -> dict[str, float]:
-    """The gate metrics of `model` in a `toolkit eval --json` file; EvalResultsError naming the file and field."""
+    """The gate metrics of `model` in a `toolkit eval --json` file or the results.json of `toolkit eval --out`;
+    EvalResultsError naming the file and field."""
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
@@ -86,6 +87,8 @@ def gate_metrics_from_eval_json(path: Path, model: str) -> dict[str, float]:
                          "write it with `toolkit eval --json`") from err
     if not isinstance(results, dict):
         raise EvalResultsError(f"{path}: expected a JSON object {{model: results}}, got {type(results).__name__}")
+    if isinstance(results.get("results"), dict) and isinstance(results.get("models"), list):
+        results = results["results"]  # the results.json that `toolkit eval --out DIR` writes
     if model not in results:
         raise EvalResultsError(f"{path} has no results for {model!r}; models in it: {sorted(results)} "
                          "(use --eval-model)")

@@ -7,8 +7,10 @@ changed byte anywhere is refused. (Integrity, not authenticity: sign manifest.sh
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,92 @@ FORMAT_VERSION = 2  # 2: variants are objects {file, approved, ...} instead of f
 
 class BundleError(Refused):
     """A bundle is missing, incomplete or altered; the message names the file at fault."""
+
+
+# Sane bounds for untrusted bundle input, checked by `verify_bundle` before anything is allocated from it.
+# open_clip's own values, for scale: 48,894 merges (1.4 MB decompressed), context 77, eot 49407, embed 512-1280.
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_JSON_DEPTH = 32
+MAX_INT_DIGITS = 18  # fits an int64; a 100,000-digit integer is not a setting
+MAX_MERGES_BYTES = 16 << 20  # decompressed
+MAX_MERGE_LINE_CHARS = 1024
+MAX_MERGES = 1_000_000
+MAX_CONTEXT_LENGTH = 4096
+MAX_EMBED_DIM = 65_536
+MAX_VOCAB = 2_000_000  # bytes*2 + merges + specials, with room
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits")
+    return int(text)
+
+
+def _refuse_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not a number JSON allows")
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of parsed JSON, iteratively (no recursion to overflow), stopping past `limit`."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def load_bounded_json(path: Path, max_bytes: int = MAX_MANIFEST_BYTES) -> Any:
+    """JSON from an untrusted file with limits: size, nesting depth, integer digits, no NaN/Infinity."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise BundleError(f"{path} is {size} bytes; more than the {max_bytes} a manifest may be")
+    raw = path.read_bytes()
+    # Depth before parsing: json's recursive parser would overflow the stack on deep nesting.
+    depth = running = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (byte == 0x5C, byte != 0x22)
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            running += 1
+            depth = max(depth, running)
+        elif byte in (0x5D, 0x7D):
+            running -= 1
+    if depth > MAX_JSON_DEPTH:
+        raise BundleError(f"{path} nests {depth} levels deep; at most {MAX_JSON_DEPTH} are allowed")
+    try:
+        return json.loads(raw.decode("utf-8"), parse_int=_parse_int, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError
+        raise BundleError(f"{path} is not valid JSON within limits: {err}") from err
+
+
+def check_merges_file(path: Path, count: int) -> None:
+    """Stream-decompress the gzip merges file up to the limits: a bomb is refused after at most
+    MAX_MERGES_BYTES of output, never read whole; fewer than `count` merge lines is refused too."""
+    lines, total = 0, 0
+    try:
+        with gzip.open(path, "rb") as handle:
+            while True:
+                line = handle.readline(MAX_MERGE_LINE_CHARS + 1)
+                if not line:
+                    break
+                total += len(line)
+                if len(line) > MAX_MERGE_LINE_CHARS and not line.endswith(b"\n"):
+                    raise BundleError(f"{path}: line {lines + 1} is longer than {MAX_MERGE_LINE_CHARS} bytes")
+                if total > MAX_MERGES_BYTES:
+                    raise BundleError(f"{path} decompresses to more than {MAX_MERGES_BYTES} bytes "
+                                      "(a decompression bomb, or not a merges file)")
+                lines += 1
+    except (OSError, EOFError, zlib.error) as err:
+        raise BundleError(f"{path} is not a readable gzip file: {err}") from err
+    if lines < count + 1:
+        raise BundleError(f"{path} holds {max(lines - 1, 0)} merge lines; the manifest says num_merges {count}")
 
 
 def sha256_file(path: Path) -> str:
@@ -65,10 +153,7 @@ def verify_bundle(bundle_dir: Path) -> dict[str, Any]:
     recorded = hash_path.read_text(encoding="utf-8", errors="replace").split()
     if not recorded or recorded[0] != sha256_file(manifest_path):
         raise BundleError(f"{manifest_path} does not match the hash in {hash_path}: the manifest was altered")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BundleError(f"{manifest_path} is not valid JSON: {err}") from err
+    manifest = load_bounded_json(manifest_path)
     if not isinstance(manifest, dict):
         raise BundleError(f"{manifest_path}: expected a JSON object, got {type(manifest).__name__}")
     if manifest.get("format_version") != FORMAT_VERSION or not isinstance(manifest.get("files"), dict):
@@ -97,6 +182,8 @@ def verify_bundle(bundle_dir: Path) -> dict[str, Any]:
     problems = _schema_problems(manifest)
     if problems:
         raise BundleError(f"{manifest_path} refused: " + "; ".join(problems) + " (re-run `toolkit export`)")
+    tokenizer = manifest["tokenizer"]
+    check_merges_file(bundle_dir / tokenizer["bpe_file"], tokenizer.get("num_merges", _OPEN_CLIP_MERGES))
     return manifest
 
 
@@ -109,11 +196,17 @@ def _unsafe_name(name: str) -> str | None:
     return None
 
 
+def _int_in(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda v: type(v) is int and low <= v <= high
+
+
+_OPEN_CLIP_MERGES = 49152 - 256 - 2  # the tokenizer's default, when a manifest does not say
+
 # The fields the runtime reads: what each must be (`type(v) is int` keeps booleans out).
 _FIELD_CHECKS: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "embed_dim": ("a positive integer", lambda v: type(v) is int and v > 0),
-    "context_length": ("a positive integer", lambda v: type(v) is int and v > 0),
-    "eot_id": ("a token id", lambda v: type(v) is int and v >= 0),
+    "embed_dim": (f"an integer in 1..{MAX_EMBED_DIM}", _int_in(1, MAX_EMBED_DIM)),
+    "context_length": (f"an integer in 2..{MAX_CONTEXT_LENGTH}", _int_in(2, MAX_CONTEXT_LENGTH)),
+    "eot_id": (f"a token id in 0..{MAX_VOCAB}", _int_in(0, MAX_VOCAB)),
     "trim_to_eot": ("true or false", lambda v: isinstance(v, bool)),
     "input_name": ("a string", lambda v: isinstance(v, str) and bool(v)),
     "tokenizer": ("an object", lambda v: isinstance(v, dict)),
@@ -126,8 +219,21 @@ def _schema_problems(manifest: dict[str, Any]) -> list[str]:
                 for key, (want, valid) in _FIELD_CHECKS.items() if not valid(manifest.get(key))]
     hashed = set(manifest["files"])
     tokenizer = manifest.get("tokenizer")
-    if isinstance(tokenizer, dict) and tokenizer.get("bpe_file") not in hashed:
-        problems.append(f"tokenizer.bpe_file {tokenizer.get('bpe_file')!r} is not one of the hashed files")
+    if isinstance(tokenizer, dict):
+        if tokenizer.get("bpe_file") not in hashed:
+            problems.append(f"tokenizer.bpe_file {tokenizer.get('bpe_file')!r} is not one of the hashed files")
+        merges = tokenizer.get("num_merges", _OPEN_CLIP_MERGES)
+        if not _int_in(1, MAX_MERGES)(merges):
+            problems.append(f"tokenizer.num_merges is {merges!r}, expected an integer in 1..{MAX_MERGES}")
+        length = tokenizer.get("context_length")
+        if length is not None and not _int_in(2, MAX_CONTEXT_LENGTH)(length):
+            problems.append(f"tokenizer.context_length is {length!r}, expected an integer in 2..{MAX_CONTEXT_LENGTH}")
+        elif length is not None and length != manifest.get("context_length"):
+            problems.append(f"tokenizer.context_length {length!r} differs from context_length "
+                            f"{manifest.get('context_length')!r}")
+        if _int_in(1, MAX_MERGES)(merges) and type(manifest.get("eot_id")) is int \
+                and manifest["eot_id"] >= 512 + merges + 2:
+            problems.append(f"eot_id {manifest['eot_id']} is beyond the vocabulary of {512 + merges + 2} tokens")
     variants = manifest.get("variants")
     if isinstance(variants, dict):
         if not variants:

@@ -292,12 +292,24 @@ class ClipBpeTokenizer:
 
 
 def _read_merges(path: Path, count: int) -> list[tuple[str, str]]:
+    """The first `count` merges, streamed: only the lines used are decompressed, each at most
+    MAX_MERGE_LINE_CHARS, so a decompression bomb costs no more than a normal file (`verify_bundle`
+    refuses it outright; this is the second line of defence for callers that skip it)."""
+    from toolkit.runtime.manifest import MAX_MERGE_LINE_CHARS, MAX_MERGES
+
+    if not 0 < count <= MAX_MERGES:
+        raise RuntimeError(f"BPE merges: num_merges {count} is outside 1..{MAX_MERGES}")
+    merges: list[tuple[str, ...]] = []
     try:
         with gzip.open(path, "rt", encoding="utf-8") as handle:
-            lines = handle.read().split("\n")
-    except (OSError, UnicodeDecodeError) as err:
+            handle.readline(MAX_MERGE_LINE_CHARS + 1)  # the header
+            for _ in range(count):
+                line = handle.readline(MAX_MERGE_LINE_CHARS + 1)
+                if not line:
+                    break
+                merges.append(tuple(line.split()) if len(line) <= MAX_MERGE_LINE_CHARS else ())
+    except (OSError, EOFError, UnicodeDecodeError) as err:
         raise RuntimeError(f"BPE merges file {path} is unreadable: {err}") from err
-    merges = [tuple(line.split()) for line in lines[1 : count + 1]]
     bad = next((i for i, m in enumerate(merges) if len(m) != 2), None)
     if bad is not None or len(merges) != count:
         raise RuntimeError(

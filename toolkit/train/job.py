@@ -73,6 +73,10 @@ def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConf
     from toolkit.train.anchors import anchor_digest, resolve_anchor_texts
 
     check_destination(out)  # before the model loads: a bad --out must not cost a load, let alone steps
+    if track:
+        from toolkit.tracking import require_tracking
+
+        require_tracking()  # a dead tracking server is refused now, not after the steps
     if config.lora.rank > 0:
         require("lora")  # before the MLflow run opens: a missing peft must not leave a FAILED run behind
     adapter = load_model(base)  # before anything is created: a bad model leaves no trace
@@ -113,7 +117,8 @@ def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConf
 @contextmanager
 def _tracked(provenance: dict[str, Any], db_url: str, counts: dict[str, Any]) -> Iterator[Any]:
     """The training run in MLflow; the recipe itself logs the config, provenance and step metrics."""
-    from toolkit.tracking import Lineage, redact_url, tracked_run
+    from toolkit.core.config import redact_url
+    from toolkit.tracking import Lineage, tracked_run
 
     lineage = Lineage(kind="train", snapshot=provenance["snapshot"],
                       base_weights_sha256=provenance["base_weights_sha256"], catalog=redact_url(db_url),
