@@ -253,6 +253,7 @@ def export_bundle(
             manifest["variants"][variant] = {"file": paths[variant].name, "domains": domains[variant], **record}
         cases = classify_cases(runtime_tokenizer, build_hf_tokenizer(runtime_tokenizer))
         write_conformance(cases, encoders["fp32"].encode([case.text for case in cases]), stage / CONFORMANCE_FILE)
+        manifest["client_contract"]["conformance"] = CONFORMANCE_FILE
         manifest["client_contract"]["clients"] = {case.name: case.client for case in cases}
         manifest["client_contract"]["ftfy_only"] = [case.name for case in cases if case.client == "ftfy"]
         write_manifest(stage, manifest)
@@ -283,7 +284,6 @@ def _client_contract(tokenizer: ClipBpeTokenizer, guarded: bool) -> dict[str, An
         "cleaning_steps": list(CLEANING_STEPS) if settings.cleaning == "open_clip" else
         ["NFC", "collapse whitespace runs to one space, strip", "lower case"],
         "cleaning_in_tokenizer_json": CLEANING_IN_TOKENIZER_JSON,
-        "conformance": CONFORMANCE_FILE,
     }
 
 

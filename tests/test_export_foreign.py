@@ -123,3 +123,18 @@ def test_node_onnxruntime_and_tokenizers_reproduce_ids_and_embeddings(bundle: Pa
 def test_transformers_js_loads_the_hf_layout_offline(bundle: Path) -> None:
     out = _node("check_transformers.mjs", bundle)
     assert " 0 failed" in out, out
+
+
+def test_export_cli_layout_hf(tiny_config_path: Path, tmp_path: Path) -> None:
+    from conftest import run_toolkit
+
+    spec = f"open_clip:{tiny_config_path}"
+    bad = run_toolkit(["export", "--model", spec, "--out", str(tmp_path / "x"), "--layout", "onnx",
+                       "--allow-random-init", "--no-track"])
+    assert bad.exit_code == 3 and "unknown bundle layout 'onnx'" in bad.output
+    ok = run_toolkit(["export", "--model", spec, "--out", str(tmp_path / "b"), "--layout", "hf",
+                      "--allow-random-init", "--no-track"])
+    assert ok.exit_code == 0, ok.output
+    manifest = verify_bundle(tmp_path / "b")
+    assert manifest["hf_layout"] == ["config.json", "onnx/text_model.onnx"]
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["model_type"] == "clip"

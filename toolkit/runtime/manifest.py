@@ -128,6 +128,11 @@ def _schema_problems(manifest: dict[str, Any]) -> list[str]:
     tokenizer = manifest.get("tokenizer")
     if isinstance(tokenizer, dict) and tokenizer.get("bpe_file") not in hashed:
         problems.append(f"tokenizer.bpe_file {tokenizer.get('bpe_file')!r} is not one of the hashed files")
+    contract = manifest.get("client_contract")
+    if isinstance(contract, dict):  # bundles since format 2 with foreign-client files: each must be hashed
+        named = [*contract.get("tokenizer_files", []), *manifest.get("hf_layout", [])]
+        named += [contract["conformance"]] if "conformance" in contract else []
+        problems += [f"client file {name!r} is not one of the hashed files" for name in named if name not in hashed]
     variants = manifest.get("variants")
     if isinstance(variants, dict):
         if not variants:
