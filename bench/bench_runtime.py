@@ -6,6 +6,9 @@ is exported fp32 + int8 with the real export path. Both sides include tokenizati
 batch 32 of realistic captions; median of repeated passes; ratios printed. The CPU may be shared:
 the load average is printed with the numbers.
 
+The input guard (`toolkit.export.guard`, in every bundle) is measured side by side: the bundle is exported
+without it, then copied with the guard added to the very same graphs; `guard` is guarded/unguarded time.
+
     python bench/bench_runtime.py [--repeats 5] [--threads 1]
 """
 
@@ -70,9 +73,13 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
+    import shutil
+
     from toolkit.adapters.open_clip_adapter import OpenClipAdapter
     from toolkit.export.bundle import export_bundle
+    from toolkit.export.guard import add_input_guard
     from toolkit.runtime.encoder import TextEncoder
+    from toolkit.runtime.manifest import write_manifest
 
     torch.manual_seed(0)
     adapter = OpenClipAdapter.create("ViT-B-32", None)
@@ -87,13 +94,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp) / "bundle"
         start = time.perf_counter()
-        manifest = export_bundle(adapter, bundle, ["fp32", "int8"])
+        manifest = export_bundle(adapter, bundle, ["fp32", "int8"], guard=False)
+        guarded = Path(tmp) / "guarded"
+        shutil.copytree(bundle, guarded)
+        for entry in manifest["variants"].values():
+            add_input_guard(guarded / entry["file"], manifest["context_length"], manifest["eot_id"])
+        write_manifest(guarded, {k: v for k, v in manifest.items() if k != "files"})
         print(
             f"export + parity: {time.perf_counter() - start:.1f} s; parity: "
             + ", ".join(f"{v} min cos {r['min_cosine']:.6f}" for v, r in manifest["parity"].items())
         )
         encoders = {  # timing only: int8 need not be approved to be measured
-            v: TextEncoder(bundle, v, intra_op_threads=args.threads, allow_unapproved=True) for v in ("fp32", "int8")
+            f"{v}{suffix}": TextEncoder(folder, v, intra_op_threads=args.threads, allow_unapproved=True)
+            for v in ("fp32", "int8") for suffix, folder in (("", guarded), (" unguarded", bundle))
         }
         load_before = os.getloadavg()
         results: dict[str, dict[str, float]] = {}
@@ -105,7 +118,7 @@ def main() -> None:
                     encode(batch)
 
             row = {"torch": _median_seconds(lambda: run(torch_encode), args.repeats) / calls}
-            for variant, encoder in encoders.items():
+            for variant, encoder in encoders.items():  # guarded and unguarded alternate, one after the other
                 row[variant] = _median_seconds(partial(run, encoder.encode), args.repeats) / calls
             results[label] = row
         load_after = os.getloadavg()
@@ -117,15 +130,16 @@ def main() -> None:
     )
     print(
         f"{'':10} {'torch eager':>12} {'ORT fp32':>10} {'ORT int8':>10} "
-        f"{'fp32 ×':>8} {'int8 ×':>8} {'int8/fp32':>10}"
+        f"{'fp32 ×':>8} {'int8 ×':>8} {'int8/fp32':>10} {'guard fp32':>11} {'guard int8':>11}"
     )
     for label, row in results.items():
         print(
             f"{label:10} {row['torch'] * 1e3:10.2f}ms {row['fp32'] * 1e3:8.2f}ms {row['int8'] * 1e3:8.2f}ms "
             f"{row['torch'] / row['fp32']:8.2f} {row['torch'] / row['int8']:8.2f} "
-            f"{row['fp32'] / row['int8']:10.2f}"
+            f"{row['fp32'] / row['int8']:10.2f} "
+            f"{row['fp32'] / row['fp32 unguarded'] - 1:+10.1%} {row['int8'] / row['int8 unguarded'] - 1:+10.1%}"
         )
-    print("(ms per call; × = speed-up over torch eager)")
+    print("(ms per call, guarded graphs; × = speed-up over torch eager; guard = guarded vs unguarded time - 1)")
 
 
 if __name__ == "__main__":

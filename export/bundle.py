@@ -53,8 +53,8 @@ from toolkit.export.onnx_text import (
 )
 from toolkit.export.optimize import GraphShape, build_variants
 from toolkit.export.parity import FP32_MIN_COSINE, HELD_OUT_CAPTIONS, check_parity, parity_report
-from toolkit.runtime.manifest import sha256_file, variant_entry, verify_bundle, write_manifest
 from toolkit.export.tokenizer_files import TOKENIZER_FILES, build_hf_tokenizer, write_tokenizer_files
+from toolkit.runtime.manifest import sha256_file, variant_entry, verify_bundle, write_manifest
 from toolkit.runtime.tokenizer import ClipBpeTokenizer, TokenizerSettings
 
 BPE_ASSET = "tokenizer/bpe_merges.txt.gz"

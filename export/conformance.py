@@ -61,7 +61,8 @@ CONFORMANCE_CAPTIONS: tuple[tuple[str, str], ...] = (
     ("odd_whitespace", "tab\tnew\nline\r\ncarriage  return\u00a0nbsp"),
     ("accents", "caf\u00e9 na\u00efve \u00fcber cr\u00e8me br\u00fbl\u00e9e"),
     ("decomposed_accent", "e\u0301 decomposed accent vs \u00e9"),
-    ("cjk_cyrillic", "\u6771\u4eac\u30bf\u30ef\u30fc\u3068\u5bcc\u58eb\u5c71 \u2014 \u041f\u0440\u0438\u0432\u0435\u0442"),
+    ("cjk_cyrillic", "\u6771\u4eac\u30bf\u30ef\u30fc\u3068\u5bcc\u58eb\u5c71 \u2014 "
+                     "\u041f\u0440\u0438\u0432\u0435\u0442"),
     ("rtl_indic", "\u0645\u0631\u062d\u0628\u0627 \u05e9\u05dc\u05d5\u05dd \u0928\u092e\u0938\u094d\u0924\u0947"),
     ("emoji", "a dog \U0001f436 and a cat \U0001f431 sharing a \U0001f355"),
     ("emoji_zwj_flags", "family \U0001f468\u200d\U0001f469\u200d\U0001f467 flags \U0001f1eb\U0001f1f7"),

@@ -69,6 +69,10 @@ def test_manifest_records_what_the_runtime_needs(exported) -> None:  # type: ign
         "text_encoder.fp16.onnx",
         "text_encoder.int8.onnx",
         "tokenizer/bpe_merges.txt.gz",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "conformance.jsonl",
     }
 
 
