@@ -68,6 +68,32 @@ def _interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> 
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def _guard_alone_seconds(context: int, eot_id: int, ids: Any, repeats: int, threads: int | None) -> float:
+    """The guard's ops by themselves (in front of an Identity), fed the runtime's ids: an upper bound on
+    what the guard adds to a call (it includes a session.run of its own), steadier than a difference of
+    two noisy model timings on a loaded CPU."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from toolkit.export.guard import add_input_guard
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input_ids"], ["guarded"])], "guard",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("guarded", TensorProto.INT64, ["batch", "sequence"])])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "guard.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+        add_input_guard(path, context, eot_id)
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    per_pass = _median_seconds(lambda: [session.run(None, {"input_ids": row}) for row in ids], repeats)
+    return per_pass / len(ids)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -134,6 +160,9 @@ def main() -> None:
             row = {"torch": _median_seconds(lambda: run(torch_encode), args.repeats) / calls}
             onnx_runs = {variant: partial(run, encoder.encode) for variant, encoder in encoders.items()}
             row |= {variant: t / calls for variant, t in _interleaved_medians(onnx_runs, args.repeats).items()}
+            trimmed = [encoders["fp32"].tokenize(texts)[:, :manifest["context_length"]] for texts in texts_per_call]
+            row["guard alone"] = _guard_alone_seconds(manifest["context_length"], manifest["eot_id"], trimmed,
+                                                      args.repeats, args.threads)
             results[label] = row
         load_after = os.getloadavg()
 
@@ -154,6 +183,10 @@ def main() -> None:
             f"{row['fp32'] / row['fp32 unguarded'] - 1:+10.1%} {row['int8'] / row['int8 unguarded'] - 1:+10.1%}"
         )
     print("(ms per call, guarded graphs; × = speed-up over torch eager; guard = guarded vs unguarded time - 1)")
+    for label, row in results.items():
+        alone = row["guard alone"]
+        print(f"guard ops alone, {label}: {alone * 1e6:.0f} µs per call = {alone / row['fp32']:.2%} of an fp32 "
+              f"call, {alone / row['int8']:.2%} of an int8 call")
 
 
 if __name__ == "__main__":
