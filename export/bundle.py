@@ -34,6 +34,15 @@ from toolkit import __version__
 from toolkit.adapters.base import ClipAdapter
 from toolkit.core.errors import Refused
 from toolkit.export.approval import ApprovalPlan, approve_bundle_variants, unevaluated_records
+from toolkit.export.conformance import (
+    CLEANING_IN_TOKENIZER_JSON,
+    CLEANING_STEPS,
+    CONFORMANCE_FILE,
+    classify_cases,
+    write_conformance,
+)
+from toolkit.export.guard import MASK_NAME, add_input_guard, graph_domains
+from toolkit.export.hf_layout import LAYOUTS, write_hf_layout
 from toolkit.export.onnx_image import export_image_encoder
 from toolkit.export.onnx_text import (
     INPUT_NAME,
@@ -44,8 +53,9 @@ from toolkit.export.onnx_text import (
 )
 from toolkit.export.optimize import GraphShape, build_variants
 from toolkit.export.parity import FP32_MIN_COSINE, HELD_OUT_CAPTIONS, check_parity, parity_report
+from toolkit.export.tokenizer_files import TOKENIZER_FILES, build_hf_tokenizer, write_tokenizer_files
 from toolkit.runtime.manifest import sha256_file, variant_entry, verify_bundle, write_manifest
-from toolkit.runtime.tokenizer import TokenizerSettings
+from toolkit.runtime.tokenizer import ClipBpeTokenizer, TokenizerSettings
 
 BPE_ASSET = "tokenizer/bpe_merges.txt.gz"
 
@@ -156,26 +166,37 @@ def export_bundle(
     with_image: bool = False,
     parity_captions: Sequence[str] = (),
     approval: ApprovalPlan | None = None,
+    layout: str = "bundle",
+    guard: bool = True,
 ) -> dict[str, Any]:
     """Export, optimise, parity-check and write the bundle to `out_dir` (must be empty or absent).
 
     `with_image` adds the frozen image encoder (fp32) for deployments that embed new images.
     `parity_captions` (e.g. the catalog's held-out split) are checked on top of the built-in edge cases.
     `approval` re-scores every variant on evaluation items and records approval per variant.
+    `layout="hf"` adds the transformers.js files (`toolkit.export.hf_layout`). `guard=False` leaves out the
+    input guard (`toolkit.export.guard`); only the benchmark uses it, to measure what the guard costs.
     """
     from toolkit.runtime.encoder import TextEncoder
 
+    if layout not in LAYOUTS:
+        raise ExportError(f"unknown bundle layout {layout!r}; choose from {', '.join(LAYOUTS)}")
     check_bundle_destination(out_dir)
     module, facts = text_encoder_module(adapter)
     with tempfile.TemporaryDirectory() as tmp:
         stage = Path(tmp) / "bundle"
         stage.mkdir()
         settings = tokenizer_assets(adapter, stage)
+        runtime_tokenizer = ClipBpeTokenizer(settings, stage)
+        write_tokenizer_files(runtime_tokenizer, stage)
         example = adapter.tokenize(["a red cube left of a blue ball", "a photo"]).to(torch.int64)
         # torch's exporter and onnxruntime's optimiser print progress on stdout; the CLI's --json needs it.
         with contextlib.redirect_stdout(sys.stderr):
             raw = export_text_encoder(module, Path(tmp) / "raw.onnx", example)
             paths = build_variants(raw, stage, variants, GraphShape(facts.num_heads, facts.width))
+            for path in paths.values():
+                if guard:
+                    add_input_guard(path, facts.context_length, facts.eot_id, INPUT_NAME)
             image_section = export_image_encoder(adapter, stage) if with_image else None
         manifest: dict[str, Any] = {
             "architecture": facts.architecture,
@@ -202,6 +223,13 @@ def export_bundle(
         }
         if image_section is not None:
             manifest["image_encoder"] = image_section
+        manifest["client_contract"] = _client_contract(runtime_tokenizer, guard)
+        domains = {v: graph_domains(p) for v, p in paths.items()}
+        if layout == "hf":
+            manifest["hf_layout"] = write_hf_layout(stage, paths, {
+                **asdict(facts), "vocab_size": len(runtime_tokenizer.encoder), "sot_id": runtime_tokenizer.sot_id,
+                "pad_id": settings.pad_id})
+        manifest["layout"] = layout
         write_manifest(stage, manifest)
         encoders = {v: TextEncoder(stage, v, allow_unapproved=True) for v in paths}
         results = check_parity(
@@ -222,13 +250,41 @@ def export_bundle(
         else:
             records, manifest["approval"] = approve_bundle_variants(adapter, stage, list(paths), approval)
         for variant, record in records.items():
-            manifest["variants"][variant] = {"file": paths[variant].name, **record}
+            manifest["variants"][variant] = {"file": paths[variant].name, "domains": domains[variant], **record}
+        cases = classify_cases(runtime_tokenizer, build_hf_tokenizer(runtime_tokenizer))
+        write_conformance(cases, encoders["fp32"].encode([case.text for case in cases]), stage / CONFORMANCE_FILE)
+        manifest["client_contract"]["conformance"] = CONFORMANCE_FILE
+        manifest["client_contract"]["clients"] = {case.name: case.client for case in cases}
+        manifest["client_contract"]["ftfy_only"] = [case.name for case in cases if case.client == "ftfy"]
         write_manifest(stage, manifest)
         verify_bundle(stage)
         out_dir.mkdir(parents=True, exist_ok=True)
         for item in stage.iterdir():
             shutil.move(str(item), str(out_dir / item.name))
     return verify_bundle(out_dir)
+
+
+def _client_contract(tokenizer: ClipBpeTokenizer, guarded: bool) -> dict[str, Any]:
+    """What a client in any language needs to reproduce the runtime's embeddings (README: foreign clients)."""
+    settings = tokenizer.settings
+    return {
+        "tokenizer_files": list(TOKENIZER_FILES),
+        "sot_id": tokenizer.sot_id,
+        "eot_id": tokenizer.eot_id,
+        "pad_id": settings.pad_id,
+        "max_sequence_length": settings.context_length,
+        "truncation": "ids = <sot> + tokens + <eot>; longer than max_sequence_length: keep the first "
+                      "max_sequence_length-1, then <eot>",
+        "padding": "any value after <eot> is ignored (causal attention, pooling at <eot>)",
+        "input_guard": guarded,
+        "guard": ("any input length is accepted; rows are cut to max_sequence_length and <eot> is put last "
+                  "where a row has none; attention_mask is optional and ignored") if guarded else None,
+        "optional_inputs": [MASK_NAME] if guarded else [],
+        "cleaning": settings.cleaning,
+        "cleaning_steps": list(CLEANING_STEPS) if settings.cleaning == "open_clip" else
+        ["NFC", "collapse whitespace runs to one space, strip", "lower case"],
+        "cleaning_in_tokenizer_json": CLEANING_IN_TOKENIZER_JSON,
+    }
 
 
 def _opset(path: Path) -> int:

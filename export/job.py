@@ -50,6 +50,7 @@ class ExportRequest:
     approve_device: str = "cpu"  # torch device of the fp32 reference scores
     db: str | None = None  # catalog for retrieval/domain approval benchmarks
     with_image: bool = False
+    layout: str = "bundle"  # bundle | hf (adds the transformers.js files)
     allow_random_init: bool = False
     track: bool = True
 
@@ -83,7 +84,8 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = lambda 
     def build() -> dict[str, Any]:
         progress(f"exporting {request.model} ({', '.join(request.variants)}) and checking parity")
         return export_bundle(adapter, request.out, list(request.variants), provenance,
-                             with_image=request.with_image, parity_captions=extra_captions, approval=plan)
+                             with_image=request.with_image, parity_captions=extra_captions, approval=plan,
+                             layout=request.layout)
 
     if not request.track:
         return ExportResult(build(), None)

@@ -69,6 +69,10 @@ def test_manifest_records_what_the_runtime_needs(exported) -> None:  # type: ign
         "text_encoder.fp16.onnx",
         "text_encoder.int8.onnx",
         "tokenizer/bpe_merges.txt.gz",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "conformance.jsonl",
     }
 
 
@@ -594,7 +598,8 @@ def test_export_cli_writes_a_bundle_and_rejects_bad_variants(tiny_config_path: P
     )
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["variants"] == {
-        "fp32": {"file": "text_encoder.fp32.onnx", "approved": True, "basis": "parity", "reasons": []}
+        "fp32": {"file": "text_encoder.fp32.onnx", "approved": True, "basis": "parity", "reasons": [],
+                 "domains": ["ai.onnx", "com.microsoft"]}
     }
     written = verify_bundle(tmp_path / "b")
     assert written["eval_metrics"] == {"retrieval_r5": 41.0}

@@ -84,6 +84,11 @@ def export_command(
     with_image: Annotated[
         bool, typer.Option("--with-image", help="Also export the frozen image encoder (fp32).")
     ] = False,
+    layout: Annotated[
+        str,
+        typer.Option("--layout", help="bundle, or hf: also the transformers.js / optimum files (config.json, "
+                     "onnx/text_model*.onnx), hashed in the same manifest."),
+    ] = "bundle",
     allow_random_init: Annotated[
         bool,
         typer.Option(
@@ -109,7 +114,7 @@ def export_command(
         model=model, out=out, variants=tuple(chosen), source_run=source_run, base_weights=base_weights,
         eval_metrics=eval_metrics, parity_captions=parity_captions, approve_on=tuple(approve_on or ()),
         approve_tolerance=approve_tolerance, images=images, approve_device=approve_device, db=db,
-        with_image=with_image, allow_random_init=allow_random_init, track=track)
+        with_image=with_image, layout=layout, allow_random_init=allow_random_init, track=track)
     with console.status("exporting") as status:
         exported = run_export(request, progress=status.update)
     manifest, run_id = exported.manifest, exported.run_id

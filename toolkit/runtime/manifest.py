@@ -234,6 +234,11 @@ def _schema_problems(manifest: dict[str, Any]) -> list[str]:
         if _int_in(1, MAX_MERGES)(merges) and type(manifest.get("eot_id")) is int \
                 and manifest["eot_id"] >= 512 + merges + 2:
             problems.append(f"eot_id {manifest['eot_id']} is beyond the vocabulary of {512 + merges + 2} tokens")
+    contract = manifest.get("client_contract")
+    if isinstance(contract, dict):  # bundles since format 2 with foreign-client files: each must be hashed
+        named = [*contract.get("tokenizer_files", []), *manifest.get("hf_layout", [])]
+        named += [contract["conformance"]] if "conformance" in contract else []
+        problems += [f"client file {name!r} is not one of the hashed files" for name in named if name not in hashed]
     variants = manifest.get("variants")
     if isinstance(variants, dict):
         if not variants:

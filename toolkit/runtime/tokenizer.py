@@ -130,6 +130,17 @@ def fallback_fix_text(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+def finish_cleaning(text: str) -> str:
+    """The steps after ftfy (or its fallback): HTML unescaped twice, whitespace collapsed, lower case."""
+    text = html.unescape(html.unescape(text))
+    return " ".join(text.strip().split()).lower()
+
+
+def portable_clean(text: str) -> str:
+    """The open_clip cleaning without ftfy: what a client in any language implements (see the manifest)."""
+    return finish_cleaning(fallback_fix_text(text))
+
+
 def ftfy_fix_text() -> Callable[[str], str] | None:
     """ftfy.fix_text when ftfy is importable, else None."""
     try:
@@ -241,8 +252,7 @@ class ClipBpeTokenizer:
                 )
                 self._warned_fallback = True
             text = fallback_fix_text(text)
-        text = html.unescape(html.unescape(text))
-        return " ".join(text.strip().split()).lower()
+        return finish_cleaning(text)
 
     def bpe(self, token: str) -> list[str]:
         cached = self._cache.get(token)
@@ -281,14 +291,17 @@ class ClipBpeTokenizer:
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         if isinstance(texts, str):
             raise TypeError("pass a list of texts, not one string")
-        width = self.settings.context_length
-        out = np.full((len(texts), width), self.settings.pad_id, dtype=np.int64)
+        out = np.full((len(texts), self.settings.context_length), self.settings.pad_id, dtype=np.int64)
         for row, text in enumerate(texts):
-            ids = [self.sot_id, *self.encode(text), self.eot_id]
-            if len(ids) > width:
-                ids = [*ids[: width - 1], self.eot_id]  # truncate, keeping <eot> last as training did
+            ids = self.ids(text)
             out[row, : len(ids)] = ids
         return out
+
+    def ids(self, text: str) -> list[int]:
+        """<sot> + tokens + <eot>, unpadded; over the context, cut keeping <eot> last as training did."""
+        width = self.settings.context_length
+        ids = [self.sot_id, *self.encode(text), self.eot_id]
+        return [*ids[: width - 1], self.eot_id] if len(ids) > width else ids
 
 
 def _read_merges(path: Path, count: int) -> list[tuple[str, str]]:
