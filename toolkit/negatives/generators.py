@@ -74,6 +74,15 @@ class NegativeContext:
 
     vocabulary: Mapping[str, Sequence[str]] = field(default_factory=dict)
     excluded: frozenset[str] = frozenset()  # match_key-normalised texts that must never be emitted
+    # word -> its most frequent fine tag in the corpus (`build_word_tags`): `replace` only puts a word
+    # where it reads as it usually does ("silver" is mostly a noun, so it does not replace "blue")
+    word_tags: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of_corpus(cls, sentences: Iterable[TaggedSentence], excluded: Iterable[str] = ()) -> NegativeContext:
+        sentences = list(sentences)
+        return cls(build_vocabulary(sentences), frozenset(match_key(t) for t in excluded),
+                   build_word_tags(sentences))
 
     @classmethod
     def with_exclusions(cls, texts: Iterable[str],
@@ -112,6 +121,16 @@ def build_vocabulary(sentences: Iterable[TaggedSentence], min_count: int = 1) ->
             for tag, words in sorted(counts.items()) if any(n >= min_count for n in words.values())}
 
 
+def build_word_tags(sentences: Iterable[TaggedSentence]) -> dict[str, str]:
+    """Lowercase word -> its most frequent fine tag in `sentences` (ties: the alphabetically first tag)."""
+    counts: dict[str, dict[str, int]] = {}
+    for sentence in sentences:
+        for token, fine in zip(sentence.tokens, sentence.fine, strict=True):
+            per_word = counts.setdefault(token.lower(), {})
+            per_word[fine] = per_word.get(fine, 0) + 1
+    return {word: min(tags, key=lambda t: (-tags[t], t)) for word, tags in counts.items()}
+
+
 # --- what may be edited ------------------------------------------------------------------------------
 
 def slot_class(sentence: TaggedSentence, index: int) -> str | None:
@@ -138,10 +157,11 @@ def slot_class(sentence: TaggedSentence, index: int) -> str | None:
 
 
 def _in_compound(sentence: TaggedSentence, index: int) -> bool:
-    """Part of a multi-word name or compound noun: a compound modifier, or a head that has one."""
+    """Part of a multi-word name ("Fed Ex truck") or a compound modifier ("tennis" in "tennis racket").
+    A compound's head noun ("racket") may be edited: the modifier stays and still reads as one."""
     if sentence.deps[index] in ("compound", "flat", "nmod") or sentence.pos[index] == "PROPN":
         return True
-    return any(sentence.deps[c] == "compound" for c in sentence.children(index))
+    return any(sentence.deps[c] == "compound" and sentence.pos[c] == "PROPN" for c in sentence.children(index))
 
 
 def _conj_root(sentence: TaggedSentence, index: int) -> int:
@@ -161,11 +181,16 @@ def _related(first: str, second: str) -> bool:
     return first.lower() == second.lower() or lexicon.synonyms(first, second)
 
 
-def _fit(word: str, word_number: str, sentence: TaggedSentence, index: int) -> str:
-    """`word` as it reads in slot `index` of `sentence`: the slot's number and capitalisation."""
+def _fit(word: str, word_number: str, sentence: TaggedSentence, index: int) -> str | None:
+    """`word` as it reads in slot `index` of `sentence`: the slot's number and capitalisation. None for a
+    noun whose singular and plural are one form ("sheep", "luggage") moved to a slot of the other number:
+    the result could be read either way, and its determiner may then disagree."""
     new = word if word.isupper() and len(word) > 1 else word.lower()
-    if sentence.pos[index] == "NOUN":
-        new = lexicon.inflect_noun(new, word_number, sentence.number[index])
+    if sentence.pos[index] == "NOUN" and word_number in ("Sing", "Plur") and word_number != sentence.number[index]:
+        inflected = lexicon.inflect_noun(new, word_number, sentence.number[index])
+        if inflected == new:
+            return None
+        new = inflected
     if index == 0 and sentence.tokens[index][:1].isupper():
         new = new[:1].upper() + new[1:]
     return new
@@ -194,10 +219,13 @@ def _spaces(sentence: TaggedSentence) -> tuple[bool, ...]:
     return tuple(out)
 
 
-def _with(sentence: TaggedSentence, changes: Mapping[int, str]) -> tuple[tuple[str, ...], tuple[bool, ...]]:
+def _with(sentence: TaggedSentence,
+          changes: Mapping[int, str | None]) -> tuple[tuple[str, ...], tuple[bool, ...]] | None:
+    if any(word is None for word in changes.values()):
+        return None
     tokens = list(sentence.tokens)
     for index, word in changes.items():
-        tokens[index] = word
+        tokens[index] = str(word)
     return tuple(_repair_articles(tokens)), _spaces(sentence)
 
 
@@ -217,30 +245,50 @@ def swap_within_candidates(sentence: TaggedSentence) -> list[Candidate]:
                 continue
             changes = {i: _fit(sentence.tokens[j], sentence.number[j], sentence, i),
                        j: _fit(sentence.tokens[i], sentence.number[i], sentence, j)}
-            tokens, spaces = _with(sentence, changes)
-            out.append(Candidate(cls, tokens, spaces, {"class": cls, "words": [sentence.tokens[i].lower(),
+            edited = _with(sentence, changes)
+            if edited is None:
+                continue
+            out.append(Candidate(cls, *edited, {"class": cls, "words": [sentence.tokens[i].lower(),
                                  sentence.tokens[j].lower()], "positions": [i, j]}))
     return out
 
 
+def _modifiers(sentence: TaggedSentence) -> list[int]:
+    """Attributes of a noun: adjectives (amod) and noun modifiers of a compound ("glass" in "glass table")."""
+    out = []
+    for i, token in enumerate(sentence.tokens):
+        head = sentence.heads[i]
+        if head == i or sentence.pos[head] != "NOUN" or not token.isalpha() or token.lower() in lexicon.PRONOUNS:
+            continue
+        if sentence.deps[i] == "amod" and sentence.fine[i] == "JJ" and \
+                sentence.lemma[i].lower() not in lexicon.FUNCTIONAL_ADJECTIVES:
+            out.append(i)
+        elif sentence.deps[i] == "compound" and sentence.fine[i] == "NN" and sentence.pos[i] == "NOUN" and \
+                sentence.lemma[i].lower() not in lexicon.FUNCTIONAL_NOUNS:
+            out.append(i)
+    return out
+
+
 def swap_attribute_candidates(sentence: TaggedSentence) -> list[Candidate]:
-    """Exchange the adjectives of two different noun phrases ("a white horse next to a red fence" ->
-    "a red horse next to a white fence"). Adjectives of any kind may trade places: each noun keeps one."""
+    """Exchange the attributes of two different noun phrases ("a white horse next to a red fence" ->
+    "a red horse next to a white fence"; "a glass computer on a desktop table"). Attributes of one fine tag
+    trade places (adjective with adjective, noun modifier with noun modifier), of any kind: each noun
+    keeps one attribute."""
     if not sentence.parsed:
         return []
-    modifiers = [(i, cls) for i, cls in _slots(sentence) if cls.startswith("ADJ:") and sentence.deps[i] == "amod"
-                 and sentence.pos[sentence.heads[i]] == "NOUN"]
+    modifiers = _modifiers(sentence)
     out = []
-    for n, (i, _) in enumerate(modifiers):
-        for j, _ in modifiers[n + 1:]:
-            if (sentence.heads[i] == sentence.heads[j] or _related(sentence.lemma[i], sentence.lemma[j])
-                    or coordinated(sentence, i, j)
-                    or sentence.lemma[sentence.heads[i]].lower() == sentence.lemma[sentence.heads[j]].lower()):
+    for n, i in enumerate(modifiers):
+        for j in modifiers[n + 1:]:
+            if (sentence.heads[i] == sentence.heads[j] or sentence.fine[i] != sentence.fine[j]
+                    or _related(sentence.lemma[i], sentence.lemma[j]) or coordinated(sentence, i, j)):
                 continue
-            tokens, spaces = _with(sentence, {i: _fit(sentence.tokens[j], "", sentence, i),
-                                              j: _fit(sentence.tokens[i], "", sentence, j)})
+            edited = _with(sentence, {i: _fit(sentence.tokens[j], "", sentence, i),
+                                      j: _fit(sentence.tokens[i], "", sentence, j)})
+            if edited is None:
+                continue
             words = [sentence.tokens[i].lower(), sentence.tokens[j].lower()]
-            out.append(Candidate(f"{i}-{j}", tokens, spaces, {"class": "attribute", "words": words,
+            out.append(Candidate(f"{i}-{j}", *edited, {"class": "attribute", "words": words,
                                                               "positions": [i, j]}))
     return out
 
@@ -259,9 +307,10 @@ def swap_across_candidates(first_a: TaggedSentence,
                 continue
             words = [first_a.tokens[i].lower(), first_b.tokens[j].lower()]
             detail = {"class": cls, "words": words, "positions": [i, j]}
-            tokens_a, spaces_a = _with(first_a, {i: _fit(first_b.tokens[j], first_b.number[j], first_a, i)})
-            tokens_b, spaces_b = _with(first_b, {j: _fit(first_a.tokens[i], first_a.number[i], first_b, j)})
-            out.append((cls, Candidate(cls, tokens_a, spaces_a, detail), Candidate(cls, tokens_b, spaces_b, detail)))
+            edited_a = _with(first_a, {i: _fit(first_b.tokens[j], first_b.number[j], first_a, i)})
+            edited_b = _with(first_b, {j: _fit(first_a.tokens[i], first_a.number[i], first_b, j)})
+            if edited_a is not None and edited_b is not None:
+                out.append((cls, Candidate(cls, *edited_a, detail), Candidate(cls, *edited_b, detail)))
     return out
 
 
@@ -274,12 +323,13 @@ def _replacement_words(kind: str, lemma: str, present: Collection[str],
     return in_corpus or words  # corpus statistics first: replacements the customer's data actually uses
 
 
-def replace_candidates(sentence: TaggedSentence,
-                       vocabulary: Mapping[str, Sequence[str]] | None = None) -> list[Candidate]:
+def replace_candidates(sentence: TaggedSentence, vocabulary: Mapping[str, Sequence[str]] | None = None,
+                       word_tags: Mapping[str, str] | None = None) -> list[Candidate]:
     """Every replacement of one word by another of its meaning class (colour -> colour, two -> three,
     dog -> horse, on -> under), never a synonym and never a word the sentence already has."""
     present = {t.lower() for t in sentence.tokens} | {lemma.lower() for lemma in sentence.lemma}
     corpus = {w for words in (vocabulary or {}).values() for w in words}
+    word_tags = word_tags or {}
     out: list[Candidate] = []
     for i in range(len(sentence.tokens)):
         token, lemma = sentence.tokens[i], sentence.lemma[i].lower()
@@ -292,8 +342,13 @@ def replace_candidates(sentence: TaggedSentence,
         if cls is None or kind is None or not _kind_fits(cls, kind):
             continue
         for word in _replacement_words(kind, lemma, present, corpus):
-            tokens, spaces = _with(sentence, {i: _fit(word, "Sing", sentence, i)})
-            out.append(Candidate(str(i), tokens, spaces, {"class": kind, "words": [token.lower(), word],
+            fitted = _fit(word, "Sing", sentence, i)
+            if fitted is None or word_tags.get(fitted.lower(), sentence.fine[i]) != sentence.fine[i]:
+                continue
+            edited = _with(sentence, {i: fitted})
+            if edited is None:
+                continue
+            out.append(Candidate(str(i), *edited, {"class": kind, "words": [token.lower(), word],
                                                           "positions": [i]}))
     return out
 
@@ -392,12 +447,19 @@ def swap_relation_candidates(sentence: TaggedSentence) -> list[Candidate]:
             continue
         if _related(sentence.lemma[left], sentence.lemma[right]):
             continue
+        if _coordinated_phrase(sentence, left) or _coordinated_phrase(sentence, right) or any(
+                sentence.pos[k] == "PRON" or sentence.tokens[k].lower() in lexicon.PRONOUNS for k in range(ls, re_)):
+            continue  # "a tram and a car make their way": the swap breaks what "and" or "their" refer to
         subject = {"nsubj", "nsubjpass"} & {sentence.deps[left], sentence.deps[right]}
         if subject and sentence.number[left] != sentence.number[right]:
             continue
         seen.add((spans[0], spans[1]))
         out.append(_exchange(sentence, (ls, le), (rs, re_), rel))
     return out
+
+
+def _coordinated_phrase(sentence: TaggedSentence, head: int) -> bool:
+    return sentence.deps[head] == "conj" or any(sentence.deps[c] == "conj" for c in sentence.children(head))
 
 
 def _swappable_phrase(sentence: TaggedSentence, start: int, end: int, head: int) -> bool:
@@ -471,7 +533,7 @@ def _sentence_candidates(name: str, sentence: TaggedSentence) -> tuple[Candidate
 def sentence_candidates(name: str, sentence: TaggedSentence, context: NegativeContext) -> Sequence[Candidate]:
     """All candidates of one single-sentence generator for `sentence`."""
     if name == "replace":
-        return replace_candidates(sentence, context.vocabulary)
+        return replace_candidates(sentence, context.vocabulary, context.word_tags)
     return _sentence_candidates(name, sentence)
 
 

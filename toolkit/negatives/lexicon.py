@@ -115,7 +115,7 @@ def inflect_noun(word: str, have: str, want: str) -> str:
     other number takes the slot's number, so "two dogs and a cat" becomes "two cats and a dog"."""
     import inflect
 
-    if have == want or want not in ("Sing", "Plur"):
+    if have == want or want not in ("Sing", "Plur") or have not in ("Sing", "Plur"):
         return word
     engine = _engine(inflect)
     if want == "Plur":
