@@ -26,7 +26,7 @@ from typing import Any
 
 from toolkit.core.parse import TaggedSentence
 from toolkit.negatives import lexicon
-from toolkit.negatives.generators import Negative, join_sentences, match_key
+from toolkit.negatives.generators import Negative, build_word_tags, join_sentences, match_key
 
 FLAGS = ("identity", "a_an", "agreement", "fine_tag", "pronoun_det", "coordination", "same_lemma", "synonym")
 _WORD = re.compile(r"[^\W_]+|[^\w\s]")
@@ -43,16 +43,15 @@ class WordFacts:
 
     @classmethod
     def of(cls, sentences: Iterable[TaggedSentence]) -> WordFacts:
-        counts: dict[str, Counter[tuple[str, str, str]]] = {}
+        sentences = list(sentences)
+        upos: dict[str, Counter[str]] = {}
+        lemma: dict[str, Counter[str]] = {}
         for sentence in sentences:
-            for token, fine, upos, lemma in zip(sentence.tokens, sentence.fine, sentence.pos, sentence.lemma,
-                                                strict=True):
-                counts.setdefault(token.lower(), Counter())[(fine, upos, lemma.lower())] += 1
-        facts = cls()
-        for word, seen in counts.items():
-            (fine, upos, lemma), _ = seen.most_common(1)[0]
-            facts.tag[word], facts.upos[word], facts.lemma[word] = fine, upos, lemma
-        return facts
+            for token, tag, base in zip(sentence.tokens, sentence.pos, sentence.lemma, strict=True):
+                upos.setdefault(token.lower(), Counter())[tag] += 1
+                lemma.setdefault(token.lower(), Counter())[base.lower()] += 1
+        return cls(build_word_tags(sentences), {w: c.most_common(1)[0][0] for w, c in upos.items()},
+                   {w: c.most_common(1)[0][0] for w, c in lemma.items()})
 
 
 def words(text: str) -> list[str]:

@@ -235,6 +235,33 @@ def _slots(sentence: TaggedSentence) -> list[tuple[int, str]]:
 
 # --- swaps within one sentence (NegCLIP) and across two (CLIC) --------------------------------------
 
+def _swap_changes(sentence: TaggedSentence, i: int, j: int, same: Collection[int],
+                  every: bool) -> dict[int, str | None]:
+    """The exchange of tokens i and j; with `every`, also of the other occurrences of their words among
+    `same` (like-class positions), as "a white shirt and a red hat with a white frisbee" -> "a red shirt
+    and a white hat with a red frisbee"."""
+    changes = {i: _fit(sentence.tokens[j], sentence.number[j], sentence, i),
+               j: _fit(sentence.tokens[i], sentence.number[i], sentence, j)}
+    if every:
+        for k in same:
+            if k not in (i, j) and sentence.fine[k] == sentence.fine[i]:
+                source = j if sentence.lemma[k].lower() == sentence.lemma[i].lower() else \
+                    i if sentence.lemma[k].lower() == sentence.lemma[j].lower() else None
+                if source is not None:
+                    changes[k] = _fit(sentence.tokens[source], sentence.number[source], sentence, k)
+    return changes
+
+
+def _swap_variants(sentence: TaggedSentence, i: int, j: int,
+                   same: Collection[int]) -> Iterator[tuple[tuple[tuple[str, ...], tuple[bool, ...]], list[int]]]:
+    single = _swap_changes(sentence, i, j, same, every=False)
+    every = _swap_changes(sentence, i, j, same, every=True)
+    for changes in (single, every) if len(every) > len(single) else (single,):
+        edited = _with(sentence, changes)
+        if edited is not None:
+            yield edited, sorted(changes)
+
+
 def swap_within_candidates(sentence: TaggedSentence) -> list[Candidate]:
     """Every exchange of two like-class words of one sentence that the rules allow."""
     slots = _slots(sentence)
@@ -243,13 +270,10 @@ def swap_within_candidates(sentence: TaggedSentence) -> list[Candidate]:
         for j, other in slots[n + 1:]:
             if other != cls or _related(sentence.lemma[i], sentence.lemma[j]) or coordinated(sentence, i, j):
                 continue
-            changes = {i: _fit(sentence.tokens[j], sentence.number[j], sentence, i),
-                       j: _fit(sentence.tokens[i], sentence.number[i], sentence, j)}
-            edited = _with(sentence, changes)
-            if edited is None:
-                continue
-            out.append(Candidate(cls, *edited, {"class": cls, "words": [sentence.tokens[i].lower(),
-                                 sentence.tokens[j].lower()], "positions": [i, j]}))
+            same = [k for k, c in slots if c == cls]
+            for edited, positions in _swap_variants(sentence, i, j, same):
+                out.append(Candidate(cls, *edited, {"class": cls, "words": [sentence.tokens[i].lower(),
+                                     sentence.tokens[j].lower()], "positions": positions}))
     return out
 
 
@@ -283,13 +307,26 @@ def swap_attribute_candidates(sentence: TaggedSentence) -> list[Candidate]:
             if (sentence.heads[i] == sentence.heads[j] or sentence.fine[i] != sentence.fine[j]
                     or _related(sentence.lemma[i], sentence.lemma[j]) or coordinated(sentence, i, j)):
                 continue
+            words = [sentence.tokens[i].lower(), sentence.tokens[j].lower()]
+            for edited, positions in _swap_variants(sentence, i, j, modifiers):
+                out.append(Candidate(f"{i}-{j}", *edited, {"class": "attribute", "words": words,
+                                                           "positions": positions}))
+    # A noun modifier and the noun of another phrase trade places: "a man on the park bench in the
+    # forest" -> "a man on the forest bench in the park". Both singular common nouns.
+    nouns = [i for i, cls in _slots(sentence) if cls == "NOUN" and sentence.fine[i] == "NN"]
+    for i in modifiers:
+        if sentence.deps[i] != "compound":
+            continue
+        for j in nouns:
+            if j == sentence.heads[i] or sentence.heads[j] == i or _related(sentence.lemma[i], sentence.lemma[j]) \
+                    or coordinated(sentence, j, sentence.heads[i]):
+                continue
             edited = _with(sentence, {i: _fit(sentence.tokens[j], "", sentence, i),
                                       j: _fit(sentence.tokens[i], "", sentence, j)})
-            if edited is None:
-                continue
-            words = [sentence.tokens[i].lower(), sentence.tokens[j].lower()]
-            out.append(Candidate(f"{i}-{j}", *edited, {"class": "attribute", "words": words,
-                                                              "positions": [i, j]}))
+            if edited is not None:
+                out.append(Candidate(f"{min(i, j)}-{max(i, j)}", *edited, {
+                    "class": "attribute", "words": [sentence.tokens[i].lower(), sentence.tokens[j].lower()],
+                    "positions": sorted([i, j])}))
     return out
 
 
