@@ -12,7 +12,8 @@ from toolkit.catalog.snapshot import resolve_snapshot
 from toolkit.core.errors import UsageError
 from toolkit.data.records import load_training_records
 from toolkit.data.samples import PairingIndex, SampleConfig, epoch_order, plan_clic_sample, sample_rng
-from toolkit.negatives.generators import GENERATORS, NegativeContext, build_vocabulary
+from toolkit.negatives.generators import NegativeContext
+from toolkit.negatives.registry import GENERATORS
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,8 @@ def preview_negatives(store: Store, snapshot: str, split: str, generators: tuple
     excluded = excluded_negative_keys(store)  # reviewers found them true: training never makes them
     pairing = PairingIndex(records)
     config = SampleConfig(generators=generators)
-    vocabulary = build_vocabulary(s for r in records for s in r.sentences) if "replace" in generators else {}
-    context = NegativeContext.with_exclusions(excluded, vocabulary)  # what ClicDataset builds
+    context = (NegativeContext.of_corpus((s for r in records for s in r.sentences), excluded)  # as ClicDataset
+               if "replace" in generators else NegativeContext.with_exclusions(excluded))
     samples = []
     for index in epoch_order(len(records), seed, 0)[:n]:
         plan = plan_clic_sample(records, pairing, index, sample_rng(seed, 0, index), config, context)
