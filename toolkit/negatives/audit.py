@@ -88,18 +88,31 @@ def _number(word: str, facts: WordFacts) -> str:
     return "Plur" if tag in ("NNS", "NNPS") else "Sing" if tag in ("NN", "NNP") else ""
 
 
+def _upos(word: str, facts: WordFacts) -> str | None:
+    """A word's usual POS; a word the corpus lacks is looked up by its singular ("dogs" -> "dog")."""
+    if word in facts.upos:
+        return facts.upos[word]
+    import inflect
+
+    singular = lexicon._engine(inflect).singular_noun(word) if word.isalpha() else False
+    base = singular if isinstance(singular, str) and singular else word
+    return facts.upos.get(base) or ("NOUN" if base in lexicon.KIND_OF else None)
+
+
 def _agreement_errors(tokens: Sequence[str], facts: WordFacts) -> int:
     errors = 0
     for index, word in enumerate(tokens):
         if word not in _SINGULAR and word not in _PLURAL:
             continue
         k = index + 1
-        while k < len(tokens) and k < index + 4 and facts.upos.get(tokens[k]) in ("ADJ", "NUM", "ADV"):
+        while k < len(tokens) and k < index + 4 and _upos(tokens[k], facts) in ("ADJ", "NUM", "ADV"):
             k += 1  # "two big red buses": skip the modifiers to the noun
         if k >= len(tokens) or not tokens[k][:1].isalpha():
             continue
-        if facts.upos.get(tokens[k], "NOUN") != "NOUN" and tokens[k] not in lexicon.KIND_OF:
+        if (_upos(tokens[k], facts) or "NOUN") != "NOUN":
             continue
+        while k + 1 < len(tokens) and _upos(tokens[k + 1], facts) == "NOUN":
+            k += 1  # a compound ("two stop signs"): the number is the head's
         number = _number(tokens[k], facts)
         if (word in _SINGULAR and number == "Plur") or (word in _PLURAL and number == "Sing"):
             errors += 1
@@ -120,8 +133,8 @@ def _coordination_swap(before: Sequence[str], after: Sequence[str], facts: WordF
                     continue
                 for m_end in range(c + 1, min(len(region), c + 3)):
                     middle = region[c:m_end]
-                    if any(w not in _COORDINATORS and w not in lexicon.DETERMINERS and facts.upos.get(w) not in
-                           ("DET", "NUM", "ADJ") for w in middle[1:]):
+                    if any(w == "no" or w not in _COORDINATORS and w not in lexicon.DETERMINERS and
+                           facts.upos.get(w) not in ("DET", "NUM", "ADJ") for w in middle[1:]):
                         continue
                     left, right = region[:c], region[m_end:]
                     if left and right and swapped == right + middle + left:

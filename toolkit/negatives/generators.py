@@ -42,6 +42,7 @@ EXCLUDED_TAGS = frozenset({"AUX", "DET", "INTJ", "PART", "PUNCT", "SYM", "X", "S
 _NON_WORD = re.compile(r"[\W_]+")
 _VOCAB_WORD = re.compile(r"[^\W\d_]+(?:[-'][^\W\d_]+)*")
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+_COORDINATORS = frozenset({"and", "or", "&", ",", "nor"})
 _ADJECTIVE_KINDS = frozenset({"colour", "size", "material", "age", "pattern", "state", "temperature", "light"})
 
 
@@ -172,8 +173,16 @@ def _conj_root(sentence: TaggedSentence, index: int) -> int:
 
 
 def coordinated(sentence: TaggedSentence, first: int, second: int) -> bool:
-    """Whether two tokens are conjuncts of one coordination ("a dog and a cat", "black and white")."""
-    return sentence.parsed and _conj_root(sentence, first) == _conj_root(sentence, second)
+    """Whether two tokens are conjuncts of one coordination ("a dog and a cat", "black and white"): by the
+    parse, or because only "and"/"or"/commas and determiners or adjectives stand between them (the parse
+    misses some: "hair, a shirt and a tie"; exchanging those reads as the same list)."""
+    if sentence.parsed and _conj_root(sentence, first) == _conj_root(sentence, second):
+        return True
+    first, second = sorted((first, second))
+    between = range(first + 1, second)
+    return any(sentence.tokens[k].lower() in _COORDINATORS for k in between) and all(
+        sentence.tokens[k].lower() in _COORDINATORS or sentence.pos[k] in ("DET", "NUM", "ADJ")
+        and sentence.tokens[k].lower() != "no" for k in between)
 
 
 def _related(first: str, second: str) -> bool:
@@ -373,7 +382,7 @@ def replace_candidates(sentence: TaggedSentence, vocabulary: Mapping[str, Sequen
         cls = slot_class(sentence, i)
         relation = _relation_at(sentence, i)
         if relation is not None:
-            out.extend(_replace_relation(sentence, i, relation))
+            out.extend(_replace_relation(sentence, i, relation, word_tags))
             continue
         kind = lexicon.kind(lemma) or lexicon.kind(token.lower())
         if cls is None or kind is None or not _kind_fits(cls, kind):
@@ -416,12 +425,17 @@ def _relation_at(sentence: TaggedSentence, index: int) -> str | None:
 _PHRASE_REPLACEMENTS = {"in front of": ("behind",), "on top of": ("under",)}
 
 
-def _replace_relation(sentence: TaggedSentence, index: int, relation: str) -> list[Candidate]:
+def _replace_relation(sentence: TaggedSentence, index: int, relation: str,
+                      word_tags: Mapping[str, str]) -> list[Candidate]:
     width = len(relation.split())
     out = []
     for new in _PHRASE_REPLACEMENTS.get(relation) or lexicon.RELATION_SWAPS.get(relation, ()):
         words = new.split()
-        if index == 0 and sentence.tokens[0][:1].isupper():
+        if width == len(words) == 1 and word_tags.get(new, sentence.fine[index]) != sentence.fine[index]:
+            continue  # "above" is mostly an adverb in captions: it does not stand in for "under"
+        if sentence.tokens[index].isupper() and len(sentence.tokens[index]) > 1:
+            words = [w.upper() for w in words]
+        elif index == 0 and sentence.tokens[0][:1].isupper():
             words[0] = words[0].capitalize()
         spaces = list(_spaces(sentence))
         tokens = list(sentence.tokens[:index]) + words + list(sentence.tokens[index + width:])
