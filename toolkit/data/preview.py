@@ -54,3 +54,37 @@ def preview_negatives(store: Store, snapshot: str, split: str, generators: tuple
                         "negative": plan.texts.negative, "generator": plan.texts.generator,
                         "detail": plan.texts.detail})
     return NegativePreview(snapshot_hash, split, seed, generators, len(excluded), samples)
+
+
+def audit_negatives(store: Store, snapshot: str, split: str, generators: tuple[str, ...], n: int,
+                    seed: int) -> dict[str, Any]:
+    """`toolkit negatives audit`: every generator on `n` sampled captions of the snapshot, each paired with
+    another image's caption as CLIC pairs them, checked by `toolkit.negatives.audit`."""
+    import random
+
+    from toolkit.negatives.audit import WordFacts, audit
+    from toolkit.negatives.registry import check_generator_names
+
+    check_generator_names(generators)
+    with store.session() as session:
+        frozen = resolve_snapshot(session, snapshot)
+        snapshot_hash = frozen.content_hash
+        records = load_training_records(session, frozen, split=split)
+    excluded = excluded_negative_keys(store)
+    sentences = [s for r in records for s in r.sentences]
+    context = NegativeContext.of_corpus(sentences, excluded)
+    rng = random.Random(seed)
+    order = rng.sample(range(len(records)), min(n, len(records)))
+    items = []
+    for index in order:
+        partners = [k for k in rng.sample(range(len(records)), min(8, len(records)))
+                    if records[k].image_id != records[index].image_id]
+        if partners:  # CLIC's partner is another image
+            items.append((records[index].first, records[partners[0]].first))
+    if not items:
+        raise UsageError(f"snapshot {snapshot_hash[:12]} has no two images in split {split!r} to pair; "
+                         "ingest more data or choose another split")
+    reports = audit(items, {name: (lambda item, r, name=name: GENERATORS[name](item[0], item[1], r, context))
+                            for name in generators}, seed=seed, facts=WordFacts.of(sentences))
+    return {"snapshot": snapshot_hash, "split": split, "seed": seed, "pairs": len(items),
+            "generators": [r.as_dict() for r in reports]}
