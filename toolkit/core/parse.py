@@ -47,6 +47,10 @@ def detokenize(tokens: Sequence[str]) -> str:
     return "".join(parts)
 
 
+_PENN_OF_UPOS = {"NOUN": "NN", "PROPN": "NNP", "ADJ": "JJ", "VERB": "VB", "NUM": "CD", "ADP": "IN", "DET": "DT",
+                 "PRON": "PRP", "ADV": "RB", "AUX": "MD", "CCONJ": "CC", "PUNCT": "."}
+
+
 def _number_of(fine: str) -> str:
     """Grammatical number from a Penn tag: 'Plur', 'Sing' or '' (not a noun)."""
     if fine in ("NNS", "NNPS"):
@@ -99,7 +103,8 @@ class TaggedSentence:
 
     @cached_property
     def fine(self) -> tuple[str, ...]:
-        return self.tags or self.pos
+        # Rows without fine tags: the Penn tag each Universal POS most often has (number unknown: singular).
+        return self.tags or tuple(_PENN_OF_UPOS.get(p, p) for p in self.pos)
 
     @cached_property
     def lemma(self) -> tuple[str, ...]:
