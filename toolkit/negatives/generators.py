@@ -365,8 +365,9 @@ def swap_across_candidates(first_a: TaggedSentence,
 def _replacement_words(kind: str, lemma: str, present: Collection[str],
                        vocabulary: Collection[str]) -> list[str]:
     words = [w for w in lexicon.WORDS_OF_KIND[kind] if w not in present and not _related(w, lemma)]
-    in_corpus = [w for w in words if w in vocabulary]
-    return in_corpus or words  # corpus statistics first: replacements the customer's data actually uses
+    # With a corpus, only words it uses: a replacement stays in the customer's domain (and a domain test
+    # set draws from its own captions); without one, the lexicon's.
+    return [w for w in words if w in vocabulary] if vocabulary else words
 
 
 def replace_candidates(sentence: TaggedSentence, vocabulary: Mapping[str, Sequence[str]] | None = None,
@@ -382,7 +383,7 @@ def replace_candidates(sentence: TaggedSentence, vocabulary: Mapping[str, Sequen
         cls = slot_class(sentence, i)
         relation = _relation_at(sentence, i)
         if relation is not None:
-            out.extend(_replace_relation(sentence, i, relation, word_tags))
+            out.extend(_replace_relation(sentence, i, relation, word_tags, corpus))
             continue
         kind = lexicon.kind(lemma) or lexicon.kind(token.lower())
         if cls is None or kind is None or not _kind_fits(cls, kind):
@@ -425,12 +426,14 @@ def _relation_at(sentence: TaggedSentence, index: int) -> str | None:
 _PHRASE_REPLACEMENTS = {"in front of": ("behind",), "on top of": ("under",)}
 
 
-def _replace_relation(sentence: TaggedSentence, index: int, relation: str,
-                      word_tags: Mapping[str, str]) -> list[Candidate]:
+def _replace_relation(sentence: TaggedSentence, index: int, relation: str, word_tags: Mapping[str, str],
+                      corpus: Collection[str]) -> list[Candidate]:
     width = len(relation.split())
     out = []
     for new in _PHRASE_REPLACEMENTS.get(relation) or lexicon.RELATION_SWAPS.get(relation, ()):
         words = new.split()
+        if corpus and not all(w in corpus for w in words):
+            continue  # as for words: with a corpus, only what it uses
         if width == len(words) == 1 and word_tags.get(new, sentence.fine[index]) != sentence.fine[index]:
             continue  # "above" is mostly an adverb in captions: it does not stand in for "under"
         if sentence.tokens[index].isupper() and len(sentence.tokens[index]) > 1:
