@@ -291,12 +291,15 @@ def _modifiers(sentence: TaggedSentence) -> list[int]:
     out = []
     for i, token in enumerate(sentence.tokens):
         head = sentence.heads[i]
-        if head == i or sentence.pos[head] != "NOUN" or not token.isalpha() or token.lower() in lexicon.PRONOUNS:
+        if head == i or sentence.pos[head] not in ("NOUN", "PROPN") or not token.isalpha() \
+                or token.lower() in lexicon.PRONOUNS:
             continue
+        # An adjective may describe a name too ("a brown teddy bear", tagged as one): only it moves.
         if sentence.deps[i] == "amod" and sentence.fine[i] == "JJ" and \
                 sentence.lemma[i].lower() not in lexicon.FUNCTIONAL_ADJECTIVES:
             out.append(i)
         elif sentence.deps[i] == "compound" and sentence.fine[i] == "NN" and sentence.pos[i] == "NOUN" and \
+                sentence.pos[head] == "NOUN" and \
                 sentence.lemma[i].lower() not in lexicon.FUNCTIONAL_NOUNS:
             out.append(i)
     return out
