@@ -145,7 +145,7 @@ def main() -> None:
     old = load_old_generators()
     captions = read_captions(args.data)[:args.limit]
     old_docs, parsed, tagging = tag_both(captions)
-    for p, (tokens, pos) in zip(parsed, old_docs, strict=True):
+    for p, (_, pos) in zip(parsed, old_docs, strict=True):
         _OLD_POS[p.tokens] = tuple(pos)
     legacy = [old.TaggedSentence.of(t, p) for t, p in old_docs]
     print(f"SugarCrepe positives: {len(captions)} unique captions from {args.data}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,7 @@ def test_articles_are_repaired_after_an_edit(tagger, context) -> None:  # type: 
     assert "A boy standing next to a small elephant in a field." in texts
     for text in texts:
         tokens = words(text)
-        assert all(lexicon.article_for(nxt) == w for w, nxt in zip(tokens, tokens[1:], strict=False)
+        assert all(lexicon.article_for(nxt) == w for w, nxt in pairwise(tokens)
                    if w in ("a", "an")), text
 
 

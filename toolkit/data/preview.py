@@ -61,8 +61,10 @@ def audit_negatives(store: Store, snapshot: str, split: str, generators: tuple[s
     """`toolkit negatives audit`: every generator on `n` sampled captions of the snapshot, each paired with
     another image's caption as CLIC pairs them, checked by `toolkit.negatives.audit`."""
     import random
+    from collections.abc import Callable, Sequence
 
     from toolkit.negatives.audit import WordFacts, audit
+    from toolkit.negatives.generators import Negative, TaggedSentence
     from toolkit.negatives.registry import check_generator_names
 
     check_generator_names(generators)
@@ -84,7 +86,9 @@ def audit_negatives(store: Store, snapshot: str, split: str, generators: tuple[s
     if not items:
         raise UsageError(f"snapshot {snapshot_hash[:12]} has no two images in split {split!r} to pair; "
                          "ingest more data or choose another split")
-    reports = audit(items, {name: (lambda item, r, name=name: GENERATORS[name](item[0], item[1], r, context))
-                            for name in generators}, seed=seed, facts=WordFacts.of(sentences))
+    def run(name: str) -> Callable[[Sequence[TaggedSentence], random.Random], Negative | None]:
+        return lambda item, r: GENERATORS[name](item[0], item[1], r, context)
+
+    reports = audit(items, {name: run(name) for name in generators}, seed=seed, facts=WordFacts.of(sentences))
     return {"snapshot": snapshot_hash, "split": split, "seed": seed, "pairs": len(items),
             "generators": [r.as_dict() for r in reports]}

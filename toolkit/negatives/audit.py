@@ -22,6 +22,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from toolkit.core.parse import TaggedSentence
@@ -60,17 +61,17 @@ def words(text: str) -> list[str]:
 
 def _pieces(sentences: Sequence[TaggedSentence]) -> list[tuple[str, str, str]]:
     """The positives as (word, fine tag in context, lemma), split like `words` splits text."""
-    out = []
+    out: list[tuple[str, str, str]] = []
     for sentence in sentences:
         for token, fine, lemma in zip(sentence.tokens, sentence.fine, sentence.lemma, strict=True):
             out.extend((w.lower(), fine, lemma.lower()) for w in _WORD.findall(token))
-        if not sentence.tokens[-1] in (".", "!", "?") and len(sentences) > 1:
+        if sentence.tokens[-1] not in (".", "!", "?") and len(sentences) > 1:
             out.append((".", ".", "."))  # join_sentences ends each sentence with a full stop
     return out
 
 
 def _article_errors(tokens: Sequence[str]) -> int:
-    return sum(1 for w, nxt in zip(tokens, tokens[1:], strict=False)
+    return sum(1 for w, nxt in pairwise(tokens)
                if w in ("a", "an") and nxt[:1].isalpha() and lexicon.article_for(nxt) != w)
 
 
@@ -133,8 +134,8 @@ def _coordination_swap(before: Sequence[str], after: Sequence[str], facts: WordF
                     continue
                 for m_end in range(c + 1, min(len(region), c + 3)):
                     middle = region[c:m_end]
-                    if any(w == "no" or w not in _COORDINATORS and w not in lexicon.DETERMINERS and
-                           facts.upos.get(w) not in ("DET", "NUM", "ADJ") for w in middle[1:]):
+                    if any(w == "no" or (w not in _COORDINATORS and w not in lexicon.DETERMINERS and
+                           facts.upos.get(w) not in ("DET", "NUM", "ADJ")) for w in middle[1:]):
                         continue
                     left, right = region[:c], region[m_end:]
                     if left and right and swapped == right + middle + left:
@@ -181,7 +182,7 @@ def check_negative(positives: Sequence[TaggedSentence], negative: str, facts: Wo
             if new_tag is not None and new_tag != old_tag:
                 flags["fine_tag"] = True
             new_lemma = facts.lemma.get(new, new)
-            if new_lemma == old_lemma or new == old_lemma or new_lemma == old:
+            if old_lemma in (new_lemma, new) or new_lemma == old:
                 flags["same_lemma"] = True
             if lexicon.synonyms(old, new) or lexicon.synonyms(old_lemma, new_lemma):
                 flags["synonym"] = True

@@ -181,8 +181,8 @@ def coordinated(sentence: TaggedSentence, first: int, second: int) -> bool:
     first, second = sorted((first, second))
     between = range(first + 1, second)
     return any(sentence.tokens[k].lower() in _COORDINATORS for k in between) and all(
-        sentence.tokens[k].lower() in _COORDINATORS or sentence.pos[k] in ("DET", "NUM", "ADJ")
-        and sentence.tokens[k].lower() != "no" for k in between)
+        sentence.tokens[k].lower() in _COORDINATORS or (sentence.pos[k] in ("DET", "NUM", "ADJ")
+        and sentence.tokens[k].lower() != "no") for k in between)
 
 
 def _related(first: str, second: str) -> bool:
@@ -295,12 +295,12 @@ def _modifiers(sentence: TaggedSentence) -> list[int]:
                 or token.lower() in lexicon.PRONOUNS:
             continue
         # An adjective may describe a name too ("a brown teddy bear", tagged as one): only it moves.
-        if sentence.deps[i] == "amod" and sentence.fine[i] == "JJ" and \
-                sentence.lemma[i].lower() not in lexicon.FUNCTIONAL_ADJECTIVES:
-            out.append(i)
-        elif sentence.deps[i] == "compound" and sentence.fine[i] == "NN" and sentence.pos[i] == "NOUN" and \
-                sentence.pos[head] == "NOUN" and \
-                sentence.lemma[i].lower() not in lexicon.FUNCTIONAL_NOUNS:
+        lemma = sentence.lemma[i].lower()
+        adjective = sentence.deps[i] == "amod" and sentence.fine[i] == "JJ" and \
+            lemma not in lexicon.FUNCTIONAL_ADJECTIVES
+        noun = sentence.deps[i] == "compound" and sentence.fine[i] == "NN" and sentence.pos[i] == "NOUN" and \
+            sentence.pos[head] == "NOUN" and lemma not in lexicon.FUNCTIONAL_NOUNS
+        if adjective or noun:
             out.append(i)
     return out
 
@@ -333,10 +333,10 @@ def swap_attribute_candidates(sentence: TaggedSentence) -> list[Candidate]:
             if j == sentence.heads[i] or sentence.heads[j] == i or _related(sentence.lemma[i], sentence.lemma[j]) \
                     or coordinated(sentence, j, sentence.heads[i]):
                 continue
-            edited = _with(sentence, {i: _fit(sentence.tokens[j], "", sentence, i),
-                                      j: _fit(sentence.tokens[i], "", sentence, j)})
-            if edited is not None:
-                out.append(Candidate(f"{min(i, j)}-{max(i, j)}", *edited, {
+            exchanged = _with(sentence, {i: _fit(sentence.tokens[j], "", sentence, i),
+                                         j: _fit(sentence.tokens[i], "", sentence, j)})
+            if exchanged is not None:
+                out.append(Candidate(f"{min(i, j)}-{max(i, j)}", *exchanged, {
                     "class": "attribute", "words": [sentence.tokens[i].lower(), sentence.tokens[j].lower()],
                     "positions": sorted([i, j])}))
     return out
@@ -495,9 +495,10 @@ def swap_relation_candidates(sentence: TaggedSentence) -> list[Candidate]:
     out = []
     seen: set[tuple[tuple[int, int], tuple[int, int]]] = set()
     for left, rel, right in _relation_pairs(sentence):
-        spans = _chunk_of(sentence, left), _chunk_of(sentence, right)
-        if spans[0] is None or spans[1] is None or spans in seen:
+        left_span, right_span = _chunk_of(sentence, left), _chunk_of(sentence, right)
+        if left_span is None or right_span is None or (left_span, right_span) in seen:
             continue
+        spans = left_span, right_span
         (ls, le), (rs, re_) = spans
         if not le <= rs or not _swappable_phrase(sentence, ls, le, left) or \
                 not _swappable_phrase(sentence, rs, re_, right):
@@ -533,7 +534,7 @@ def _exchange(sentence: TaggedSentence, left: tuple[int, int], right: tuple[int,
     def phrase(start: int, end: int, slot_end: int) -> tuple[list[str], list[bool]]:
         words = [w if (sentence.pos[start + k] == "PROPN" or w == "I") else (w.lower() if k == 0 else w)
                  for k, w in enumerate(tokens[start:end])]
-        return words, spaces[start:end - 1] + [spaces[slot_end - 1]]
+        return words, [*spaces[start:end - 1], spaces[slot_end - 1]]
 
     right_words, right_spaces = phrase(rs, re_, le)
     left_words, left_spaces = phrase(ls, le, re_)

@@ -12,6 +12,11 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+
+def _set(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
 _KINDS: dict[str, str] = {
     "colour": "red orange yellow green blue purple pink brown black white gray grey silver gold beige tan "
               "maroon cyan teal navy violet",
@@ -73,23 +78,21 @@ _SYNONYMS = [
 ]
 SYNONYM_GROUP: dict[str, int] = {w: n for n, group in enumerate(_SYNONYMS) for w in group.split()}
 
-PRONOUNS = frozenset(
-    "i me my mine you your yours he him his she her hers it its they them their theirs we us our ours "
-    "this that these those itself himself herself themselves someone something one".split())
-DETERMINERS = frozenset("a an the some any each every another no all both either neither".split())
-SINGULAR_DETERMINERS = frozenset("a an one this that another each every".split())
-PLURAL_DETERMINERS = frozenset(
-    "two three four five six seven eight nine ten eleven twelve these those several many both few".split())
+PRONOUNS = _set("i me my mine you your yours he him his she her hers it its they them their theirs we us our "
+                "ours this that these those itself himself herself themselves someone something one")
+DETERMINERS = _set("a an the some any each every another no all both either neither")
+SINGULAR_DETERMINERS = _set("a an one this that another each every")
+PLURAL_DETERMINERS = _set("two three four five six seven eight nine ten eleven twelve these those several many "
+                          "both few")
 # Nouns that head a quantity or a view, or sit inside fixed relations ("in front of", "a group of").
-FUNCTIONAL_NOUNS = frozenset(
-    "front top side middle edge back bottom lot lots couple bunch group pair kind type variety piece view "
-    "picture image photo photograph close closeup shot number herd flock set row line stack pile".split())
+FUNCTIONAL_NOUNS = _set("front top side middle edge back bottom lot lots couple bunch group pair kind type variety "
+                        "piece view picture image photo photograph close closeup shot number herd flock set row "
+                        "line stack pile")
 # Adjectives that work as quantifiers or inside fixed relations ("next to", "close to").
-FUNCTIONAL_ADJECTIVES = frozenset(
-    "next close other same different many several few much more most such own various certain able "
-    "top front back left right".split())
+FUNCTIONAL_ADJECTIVES = _set("next close other same different many several few much more most such own various "
+                             "certain able top front back left right")
 # Verbs whose swap edits grammar, not content.
-FUNCTIONAL_VERBS = frozenset("be have do get make let seem appear".split())
+FUNCTIONAL_VERBS = _set("be have do get make let seem appear")
 
 
 def kind(lemma: str) -> str | None:
@@ -106,7 +109,7 @@ def article_for(word: str) -> str:
     """'a' or 'an' before `word`, by sound (inflect: "an hour", "a university", "an FBI agent")."""
     import inflect  # deferred: ~0.1 s to import, and only edits that touch an article need it
 
-    return _engine(inflect).a(word).split(" ", 1)[0].lower()
+    return str(_engine(inflect).a(word)).split(" ", 1)[0].lower()
 
 
 @lru_cache(maxsize=1 << 14)
