@@ -200,8 +200,9 @@ def _supersede_caption(session: Any, caption_id: int, corrected: str, tagger: An
         sentences = split_sentences(text) or [text]
         tagger = tagger or load_tagger()
         for position, (sentence, tags) in enumerate(zip(sentences, tagger.tag(sentences), strict=True)):
-            session.add(Sentence(caption_id=replacement.id, position=position, text=sentence, tokens=tags.tokens,
-                                 pos=tags.pos, tagger=tagger.spec))
+            session.add(Sentence(caption_id=replacement.id, position=position, text=sentence,
+                                 tokens=list(tags.tokens), pos=list(tags.pos), tagger=tagger.spec,
+                                 parse=tags.to_json()))
     replacement.status = "active"
     old.status = "superseded"
 

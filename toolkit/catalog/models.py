@@ -97,6 +97,8 @@ class Sentence(Base):
     tokens: Mapped[list[str]] = mapped_column(default=list)
     pos: Mapped[list[str]] = mapped_column(default=list)  # Universal POS, aligned with tokens
     tagger: Mapped[str] = mapped_column(String(128))
+    # toolkit.core.parse.TaggedSentence.to_json(); NULL for rows tagged before it (see `toolkit data retag`)
+    parse: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
 
 
 class Reject(Base):

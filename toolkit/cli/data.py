@@ -166,6 +166,25 @@ def snapshots(db: DbOption = None, json_output: JsonOption = False) -> None:
     console.print(table)
 
 
+@data_app.command()
+def retag(db: DbOption = None,
+          batch_size: Annotated[int, typer.Option(min=1, help="Sentences per committed batch.")] = 512,
+          json_output: JsonOption = False) -> None:
+    """Store the full parse for sentences tagged before it (or by another tagger). Safe to stop and re-run."""
+    from toolkit.ingest.retag import retag as run_retag
+
+    store = _open(db)
+    try:
+        report = run_retag(store, batch_size=batch_size, progress=None if json_output else lambda r: console.print(
+            f"retagged {r.retagged}/{r.to_do} sentences", highlight=False))
+    finally:
+        store.close()
+    if json_output:
+        print_json(report.as_dict())
+    else:
+        console.print(f"done: {report.retagged} sentences re-tagged with {escape(report.tagger)}")
+
+
 def register(app: typer.Typer) -> None:
     app.command(name="ingest")(ingest)
     app.add_typer(data_app, name="data")

@@ -15,6 +15,7 @@ def register(app: typer.Typer) -> None:
     negatives_app = typer.Typer(help="Hard negatives: preview what the generators make from your captions.",
                                 no_args_is_help=True)
     negatives_app.command("preview")(preview)
+    negatives_app.command("audit")(audit)
     app.add_typer(negatives_app, name="negatives")
 
 
@@ -24,7 +25,8 @@ def preview(
         help="Snapshot: latest, a content hash (prefix) or a name.")] = "latest",
     n: Annotated[int, typer.Option("--n", min=1, help="How many samples to show.")] = 10,
     generator: Annotated[list[str] | None, typer.Option(
-        help="Generator to use (swap_across, swap_within, replace); repeat for fallbacks in order. "
+        help="Generator to use (swap_across, swap_within, replace, swap_relation, swap_attribute); repeat "
+             "for fallbacks in order. "
              "Default: swap_across.")] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed; the same seed shows the same samples.")] = 0,
     split: Annotated[str, typer.Option(help="Which split's captions to pair.")] = "train",
@@ -59,3 +61,48 @@ def preview(
         table.add_row(", ".join(map(str, row["caption_ids"])), row["positive"], row["negative"],
                       row["generator"], change)
     Console().print(table)
+
+
+def audit(
+    db: DbOption = None,
+    snapshot: Annotated[str, typer.Option(
+        help="Snapshot: latest, a content hash (prefix) or a name.")] = "latest",
+    n: Annotated[int, typer.Option("--n", min=1, help="How many captions to sample.")] = 1000,
+    generator: Annotated[list[str] | None, typer.Option(
+        help="Generator to audit; repeat for several. Default: all.")] = None,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    split: Annotated[str, typer.Option(help="Which split's captions to sample.")] = "train",
+    json_output: JsonOption = False,
+) -> None:
+    """Check your captions' hard negatives before training: per generator, coverage, the automatic flag
+    rates (a/an, agreement, fine tag, pronoun/determiner, coordination, same lemma, synonym, identity), the
+    edit classes and examples."""
+    from toolkit.catalog.db import open_store
+    from toolkit.core.config import resolve_db_url
+    from toolkit.data.preview import audit_negatives
+    from toolkit.negatives.audit import FLAGS
+    from toolkit.negatives.registry import GENERATORS
+
+    names = tuple(generator or GENERATORS)
+    store = open_store(resolve_db_url(db))
+    try:
+        result = audit_negatives(store, snapshot, split, names, n, seed)
+    finally:
+        store.close()
+    if json_output:
+        print_json(result)
+        return
+    table = Table(title=f"Negatives audit ({result['pairs']} pairs, snapshot {result['snapshot'][:12]}, "
+                        f"seed {seed}); rates in % of negatives made")
+    for column in ("generator", "coverage", *FLAGS, "sum", "classes"):
+        table.add_column(column, overflow="fold")
+    for row in result["generators"]:
+        classes = ", ".join(f"{k} {v}" for k, v in list(row["classes"].items())[:4])
+        table.add_row(row["generator"], f"{100 * row['coverage']:.1f}",
+                      *(f"{100 * row['flags'][f]:.2f}" for f in FLAGS), f"{100 * row['flag_sum']:.2f}", classes)
+    Console().print(table)
+    for row in result["generators"]:
+        for example in row["examples"]:
+            flags = f"  [{', '.join(example['flags'])}]" if example["flags"] else ""
+            Console().print(f"{row['generator']}: {example['positive']}  →  {example['negative']}{flags}",
+                            highlight=False, markup=False)

@@ -48,7 +48,7 @@ from toolkit.data.samples import (
     sample_rng,
 )
 from toolkit.data.tiles import FileChangedError, half_tile_sizes, open_rgb, read_catalogued, resize_half_tile
-from toolkit.negatives.generators import NegativeContext, build_vocabulary
+from toolkit.negatives.generators import NegativeContext
 
 __all__ = [
     "ClicBatch", "ClicCollate", "ClicDataset", "ClicSample", "EpochBatches", "ImageLoadError", "PlainBatch",
@@ -166,9 +166,8 @@ class ClicDataset(Dataset[ClicSample]):
             raise ValueError("samples without concatenation need a single_image_loader")
         self.pairing = PairingIndex(self.records) if self.config.concatenate else None
         self.single_image_loader = single_image_loader
-        vocabulary = (build_vocabulary(s for r in self.records for s in r.sentences)
-                      if "replace" in self.config.generators else {})
-        self.context = NegativeContext.with_exclusions(excluded, vocabulary)
+        self.context = (NegativeContext.of_corpus((s for r in self.records for s in r.sentences), excluded)
+                        if "replace" in self.config.generators else NegativeContext.with_exclusions(excluded))
         self.tile_loader = tile_loader
 
     def __len__(self) -> int:

@@ -14,7 +14,10 @@ from toolkit.data.samples import EmptySnapshotError, TrainingRecord
 from toolkit.negatives.generators import TaggedSentence
 
 
-def _stored_sentence(tokens: list[str], pos: list[str], text: str) -> TaggedSentence:
+def _stored_sentence(tokens: list[str], pos: list[str], text: str,
+                     parse: dict[str, Any] | None = None) -> TaggedSentence:
+    if parse:
+        return TaggedSentence.from_json(parse)
     if tokens:
         return TaggedSentence.of(tokens, pos)
     # Untagged rows still train: whitespace words, no class, so swaps fall back to random words.
@@ -34,7 +37,8 @@ def load_training_records(session: Session, snapshot: Snapshot | str, split: str
         snapshot = resolve_snapshot(session, snapshot)
     rows = session.execute(
         select(SnapshotMember.caption_id, Image.id, Image.images_root, Image.path, Image.width, Image.height,
-               Image.sha256, Sentence.tokens, Sentence.pos, Sentence.text)
+               Image.sha256, Sentence.tokens, Sentence.pos, Sentence.text,
+               Sentence.parse)
         .join(Image, Image.id == SnapshotMember.image_id)
         .join(Sentence, Sentence.caption_id == SnapshotMember.caption_id)
         .where(SnapshotMember.snapshot_id == snapshot.id, SnapshotMember.split == split)
@@ -51,11 +55,11 @@ def load_training_records(session: Session, snapshot: Snapshot | str, split: str
             records.append(TrainingRecord(caption_id, image_id, Path(root) / path, width, height,
                                           tuple(sentences), sha256))
 
-    for caption_id, image_id, root, path, width, height, sha256, tokens, pos, text in rows:
+    for caption_id, image_id, root, path, width, height, sha256, tokens, pos, text, parse in rows:
         if current is None or current[0] != caption_id:
             flush()
             current, sentences = [caption_id, image_id, root, path, width, height, sha256], []
-        sentence = _stored_sentence(tokens, pos, text)
+        sentence = _stored_sentence(tokens, pos, text, parse)
         if word_range is None or word_range[0] <= sentence.word_count() <= word_range[1]:
             sentences.append(sentence)
     flush()

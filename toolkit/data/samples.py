@@ -22,15 +22,12 @@ from typing import Any
 
 from toolkit.core.errors import InputError
 from toolkit.core.images import aspect_class
-from toolkit.negatives.generators import (
+from toolkit.negatives.generators import Negative, NegativeContext, TaggedSentence, join_sentences
+from toolkit.negatives.registry import (
     SENTENCE_GENERATORS,
-    Negative,
-    NegativeContext,
-    TaggedSentence,
     check_generator_names,
     generate_negative,
     generate_sentence_negative,
-    join_sentences,
 )
 
 EXTRA_POSITIVES = 2  # p3 and p4

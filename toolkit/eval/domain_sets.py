@@ -45,6 +45,7 @@ class TaggedSentence:
     text: str
     tokens: tuple[str, ...]
     pos: tuple[str, ...]  # Universal POS tags aligned with tokens
+    parse: dict[str, Any] | None = None  # toolkit.core.parse.TaggedSentence.to_json(), when stored
 
 
 class NegativeLike(Protocol):
@@ -138,44 +139,47 @@ def items_hash(items: Sequence[DomainItem]) -> str:
 def held_out_sources(session: Session, snapshot_id: int, split: str) -> list[DomainSource]:
     """Primary sentences of the snapshot's captions in `split`, in a database-independent order."""
     rows = session.execute(
-        select(Image.id, Image.sha256, Caption.id, Sentence.text, Sentence.tokens, Sentence.pos)
+        select(Image.id, Image.sha256, Caption.id, Sentence.text, Sentence.tokens, Sentence.pos, Sentence.parse)
         .join(SnapshotMember, SnapshotMember.caption_id == Caption.id)
         .join(Image, Image.id == Caption.image_id)
         .join(Sentence, (Sentence.caption_id == Caption.id) & (Sentence.position == 0))
         .where(SnapshotMember.snapshot_id == snapshot_id, SnapshotMember.split == split)
         .order_by(Image.sha256, Caption.text_sha256)
     ).all()
-    return [DomainSource(int(r[0]), str(r[1]), int(r[2]), TaggedSentence(str(r[3]), tuple(r[4]), tuple(r[5])))
+    return [DomainSource(int(r[0]), str(r[1]), int(r[2]), TaggedSentence(str(r[3]), tuple(r[4]), tuple(r[5]),
+                                                                                   r[6]))
             for r in rows]
 
 
 def check_generator_names(names: Sequence[str]) -> None:
     """Refuse names that are not in NAMED_GENERATORS, saying which ones to use."""
-    unknown = [n for n in names if n not in NAMED_GENERATORS]
+    from toolkit.negatives.registry import SENTENCE_GENERATORS
+
+    unknown = [n for n in names if n not in SENTENCE_GENERATORS]
     if unknown:
         raise BenchmarkError(f"negative generator(s) {unknown} cannot make single-image test items; use "
-                             f"{' and/or '.join(NAMED_GENERATORS)} (swap_across makes two-image negatives)")
+                             f"{' and/or '.join(SENTENCE_GENERATORS)} (swap_across makes two-image negatives)")
 
 
 def named_generators(names: Sequence[str], sources: Sequence[DomainSource]) -> list[NegativeGenerator]:
     """toolkit.negatives.generators' one-sentence generators, adapted; `replace` draws from the sources' words."""
-    from toolkit.negatives import generators as negatives
+    from toolkit.core.parse import TaggedSentence as Parsed
+    from toolkit.negatives.generators import NegativeContext
+    from toolkit.negatives.registry import generate_sentence_negative
 
     check_generator_names(names)
 
-    def theirs(sentence: TaggedSentence) -> Any:
-        return negatives.TaggedSentence.of(sentence.tokens, sentence.pos)
+    def theirs(sentence: TaggedSentence) -> Parsed:
+        return Parsed.from_json(sentence.parse) if sentence.parse else Parsed.of(sentence.tokens, sentence.pos)
 
-    vocabulary = negatives.build_vocabulary(theirs(s.sentence) for s in sources)
+    context = NegativeContext.of_corpus(theirs(s.sentence) for s in sources)
 
-    def swap_within(source: TaggedSentence, _partner: TaggedSentence, rng: random.Random) -> Any:
-        return negatives.hard_negative_swap_within(theirs(source), rng)
+    def named(name: str) -> NegativeGenerator:
+        def generate(source: TaggedSentence, _partner: TaggedSentence, rng: random.Random) -> Any:
+            return generate_sentence_negative(theirs(source), rng, [name], context)
+        return generate
 
-    def replace(source: TaggedSentence, _partner: TaggedSentence, rng: random.Random) -> Any:
-        return negatives.hard_negative_replace(theirs(source), vocabulary, rng)
-
-    table: dict[str, NegativeGenerator] = {"swap_within": swap_within, "replace": replace}
-    return [table[n] for n in names]
+    return [named(n) for n in names]
 
 
 def create_domain_set(store: Store, snapshot_ref: str, split: str,

@@ -254,8 +254,8 @@ def _write_sentences(session: Session, new_captions: dict[tuple[int, str], tuple
             owners.append((caption_ids[key], position, sentence))
     tagged = tagger.tag([sentence for _, _, sentence in owners])
     session.execute(insert(Sentence), [
-        {"caption_id": cid, "position": position, "text": sentence, "tokens": tags.tokens, "pos": tags.pos,
-         "tagger": tagger.spec}
+        {"caption_id": cid, "position": position, "text": sentence, "tokens": list(tags.tokens),
+         "pos": list(tags.pos), "tagger": tagger.spec, "parse": tags.to_json()}
         for (cid, position, sentence), tags in zip(owners, tagged, strict=True)])
     report.sentences_added += len(owners)
 

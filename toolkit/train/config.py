@@ -118,7 +118,7 @@ class TrainConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
 
     def __post_init__(self) -> None:
-        from toolkit.negatives.generators import GENERATORS
+        from toolkit.negatives.registry import GENERATORS
 
         # Types first (every later check compares numbers), each naming its key and the value given.
         ints = ["seed", "epochs", "batch_size", "grad_accum", "num_workers", "checkpoint_every", "log_every",
