@@ -50,6 +50,10 @@ def ingest(
     on_long_caption: Annotated[str, typer.Option(help="reject | truncate (at a sentence boundary).")] = "reject",
     max_caption_chars: Annotated[int, typer.Option(min=1, help="Captions longer than this are over-long.")] = 2000,
     commit_every: Annotated[int, typer.Option(min=1, help="Rows per transaction (what a crash can lose).")] = 500,
+    workers: Annotated[int | None, typer.Option(min=1, help="Processes that decode, validate and tag "
+                                                            "(default: all cores; 1 = in this process).")] = None,
+    shard: Annotated[str | None, typer.Option(help="i/N: ingest only shard i (0-based) of N, e.g. one per "
+                                                   "machine into one PostgreSQL catalog.")] = None,
 ) -> None:
     """Ingest image–caption data into the catalog: validated, de-duplicated, POS-tagged once.
 
@@ -57,12 +61,14 @@ def ingest(
     missing tagger model, unreachable database), 4 --strict refused the batch.
     """
     from toolkit.ingest import StrictIngestError, ingest_source
+    from toolkit.ingest.parallel import Shard, default_workers
 
     root = images_root or (source if source.is_dir() else source.parent)
     splits = _option("--split-ratios", lambda: SplitRatios.parse(split_ratios))
     captions = _option("--on-long-caption", lambda: CaptionLimits(max_caption_chars, on_long_caption))
     config = _option("--commit-every", lambda: IngestConfig(
         images_root=root, strict=strict, tagger=tagger, splits=splits, commit_every=commit_every, captions=captions))
+    chosen_shard = _option("--shard", lambda: Shard.parse(shard)) if shard else None
     if not root.is_dir():
         raise InputError(f"--images-root {root} is not a folder")
     store = _open(db)
@@ -78,7 +84,8 @@ def ingest(
 
             try:
                 report = ingest_source(store, source, config, blob_dir=workspace_dir() / "blobs",
-                                       on_progress=show)
+                                       on_progress=show, workers=workers or default_workers(),
+                                       shard=chosen_shard)
             except StrictIngestError as err:
                 if json_output:  # the refused batch's report still goes to a script; main() prints the line
                     print_json(err.report.as_dict())
