@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -85,9 +87,18 @@ _tagger: SpacyTagger | None = None
 _config: IngestConfig | None = None
 
 
-def _start_worker(config: IngestConfig, blob_dir: Path) -> None:
+def _start_worker(config: IngestConfig, blob_dir: Path, parent: int) -> None:
     global _reader, _config
     _config, _reader = config, _ImageReader(config, blob_dir)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A parent killed with SIGKILL cannot shut the pool down, and its idle workers would wait forever on
+    their queue (holding a tagger each): they leave as soon as they are orphaned."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _worker_tagger() -> SpacyTagger:
@@ -122,7 +133,7 @@ class WorkerPool:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.workers = workers
         self._executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_start_worker, initargs=(config, blob_dir))
+                                             initializer=_start_worker, initargs=(config, blob_dir, os.getpid()))
         self.spec = ""
 
     def __enter__(self) -> WorkerPool:
