@@ -14,6 +14,7 @@ from rich.table import Table
 from toolkit.cli.common import DbOption, JsonOption, console, print_json
 from toolkit.core.config import CaptionLimits, IngestConfig, SplitRatios, resolve_db_url, workspace_dir
 from toolkit.core.errors import InputError
+from toolkit.core.progress import ProgressLines, wants_lines
 
 data_app = typer.Typer(help="Inspect and freeze the catalog.", no_args_is_help=True)
 T = TypeVar("T")
@@ -76,11 +77,15 @@ def ingest(
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=console, transient=True, disable=json_output) as progress:
             task = progress.add_task("ingesting", total=None)
+            lines = ProgressLines("ingest rows", unit="rows") if wants_lines() else None
 
             def show(report) -> None:  # type: ignore[no-untyped-def]
                 progress.update(task, description=(
                     f"{report.rows_read} rows · {report.images_added} images · {report.captions_added} captions"
                     f" · {report.rejected} rejected"))
+                if lines:
+                    lines.update(report.rows_read, images=report.images_added, captions=report.captions_added,
+                                 rejected=report.rejected)
 
             try:
                 report = ingest_source(store, source, config, blob_dir=workspace_dir() / "blobs",

@@ -31,6 +31,7 @@ import logging
 import math
 import random
 import shutil
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from toolkit.adapters.base import ClipAdapter
 from toolkit.adapters.outputs import OutputExistsError, atomic_output_dir, write_model_folder
 from toolkit.core.components import install_hint
 from toolkit.core.errors import InputError, MissingComponentError
+from toolkit.core.progress import ProgressLines, wants_lines
 from toolkit.data.batches import CLIC, PLAIN, BatchSource, TrainBatch
 from toolkit.train import distributed as dist_utils
 from toolkit.train.anchors import anchor_digest, anchor_sample
@@ -428,7 +430,8 @@ def _json(values: dict[str, Any]) -> str:
 
 
 class _progress:
-    """A rich progress bar with loss, lr and throughput; a no-op when disabled (non-main ranks, tests)."""
+    """A rich progress bar with loss, lr and throughput on a terminal, log lines elsewhere; a no-op when
+    disabled (non-main ranks, tests)."""
 
     def __init__(self, enabled: bool, total: int, done: int) -> None:
         self.enabled, self.total, self.done = enabled, total, done
@@ -436,6 +439,12 @@ class _progress:
     def __enter__(self) -> Any:
         if not self.enabled:
             return lambda step, metrics: None
+        if wants_lines(sys.stderr):  # a file or CI log: plain lines, a bar would show nothing until the end
+            lines = ProgressLines("step", self.total, unit="steps", done=self.done)
+            self.enabled = False  # nothing to close
+            return lambda step, metrics: lines.update(
+                step, loss=next((v for k, v in metrics.items() if k.startswith("loss/")), float("nan")),
+                lr=metrics["lr"], samples_per_s=round(metrics["samples_per_s"], 1))
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
