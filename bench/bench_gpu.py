@@ -267,6 +267,7 @@ def _config(arch: str, smoke_config: Path | None) -> dict[str, Any]:
 def end_to_end(arch: str, batch: int, smoke_config: Path | None, records: list[Any], cache: TileCache,
                device: torch.device, work: Path, compile_text: bool, args: argparse.Namespace) -> dict[str, Any]:
     from toolkit.data.batches import CLIC, CatalogBatchSource
+    from toolkit.train.distributed import TextTower
     from toolkit.train.recipe import ClicRecipe, TrainConfig, compiled_text_encoder
 
     adapter = make_adapter(arch, smoke_config, device)
@@ -278,6 +279,7 @@ def end_to_end(arch: str, batch: int, smoke_config: Path | None, records: list[A
     recipe.setup()
     if compile_text:
         recipe.encode_text = compiled_text_encoder(adapter, args.compile_backend)
+        recipe.text_tower = TextTower(adapter.model, recipe.encode_text)  # one process: no DDP wrapper
     flops = open_clip_sample_flops(_config(arch, smoke_config))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -290,7 +292,7 @@ def end_to_end(arch: str, batch: int, smoke_config: Path | None, records: list[A
             warm = started - begun
         if index == args.e2e_warmup + args.e2e_steps:
             break
-        loss, _ = recipe._forward(kind, data)
+        loss, _ = recipe._forward(kind, data, index)
         loss.backward()
         recipe.optimizer.step()
         recipe.optimizer.zero_grad(set_to_none=True)
@@ -400,6 +402,12 @@ def main() -> None:
                               else "cpu", "commit": commit(), "torch": torch.__version__, "smoke": args.smoke,
                               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu_count": os.cpu_count(),
                               "peak_tflops": peak_tflops}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.out_dir / f"gpu-{args.card}{'-smoke' if args.smoke else ''}"
+
+    def save() -> None:  # after every part: a device call cut short keeps what it measured
+        stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         smoke_config = None
@@ -417,10 +425,13 @@ def main() -> None:
             prepared[fmt] = f"{report.images / report.seconds:,.0f} images/s, {report.bytes_total / 2**20:.1f} MiB"
         result["prepare"] = f"png {prepared['png']}; npy {prepared['npy']} ({args.workers} processes)"
         log(f"tiles prepared: {result['prepare']}")
+        save()
         result["data_path"] = data_path(records, norm, work, args)
+        save()
         texts = [t for r in records[:200] for t in (r.first.text, *(s.text for s in r.extras))]
         arch_b = "smoke" if args.smoke else "ViT-B-32"
         result["step_time"] = step_time(arch_b, smoke_config, texts, device, args)
+        save()
         compile_text = result["step_time"]["compiled_speedup"] > 1.0
         cache = TileCache(tiles_root(work, norm.size), "png")
         result["end_to_end"], result["skipped"] = [], []
@@ -431,10 +442,9 @@ def main() -> None:
                 continue
             result["end_to_end"].append(end_to_end("smoke" if args.smoke else arch, batch, smoke_config, records,
                                                    cache, device, work, compile_text, args))
+            save()
     result["seconds"] = round(time.perf_counter() - begun, 1)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.out_dir / f"gpu-{args.card}{'-smoke' if args.smoke else ''}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    save()
     text = markdown(result)
     stem.with_suffix(".md").write_text(text, encoding="utf-8")
     print(text)

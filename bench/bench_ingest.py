@@ -1,9 +1,16 @@
 """Ingest benchmark, side by side in one run:
 
-1. rows/s of `ingest_source` on SQLite and on PostgreSQL for the same generated manifest;
-2. captions/s per core of POS tagging: the reference's per-caption `nlp()` (full pipeline) against our
+1. workers: rows/s of `toolkit ingest` with 1 worker and with all cores on real-size JPEGs (640x480, about
+   80 KB, three-sentence captions), against the measured decode+tag ceiling (one process's per-row cost of
+   decoding, hashing and tagging, times the cores); then peak RSS of the writer and of the largest worker at
+   two sizes (flat memory: the same peak at 10k and 200k rows). Each ingest runs in a fresh process.
+2. rows/s of `ingest_source` on SQLite and on PostgreSQL for the same generated manifest;
+3. captions/s per core of POS tagging: the reference's per-caption `nlp()` (full pipeline) against our
    batched, tagger-only `nlp.pipe`, as a ratio.
 
+Every part prints a JSON line as soon as it is measured, and appends it to --out if given.
+
+    python bench/bench_ingest.py --parts workers --jpeg-rows 3000 --rss-rows 10000,200000
     python bench/bench_ingest.py --rows 20000 --pg-url postgresql+psycopg://toolkit:toolkit@127.0.0.1/toolkit_test
 """
 
@@ -13,15 +20,22 @@ import argparse
 import json
 import os
 import random
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from PIL import Image as PILImage
 
 from toolkit.catalog import open_store
 from toolkit.core.config import IngestConfig
 from toolkit.ingest import ingest_source, load_tagger
+from toolkit.ingest.parallel import default_workers
+from toolkit.ingest.validate import inspect_image
 
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "white", "black"]
 SHAPES = ["cube", "ball", "cone", "ring", "star", "box", "disc", "cup"]
@@ -81,32 +95,144 @@ def bench_tagging(sample: int) -> dict[str, float]:
             "ratio": round(batched / per_call, 2)}
 
 
+def make_jpeg_manifest(base: Path, rows: int, images: int | None = None, size: tuple[int, int] = (640, 480),
+                       sentences: int = 3) -> Path:
+    """`images` distinct photo-like JPEGs (smooth colour fields plus sensor-like noise: about 80 KB at
+    640x480, quality 85), one caption of `sentences` sentences per row, every caption distinct."""
+    rng, text_rng = np.random.default_rng(0), random.Random(0)
+    folder = base / "jpegs"
+    folder.mkdir(parents=True, exist_ok=True)
+    images = images or rows
+    for index in range(images):
+        low = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+        smooth = np.asarray(PILImage.fromarray(low).resize(size, PILImage.Resampling.BICUBIC), np.int16)
+        pixels = np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)
+        PILImage.fromarray(pixels).save(folder / f"{index}.jpg", quality=85)
+    lines = []
+    for row in range(rows):
+        parts = caption(text_rng).rstrip(".").split(". ")[:sentences]
+        parts[-1] += f" in shot {row}"  # every caption distinct: no duplicate skips its tagging
+        text = ". ".join(parts) + "."
+        lines.append(json.dumps({"image": f"jpegs/{row % images}.jpg", "caption": text}))
+    manifest = base / f"jpeg-{rows}.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+def ingest_in_child(manifest: Path, url: str, workers: int) -> dict[str, float]:
+    """One ingest in a fresh process: rows/s, and the peak RSS of the writer and of its largest worker."""
+    out = subprocess.run([sys.executable, __file__, "--child", str(manifest), url, str(workers)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def child(manifest: Path, url: str, workers: int) -> None:
+    store = open_store(url)
+    commits: list[tuple[float, int]] = []  # (time, rows) at each committed chunk
+    start = time.perf_counter()
+    report = ingest_source(store, manifest, IngestConfig(images_root=manifest.parent), blob_dir=manifest.parent / "b",
+                           workers=workers, on_progress=lambda r: commits.append((time.perf_counter(), r.rows_read)))
+    seconds = time.perf_counter() - start
+    store.close()
+    # Steady state: from the first commit to the last, without start-up (tagger loads, pipeline fill).
+    (first_at, first_rows), (last_at, last_rows) = commits[0], commits[-1]
+    steady = (last_rows - first_rows) / (last_at - first_at) if last_at > first_at else float("nan")
+    def peak_mb(who: int) -> int:
+        return round(resource.getrusage(who).ru_maxrss / 1024)  # KiB on Linux
+
+    print(json.dumps({"workers": workers, "rows": report.rows_read, "seconds": round(seconds, 2),
+                      "rows_per_s": round(report.rows_read / seconds, 1), "steady_rows_per_s": round(steady, 1),
+                      "writer_peak_rss_mb": peak_mb(resource.RUSAGE_SELF),
+                      "largest_worker_peak_rss_mb": peak_mb(resource.RUSAGE_CHILDREN) if workers > 1 else None}))
+
+
+def decode_tag_ceiling(manifest: Path, sample: int, cores: int) -> dict[str, float]:
+    """Per-row seconds of decode+hash+validate and of tagging in this one process; the ceiling for `cores`
+    workers is cores / (decode + tag): perfect scaling, nothing spent on reading, writing or transfers."""
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()[:sample]]
+    tagger = load_tagger()
+    limits = IngestConfig(images_root=manifest.parent).images
+    tagger.tag([r["caption"] for r in rows[:20]])  # warm up
+    start = time.perf_counter()
+    for row in rows:
+        inspect_image((manifest.parent / row["image"]).read_bytes(), limits, row["image"])
+    decode = (time.perf_counter() - start) / len(rows)
+    from toolkit.core.text import split_sentences
+
+    sentences = [s for r in rows for s in split_sentences(r["caption"])]
+    start = time.perf_counter()
+    tagger.tag(sentences)
+    tag = (time.perf_counter() - start) / len(rows)
+    return {"decode_rows_per_s_per_core": round(1 / decode, 1), "tag_rows_per_s_per_core": round(1 / tag, 1),
+            "ceiling_rows_per_s_1": round(1 / (decode + tag), 1),
+            f"ceiling_rows_per_s_{cores}": round(cores / (decode + tag), 1)}
+
+
+def bench_workers(base: Path, rows: int, rss_rows: list[int], emit: Any) -> None:
+    cores = default_workers()
+    manifest = make_jpeg_manifest(base / "speed", rows)
+    jpeg_kb = sum(p.stat().st_size for p in (base / "speed" / "jpegs").glob("*.jpg")) / rows / 1024
+    runs = {}
+    # The ingests run first: a child's ru_maxrss starts from its parent's at fork, so this process must
+    # stay small until they are done (the ceiling below loads a tagger here).
+    for workers in sorted({1, cores}):
+        runs[workers] = ingest_in_child(manifest, f"sqlite:///{base / f'w{workers}.db'}", workers)
+        emit(f"ingest_workers_{workers}", runs[workers])
+    # Peak memory against length: small images and short captions, so 200k rows take minutes, not hours;
+    # five captions per image as in COCO (the writer's duplicate check reads every caption of a chunk's images).
+    for count in rss_rows:
+        small = make_jpeg_manifest(base / f"rss{count}", count, images=count // 5, size=(64, 48), sentences=1)
+        emit(f"rss_{count}_rows", ingest_in_child(small, f"sqlite:///{base / f'rss{count}.db'}", cores))
+    ceiling = decode_tag_ceiling(manifest, min(rows, 400), cores)
+    emit("ceiling", {**ceiling, "mean_jpeg_kb": round(jpeg_kb, 1)})
+    emit("workers_summary", {
+        "cores": cores, "speedup_wall": round(runs[cores]["rows_per_s"] / runs[1]["rows_per_s"], 2),
+        "speedup_steady": round(runs[cores]["steady_rows_per_s"] / runs[1]["steady_rows_per_s"], 2),
+        "share_of_ceiling_steady": round(runs[cores]["steady_rows_per_s"] / ceiling[f"ceiling_rows_per_s_{cores}"], 2),
+        "share_of_ceiling_steady_1": round(runs[1]["steady_rows_per_s"] / ceiling["ceiling_rows_per_s_1"], 2),
+        "loadavg_1min": os.getloadavg()[0]})
+
 def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        child(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default="workers,store,tagging")
     parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--jpeg-rows", type=int, default=3000)
+    parser.add_argument("--rss-rows", default="10000,200000")
     parser.add_argument("--pg-url", default=os.environ.get("TOOLKIT_TEST_PG_URL"))
     parser.add_argument("--tag-sample", type=int, default=2000)
+    parser.add_argument("--out", type=Path, help="append each result here as a JSON line")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     # One thread each so "per core" means per core.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    results: dict[str, object] = {"cpu_count": os.cpu_count()}
+
+    def emit(name: str, values: dict[str, Any]) -> None:
+        line = json.dumps({"part": name, **values})
+        print(line, flush=True)
+        if args.out:
+            with args.out.open("a") as handle:
+                handle.write(line + "\n")
+
+    emit("machine", {"cpu_count": os.cpu_count(), "usable_cores": default_workers(),
+                     "loadavg_1min": os.getloadavg()[0]})
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        manifest = make_manifest(base, args.rows)
-        tagger = load_tagger()
-        results["sqlite"] = bench_store(f"sqlite:///{base / 'bench.db'}", manifest, tagger, base / "blobs")
-        if args.pg_url:
-            from toolkit.catalog.db import recreate_database
+        if "workers" in parts:
+            bench_workers(base, args.jpeg_rows, [int(n) for n in args.rss_rows.split(",") if n], emit)
+        if "store" in parts:
+            manifest = make_manifest(base / "store", args.rows)
+            tagger = load_tagger()
+            emit("sqlite", bench_store(f"sqlite:///{base / 'bench.db'}", manifest, tagger, base / "blobs"))
+            if args.pg_url:
+                from toolkit.catalog.db import recreate_database
 
-            results["postgres"] = bench_store(recreate_database(args.pg_url, "bench_ingest"), manifest, tagger,
-                                              base / "blobs")
-    results["tagging"] = bench_tagging(args.tag_sample)
-    print(json.dumps(results, indent=2))
-    print(f"ingest rows/s   sqlite {results['sqlite']['rows_per_s']}"  # type: ignore[index]
-          + (f" | postgres {results['postgres']['rows_per_s']}" if "postgres" in results else ""))  # type: ignore[index]
-    tagging = results["tagging"]
-    print(f"tagging captions/s per core: per-caption nlp() {tagging['per_caption_nlp_per_s']} | batched tagger-only "  # type: ignore[index]
-          f"pipe {tagging['batched_pipe_per_s']} | ratio {tagging['ratio']}x")  # type: ignore[index]
+                emit("postgres", bench_store(recreate_database(args.pg_url, "bench_ingest"), manifest, tagger,
+                                             base / "blobs"))
+    if "tagging" in parts:
+        emit("tagging", bench_tagging(args.tag_sample))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
@@ -38,8 +39,9 @@ def _make_manifest(base: Path) -> Path:
     return manifest
 
 
-def _ingest_cmd(manifest: Path, db: str) -> list[str]:
-    return [sys.executable, "-m", "toolkit", "ingest", str(manifest), "--db", db, "--commit-every", "15", "--json"]
+def _ingest_cmd(manifest: Path, db: str, workers: int = 1) -> list[str]:
+    return [sys.executable, "-m", "toolkit", "ingest", str(manifest), "--db", db, "--commit-every", "15", "--json",
+            "--workers", str(workers)]
 
 
 def _env(workspace: Path) -> dict[str, str]:
@@ -62,7 +64,27 @@ def _state(url: str) -> dict[str, object]:
     return counts
 
 
-def test_sigkill_then_rerun_equals_clean_run(catalog_url, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def _processes() -> dict[int, int]:
+    """Live (not zombie) process id -> parent id."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" ", 1)
+        except OSError:
+            continue
+        state, parent = rest.rsplit(")", 1)[1].split()[:2]
+        if state != "Z":
+            found[int(pid)] = int(parent)
+    return found
+
+
+def _children(parent: int) -> set[int]:
+    return {pid for pid, owner in _processes().items() if owner == parent}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_then_rerun_equals_clean_run(catalog_url, tmp_path, workers):
     manifest = _make_manifest(tmp_path)
     clean_url = f"sqlite:///{tmp_path / 'clean.db'}"
     subprocess.run(_ingest_cmd(manifest, clean_url), env=_env(tmp_path / "ws"), check=True, capture_output=True)
@@ -70,7 +92,7 @@ def test_sigkill_then_rerun_equals_clean_run(catalog_url, tmp_path):
     assert clean["captions"] == 2 * ROWS // 3 and clean["rejects"] == ROWS // 3
 
     open_store(catalog_url).close()  # migrate first so polling can read the tables
-    victim = subprocess.Popen(_ingest_cmd(manifest, catalog_url), env=_env(tmp_path / "ws"),
+    victim = subprocess.Popen(_ingest_cmd(manifest, catalog_url, workers), env=_env(tmp_path / "ws"),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store = open_store(catalog_url)
     deadline = time.monotonic() + 120
@@ -79,15 +101,21 @@ def test_sigkill_then_rerun_equals_clean_run(catalog_url, tmp_path):
         with store.session() as session:
             partial = session.scalar(select(func.count()).select_from(Caption)) or 0
         if partial >= 60:
+            helpers = _children(victim.pid)
             victim.send_signal(signal.SIGKILL)
             break
         time.sleep(0.02)
     victim.wait()
     store.close()
     assert victim.returncode == -signal.SIGKILL, "the ingest finished before it could be killed"
+    deadline = time.monotonic() + 30
+    while helpers & _processes().keys() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not helpers & _processes().keys(), "worker processes outlived the killed ingest"
     killed = _state(catalog_url)
     assert 0 < killed["captions"] < clean["captions"], "the kill did not land mid-run"
     assert killed["gapless"] and killed["captions_with_sentences"] == killed["captions"]
 
-    subprocess.run(_ingest_cmd(manifest, catalog_url), env=_env(tmp_path / "ws"), check=True, capture_output=True)
+    subprocess.run(_ingest_cmd(manifest, catalog_url, workers), env=_env(tmp_path / "ws"), check=True,
+                   capture_output=True)
     assert _state(catalog_url) == clean

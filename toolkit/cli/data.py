@@ -14,6 +14,7 @@ from rich.table import Table
 from toolkit.cli.common import DbOption, JsonOption, console, print_json
 from toolkit.core.config import CaptionLimits, IngestConfig, SplitRatios, resolve_db_url, workspace_dir
 from toolkit.core.errors import InputError
+from toolkit.core.progress import ProgressLines, wants_lines
 
 data_app = typer.Typer(help="Inspect and freeze the catalog.", no_args_is_help=True)
 T = TypeVar("T")
@@ -50,6 +51,10 @@ def ingest(
     on_long_caption: Annotated[str, typer.Option(help="reject | truncate (at a sentence boundary).")] = "reject",
     max_caption_chars: Annotated[int, typer.Option(min=1, help="Captions longer than this are over-long.")] = 2000,
     commit_every: Annotated[int, typer.Option(min=1, help="Rows per transaction (what a crash can lose).")] = 500,
+    workers: Annotated[int | None, typer.Option(min=1, help="Processes that decode, validate and tag "
+                                                            "(default: all cores; 1 = in this process).")] = None,
+    shard: Annotated[str | None, typer.Option(help="i/N: ingest only shard i (0-based) of N, e.g. one per "
+                                                   "machine into one PostgreSQL catalog.")] = None,
 ) -> None:
     """Ingest image–caption data into the catalog: validated, de-duplicated, POS-tagged once.
 
@@ -57,12 +62,14 @@ def ingest(
     missing tagger model, unreachable database), 4 --strict refused the batch.
     """
     from toolkit.ingest import StrictIngestError, ingest_source
+    from toolkit.ingest.parallel import Shard, default_workers
 
     root = images_root or (source if source.is_dir() else source.parent)
     splits = _option("--split-ratios", lambda: SplitRatios.parse(split_ratios))
     captions = _option("--on-long-caption", lambda: CaptionLimits(max_caption_chars, on_long_caption))
     config = _option("--commit-every", lambda: IngestConfig(
         images_root=root, strict=strict, tagger=tagger, splits=splits, commit_every=commit_every, captions=captions))
+    chosen_shard = _option("--shard", lambda: Shard.parse(shard)) if shard else None
     if not root.is_dir():
         raise InputError(f"--images-root {root} is not a folder")
     store = _open(db)
@@ -70,15 +77,20 @@ def ingest(
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=console, transient=True, disable=json_output) as progress:
             task = progress.add_task("ingesting", total=None)
+            lines = ProgressLines("ingest rows", unit="rows") if wants_lines() else None
 
             def show(report) -> None:  # type: ignore[no-untyped-def]
                 progress.update(task, description=(
                     f"{report.rows_read} rows · {report.images_added} images · {report.captions_added} captions"
                     f" · {report.rejected} rejected"))
+                if lines:
+                    lines.update(report.rows_read, images=report.images_added, captions=report.captions_added,
+                                 rejected=report.rejected)
 
             try:
                 report = ingest_source(store, source, config, blob_dir=workspace_dir() / "blobs",
-                                       on_progress=show)
+                                       on_progress=show, workers=workers or default_workers(),
+                                       shard=chosen_shard)
             except StrictIngestError as err:
                 if json_output:  # the refused batch's report still goes to a script; main() prints the line
                     print_json(err.report.as_dict())

@@ -12,11 +12,12 @@ import functools
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -39,6 +40,9 @@ from toolkit.ingest.validate import (
     read_image_file,
     resolve_image_path,
 )
+
+if TYPE_CHECKING:
+    from toolkit.ingest.parallel import Shard
 
 REJECTS_SHOWN = 1000  # rejects listed in the report; all of them are in the rejects table
 
@@ -282,21 +286,49 @@ def ingest_source(
     blob_dir: Path,
     tagger: SpacyTagger | None = None,
     on_progress: Callable[[IngestReport], None] | None = None,
+    workers: int = 1,
+    shard: Shard | None = None,
 ) -> IngestReport:
-    """Ingest `source` into `store`. Raises StrictIngestError (nothing stored) under `config.strict`."""
+    """Ingest `source` into `store`. Raises StrictIngestError (nothing stored) under `config.strict`.
+
+    `workers` > 1 validates and tags in that many processes (toolkit.ingest.parallel); `shard` keeps only
+    that shard's rows, for several machines ingesting one source into one catalog.
+    """
     info = describe_source(source)
-    tagger = tagger or load_tagger(config.tagger, config.tag_batch_size)
+    rows = read_source(source, info.kind)
+    if shard is not None:
+        rows = (row for row in rows if shard.owns(row))
+    with ExitStack() as stack:
+        if workers > 1:
+            from toolkit.ingest.parallel import WorkerPool  # it imports this module
+
+            pool = stack.enter_context(WorkerPool(config, blob_dir, workers))
+            spec, validated = pool.spec, pool.validate
+        else:
+            local_tagger = tagger or load_tagger(config.tagger, config.tag_batch_size)
+            reader = _ImageReader(config, blob_dir)
+            spec = local_tagger.spec
+            validated = functools.partial(_validate_serially, reader, config, local_tagger)
+        return _ingest_chunks(store, rows, info, config, spec, validated, on_progress)
+
+
+def _validate_serially(reader: _ImageReader, config: IngestConfig, tagger: SpacyTagger,
+                       chunks: Iterable[list[SourceRow]]) -> Iterator[tuple[list[SourceRow], _Pending, Any]]:
+    for chunk in chunks:
+        yield chunk, _validate_chunk(chunk, reader, config), tagger
+
+
+def _ingest_chunks(store: Store, rows: Iterable[SourceRow], info: SourceInfo, config: IngestConfig, spec: str,
+                   validated: Callable[[Iterable[list[SourceRow]]], Iterator[tuple[list[SourceRow], _Pending, Any]]],
+                   on_progress: Callable[[IngestReport], None] | None) -> IngestReport:
     with store.session() as session:
         batch = IngestBatch(source_uri=info.uri, source_kind=info.kind, source_sha256=info.sha256,
-                            images_root=str(config.images_root.resolve()), tagger=tagger.spec,
+                            images_root=str(config.images_root.resolve()), tagger=spec,
                             actor=current_actor(), status="running", counts={})
         session.add(batch)
     report = IngestReport(batch_id=batch.id, source=info.uri, source_kind=info.kind)
-    reader = _ImageReader(config, blob_dir)
-    rows = read_source(source, info.kind)
 
-    def process(session: Session, chunk: list[SourceRow]) -> None:
-        pending = _validate_chunk(chunk, reader, config)
+    def process(session: Session, chunk: list[SourceRow], pending: _Pending, tagger: Any) -> None:
         _write_chunk(session, pending, batch, info, tagger, config, report)
         report.rows_read += len(chunk)
         report.rejected += len(pending.rejects)
@@ -307,12 +339,13 @@ def ingest_source(
             on_progress(report)
 
     try:
+        chunks = validated(_chunks(rows, config.commit_every))
         if config.strict:
-            _ingest_strict(store, rows, config, process, report)
+            _ingest_strict(store, chunks, process, report)
         else:
-            for chunk in _chunks(rows, config.commit_every):
+            for chunk, pending, tagger in chunks:
                 with store.session() as session:
-                    process(session, chunk)
+                    process(session, chunk, pending, tagger)
     except StrictIngestError:
         _finish(store, batch.id, report, "refused")
         raise
@@ -327,12 +360,12 @@ class _Rollback(Exception):
     pass
 
 
-def _ingest_strict(store: Store, rows: Iterable[SourceRow], config: IngestConfig,
-                   process: Callable[[Session, list[SourceRow]], None], report: IngestReport) -> None:
+def _ingest_strict(store: Store, chunks: Iterable[tuple[list[SourceRow], _Pending, Any]],
+                   process: Callable[[Session, list[SourceRow], _Pending, Any], None], report: IngestReport) -> None:
     try:
         with store.session() as session:
-            for chunk in _chunks(rows, config.commit_every):
-                process(session, chunk)
+            for chunk, pending, tagger in chunks:
+                process(session, chunk, pending, tagger)
             if report.rejected:
                 raise _Rollback
     except _Rollback:

@@ -106,3 +106,35 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
         return tensor
     gathered: torch.Tensor = _AllGatherWithGrad.apply(tensor)
     return gathered
+
+
+class TextTower(torch.nn.Module):
+    """The trained side of a micro-batch as one forward: the caption texts and, if any, the anchor texts.
+
+    It exists so the text tower can run inside DistributedDataParallel, whose reducer all-reduces each
+    bucket of gradients as soon as backward has produced it (overlapping communication with the rest of
+    backward) but only for work done within its forward. The adapter's `logit_scale` is used by the loss
+    outside it and is still reduced by DDP's gradient hooks (it is a parameter of `model`).
+    """
+
+    def __init__(self, model: torch.nn.Module, encode_text: Any) -> None:
+        super().__init__()
+        self.model = model  # registers the parameters DDP reduces (frozen ones are skipped)
+        self._encode_text = encode_text
+
+    def forward(self, tokens: torch.Tensor,
+                anchor_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        text = self._encode_text(tokens)
+        return text, None if anchor_tokens is None else self._encode_text(anchor_tokens)
+
+
+def wrap_text_tower(model: torch.nn.Module, encode_text: Any, device: torch.device) -> torch.nn.Module:
+    """`TextTower`, inside DistributedDataParallel when distributed. Buffers are not broadcast each step
+    (the frozen image tower's are identical on every rank, and the text tower has none that change)."""
+    tower = TextTower(model, encode_text)
+    if not is_distributed():
+        return tower
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(tower, device_ids=[device] if device.type == "cuda" else None,
+                                   broadcast_buffers=False)

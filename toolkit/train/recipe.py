@@ -13,9 +13,9 @@ Features and their trade-offs:
 - Optional torch.compile of the text tower (`compile_text`, off by default: compiling costs seconds to
   minutes up front and pays only on long GPU runs).
 - bf16 autocast on CUDA, fp32 on CPU. Gradient accumulation over `grad_accum` micro-batches.
-- DDP via torchrun: embeddings all-gathered with gradient; gradients of the trainable parameters are
-  averaged explicitly once per optimizer step. We do not wrap in DistributedDataParallel because the
-  adapter calls the towers directly; the cost is no compute/communication overlap.
+- DDP via torchrun: embeddings all-gathered with gradient; the text tower runs inside
+  DistributedDataParallel (`distributed.TextTower`), so gradient all-reduce overlaps backward; micro-batches
+  before the last of a step skip it (`no_sync`).
 - Optional LoRA (peft) on text-tower Linear layers, merged into the weights before saving.
 - Optional anchor distillation (`anchor_weight` > 0, toolkit.train.anchors): the base's embeddings of the anchor
   texts are computed once in setup (before any checkpoint or LoRA is applied, so a resumed run has the same
@@ -27,10 +27,12 @@ Features and their trade-offs:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
 import shutil
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ from toolkit.adapters.base import ClipAdapter
 from toolkit.adapters.outputs import OutputExistsError, atomic_output_dir, write_model_folder
 from toolkit.core.components import install_hint
 from toolkit.core.errors import InputError, MissingComponentError
+from toolkit.core.progress import ProgressLines, wants_lines
 from toolkit.data.batches import CLIC, PLAIN, BatchSource, TrainBatch
 from toolkit.train import distributed as dist_utils
 from toolkit.train.anchors import anchor_digest, anchor_sample
@@ -171,6 +174,9 @@ class ClicRecipe:
         elif (self.work_dir / CHECKPOINT_FILE).exists():
             raise OutputExistsError(f"{self.work_dir} holds a checkpoint of an unfinished run; pass --resume "
                                     "to continue it, or delete that folder to start afresh")
+        # After any resume: DDP starts by broadcasting rank 0's parameters.
+        self.text_tower = dist_utils.wrap_text_tower(self.adapter.model, self.encode_text, self.device)
+        self._no_sync = getattr(self.text_tower, "no_sync", contextlib.nullcontext)
         if dist_utils.is_main_process() and self.tracker is not None:
             self.tracker.log_params({"config": self.config.to_dict(), **self.provenance,
                                      "data": self.batches.describe()})
@@ -263,29 +269,18 @@ class ClicRecipe:
                             enabled=self.autocast_dtype is not None):
             with torch.no_grad():
                 image_features = self.adapter.encode_image(images)
-            text_features = self.encode_text(tokens)
-            loss_fn = self.clic_loss if kind == CLIC else self.clip_loss
-            loss, terms = loss_fn(image_features.float(), text_features.float(), self.adapter.logit_scale)
+            picked: list[int] = []
             if self.anchor_tokens is not None:
                 picked = anchor_sample(len(self.anchor_tokens), self.config.anchor_batch, self.config.seed,
                                        draw, dist_utils.rank(), dist_utils.world_size())
-                if picked:
-                    trained = self.encode_text(self.anchor_tokens[picked]).float()
-                    terms["anchor"] = anchor_loss(trained, self.anchor_base[picked])
-                    loss = loss + self.config.anchor_weight * terms["anchor"]
+            anchors = self.anchor_tokens[picked] if self.anchor_tokens is not None and picked else None
+            text_features, trained = self.text_tower(tokens, anchors)
+            loss_fn = self.clic_loss if kind == CLIC else self.clip_loss
+            loss, terms = loss_fn(image_features.float(), text_features.float(), self.adapter.logit_scale)
+            if trained is not None:
+                terms["anchor"] = anchor_loss(trained.float(), self.anchor_base[picked])
+                loss = loss + self.config.anchor_weight * terms["anchor"]
             return loss, terms
-
-    def _average_gradients(self) -> None:
-        if not dist_utils.is_distributed():
-            return
-        grads = [p.grad for _, p in self.trainable if p.grad is not None]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        torch.distributed.all_reduce(flat)
-        flat /= dist_utils.world_size()
-        offset = 0
-        for grad in grads:
-            grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
-            offset += grad.numel()
 
     def train(self) -> TrainResult:
         cfg = self.config
@@ -298,9 +293,11 @@ class ClicRecipe:
             for epoch, slot, step, kind, batch in self._micro_batches():
                 if step >= stop_at:
                     break
-                loss, terms = self._forward(kind, batch, epoch * self.steps_per_epoch * cfg.grad_accum + slot)
-                non_finite += (~torch.isfinite(loss.detach())).float()  # no host sync per micro-batch
-                (loss / cfg.grad_accum).backward()  # type: ignore[no-untyped-call]
+                # DDP reduces gradients during the backward of a step's last micro-batch only.
+                with self._no_sync() if accum_left > 1 else contextlib.nullcontext():
+                    loss, terms = self._forward(kind, batch, epoch * self.steps_per_epoch * cfg.grad_accum + slot)
+                    non_finite += (~torch.isfinite(loss.detach())).float()  # no host sync per micro-batch
+                    (loss / cfg.grad_accum).backward()  # type: ignore[no-untyped-call]
                 samples += batch.images.shape[0] * dist_utils.world_size()
                 accum_left -= 1
                 self.epoch, self.data_offset = epoch, slot + 1
@@ -308,7 +305,6 @@ class ClicRecipe:
                     continue
                 accum_left = cfg.grad_accum
                 self._refuse_non_finite(non_finite, step, kind, terms)
-                self._average_gradients()
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
@@ -428,7 +424,8 @@ def _json(values: dict[str, Any]) -> str:
 
 
 class _progress:
-    """A rich progress bar with loss, lr and throughput; a no-op when disabled (non-main ranks, tests)."""
+    """A rich progress bar with loss, lr and throughput on a terminal, log lines elsewhere; a no-op when
+    disabled (non-main ranks, tests)."""
 
     def __init__(self, enabled: bool, total: int, done: int) -> None:
         self.enabled, self.total, self.done = enabled, total, done
@@ -436,6 +433,12 @@ class _progress:
     def __enter__(self) -> Any:
         if not self.enabled:
             return lambda step, metrics: None
+        if wants_lines(sys.stderr):  # a file or CI log: plain lines, a bar would show nothing until the end
+            lines = ProgressLines("step", self.total, unit="steps", done=self.done)
+            self.enabled = False  # nothing to close
+            return lambda step, metrics: lines.update(
+                step, loss=next((v for k, v in metrics.items() if k.startswith("loss/")), float("nan")),
+                lr=metrics["lr"], samples_per_s=round(metrics["samples_per_s"], 1))
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
