@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.core.config import IngestConfig
+from toolkit.core.parse import TaggedSentence
 from toolkit.core.text import split_sentences
 from toolkit.ingest.pipeline import _ImageReader, _Pending, _validate_chunk
 from toolkit.ingest.rows import SourceRow
-from toolkit.ingest.tagging import SpacyTagger, TaggedSentence, load_tagger
+from toolkit.ingest.tagging import SpacyTagger, load_tagger
 
 
 def default_workers() -> int:
