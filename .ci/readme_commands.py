@@ -1,7 +1,7 @@
 """Print the README's quick-start commands of one kind, exactly as printed there, one per line.
 
 CI runs these instead of its own copy, so the README cannot drift from what is tested.
-Kinds: setup (the pip installs), test (the pytest command), demo (`toolkit demo run`).
+Kinds: setup (the pip installs and npm ci), test (the pytest command), demo (`toolkit demo run`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def quick_start_commands() -> list[str]:
 def main() -> None:
     kind = sys.argv[1]
     matches = {
-        "setup": lambda c: " pip install " in f" {c} ",
+        "setup": lambda c: " pip install " in f" {c} " or " npm ci" in c,
         "test": lambda c: " pytest" in c,
         "demo": lambda c: c.startswith("toolkit demo run"),
     }[kind]
