@@ -14,8 +14,8 @@ from typing import Any
 
 from toolkit.adapters.base import ClipAdapter
 from toolkit.adapters.loading import MODEL_CARD, weight_files
-from toolkit.adapters.weights import file_sha256
 from toolkit.core.errors import InputError
+from toolkit.core.hashing import file_sha256
 
 
 class OutputExistsError(InputError):

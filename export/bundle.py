@@ -33,6 +33,7 @@ import torch
 from toolkit import __version__
 from toolkit.adapters.base import ClipAdapter
 from toolkit.core.errors import Refused
+from toolkit.core.hashing import file_sha256
 from toolkit.export.approval import ApprovalPlan, approve_bundle_variants, unevaluated_records
 from toolkit.export.conformance import (
     CLEANING_IN_TOKENIZER_JSON,
@@ -54,7 +55,7 @@ from toolkit.export.onnx_text import (
 from toolkit.export.optimize import GraphShape, build_variants
 from toolkit.export.parity import FP32_MIN_COSINE, HELD_OUT_CAPTIONS, check_parity, parity_report
 from toolkit.export.tokenizer_files import TOKENIZER_FILES, build_hf_tokenizer, write_tokenizer_files
-from toolkit.runtime.manifest import sha256_file, variant_entry, verify_bundle, write_manifest
+from toolkit.runtime.manifest import variant_entry, verify_bundle, write_manifest
 from toolkit.runtime.tokenizer import ClipBpeTokenizer, TokenizerSettings
 
 BPE_ASSET = "tokenizer/bpe_merges.txt.gz"
@@ -294,10 +295,6 @@ def _opset(path: Path) -> int:
     return next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
-def file_sha256(path: str | Path | None) -> str | None:
-    return sha256_file(Path(path)) if path else None
-
-
 def log_bundle_to_mlflow(
     bundle_dir: Path, artifact_path: str = "bundle", model_name: str = "text_encoder", variant: str = "fp32"
 ) -> str:
@@ -318,7 +315,7 @@ def log_bundle_to_mlflow(
         onnx_model,
         name=model_name,
         save_as_external_data=False,
-        metadata={"bundle_manifest_sha256": sha256_file(bundle_dir / "manifest.json")},
+        metadata={"bundle_manifest_sha256": file_sha256(bundle_dir / "manifest.json")},
     )
     mlflow.log_artifacts(str(bundle_dir), artifact_path=artifact_path)
     for name, result in manifest.get("parity", {}).items():

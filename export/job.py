@@ -20,6 +20,7 @@ from typing import Any
 from toolkit.adapters.devices import resolve_device
 from toolkit.adapters.loading import load_model, parse_model_spec, read_model_card
 from toolkit.adapters.outputs import weights_sha256
+from toolkit.core.hashing import file_sha256
 from toolkit.eval.benchmarks import load_benchmarks
 from toolkit.eval.evaluate import EvalConfig
 from toolkit.export.approval import ApprovalPlan
@@ -27,11 +28,10 @@ from toolkit.export.bundle import (
     Provenance,
     check_bundle_destination,
     export_bundle,
-    file_sha256,
     log_bundle_to_mlflow,
 )
 from toolkit.export.onnx_text import ExportError
-from toolkit.runtime.manifest import MANIFEST, sha256_file
+from toolkit.runtime.manifest import MANIFEST
 from toolkit.tracking import Lineage, require_tracking, tracked_run
 
 
@@ -76,7 +76,8 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] = lambda 
     plan = approval_plan(request, progress)
     provenance = Provenance(
         source_run=request.source_run or card.get("mlflow_run_id"),
-        base_weights_sha256=file_sha256(request.base_weights) or card.get("base_weights_sha256"),
+        base_weights_sha256=(file_sha256(request.base_weights) if request.base_weights
+                             else card.get("base_weights_sha256")),
         weights_sha256=weights_sha256(request.model),
         eval_metrics=metrics,
     )
@@ -119,7 +120,7 @@ def _tracked(build: Callable[[], dict[str, Any]], provenance: Provenance, params
         manifest = build()
         run.log_params({"opset": manifest["opset"], "weights_sha256": manifest["weights_sha256"]})
         log_bundle_to_mlflow(out)
-        run.set_tags({"toolkit.bundle_manifest_sha256": sha256_file(out / MANIFEST)})
+        run.set_tags({"toolkit.bundle_manifest_sha256": file_sha256(out / MANIFEST)})
     return ExportResult(manifest, run.run_id)
 
 

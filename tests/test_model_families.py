@@ -11,7 +11,7 @@ from toolkit.adapters import loading
 from toolkit.adapters.base import ModelLoadError
 from toolkit.adapters.loading import ModelFamily, ModelSpec, load_model, model_family, parse_model_spec, weight_files
 from toolkit.adapters.outputs import weights_sha256, write_model_folder
-from toolkit.adapters.weights import file_sha256
+from toolkit.core.hashing import file_sha256
 
 
 def test_specs_parse_in_one_place() -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from tests.test_data import add_hashed_images
 from toolkit.adapters.loading import load_model
-from toolkit.adapters.weights import file_sha256
 from toolkit.catalog.db import open_store
 from toolkit.catalog.snapshot import create_snapshot
+from toolkit.core.hashing import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,6 @@ changed byte anywhere is refused. (Integrity, not authenticity: sign manifest.sh
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import zlib
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.core.errors import Refused
+from toolkit.core.hashing import file_sha256
 
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.sha256"
@@ -112,14 +112,6 @@ def check_merges_file(path: Path, count: int) -> None:
         raise BundleError(f"{path} holds {max(lines - 1, 0)} merge lines; the manifest says num_merges {count}")
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> Path:
     """Hash every file already in `bundle_dir` into manifest['files'], write manifest.json + its hash."""
     files = sorted(
@@ -128,11 +120,11 @@ def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> Path:
     manifest = {
         **manifest,
         "format_version": FORMAT_VERSION,
-        "files": {p.relative_to(bundle_dir).as_posix(): sha256_file(p) for p in files},
+        "files": {p.relative_to(bundle_dir).as_posix(): file_sha256(p) for p in files},
     }
     path = bundle_dir / MANIFEST
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    (bundle_dir / MANIFEST_HASH).write_text(f"{sha256_file(path)}  {MANIFEST}\n", encoding="utf-8")
+    (bundle_dir / MANIFEST_HASH).write_text(f"{file_sha256(path)}  {MANIFEST}\n", encoding="utf-8")
     return path
 
 
@@ -151,7 +143,7 @@ def verify_bundle(bundle_dir: Path) -> dict[str, Any]:
                 f"{required} is missing; {bundle_dir} is not a complete bundle (re-run `toolkit export`)"
             )
     recorded = hash_path.read_text(encoding="utf-8", errors="replace").split()
-    if not recorded or recorded[0] != sha256_file(manifest_path):
+    if not recorded or recorded[0] != file_sha256(manifest_path):
         raise BundleError(f"{manifest_path} does not match the hash in {hash_path}: the manifest was altered")
     manifest = load_bounded_json(manifest_path)
     if not isinstance(manifest, dict):
@@ -171,7 +163,7 @@ def verify_bundle(bundle_dir: Path) -> dict[str, Any]:
             problems.append(f"{path} is a symlink")
         elif not path.is_file():
             problems.append(f"{path} is missing")
-        elif sha256_file(path) != expected:
+        elif file_sha256(path) != expected:
             problems.append(f"{path} was altered (SHA-256 differs from the manifest)")
     present = {p.relative_to(bundle_dir).as_posix() for p in bundle_dir.rglob("*")
                if p.is_file() or p.is_symlink()}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.core.errors import InputError
+from toolkit.core.hashing import file_sha256
 from toolkit.train.anchors import NOUN_PHRASES
 from toolkit.train.loss import ClicLossWeights
 
@@ -24,7 +25,7 @@ class ConfigError(InputError):
 
 def _file_sha256(path: Path) -> str:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError as err:
         raise ConfigError(f"training config: anchor_texts file {path} cannot be read: {err}") from err
 
