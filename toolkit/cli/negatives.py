@@ -10,6 +10,8 @@ from rich.table import Table
 
 from toolkit.cli.common import DbOption, JsonOption, print_json
 
+SnapshotOption = Annotated[str, typer.Option(help="Snapshot: latest, a content hash (prefix) or a name.")]
+
 
 def register(app: typer.Typer) -> None:
     negatives_app = typer.Typer(help="Hard negatives: preview what the generators make from your captions.",
@@ -21,8 +23,7 @@ def register(app: typer.Typer) -> None:
 
 def preview(
     db: DbOption = None,
-    snapshot: Annotated[str, typer.Option(
-        help="Snapshot: latest, a content hash (prefix) or a name.")] = "latest",
+    snapshot: SnapshotOption = "latest",
     n: Annotated[int, typer.Option("--n", min=1, help="How many samples to show.")] = 10,
     generator: Annotated[list[str] | None, typer.Option(
         help="Generator to use (swap_across, swap_within, replace, swap_relation, swap_attribute); repeat "
@@ -65,8 +66,7 @@ def preview(
 
 def audit(
     db: DbOption = None,
-    snapshot: Annotated[str, typer.Option(
-        help="Snapshot: latest, a content hash (prefix) or a name.")] = "latest",
+    snapshot: SnapshotOption = "latest",
     n: Annotated[int, typer.Option("--n", min=1, help="How many captions to sample.")] = 1000,
     generator: Annotated[list[str] | None, typer.Option(
         help="Generator to audit; repeat for several. Default: all.")] = None,
