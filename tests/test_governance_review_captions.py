@@ -19,7 +19,7 @@ from toolkit.governance.review import ReviewError, record_failures, record_verdi
     ("A red\x1b[31m cube.", "caption_"),
 ])
 def test_a_correction_ingest_would_reject_is_refused(catalog, tmp_path, correction, reason):  # noqa: F811
-    (item, *_) = record_failures(catalog, "run-1", "cand", _failures(catalog, tmp_path))
+    (item, *_) = record_failures(catalog, "run-1", "cand", *_failures(catalog, tmp_path))
     with pytest.raises(ReviewError, match=reason):
         record_verdict(catalog, item, "caption_wrong", reviewer="rita", corrected_caption=correction)
     with catalog.session() as session:
@@ -32,7 +32,7 @@ def test_a_correction_ingest_would_reject_is_refused(catalog, tmp_path, correcti
 
 
 def test_a_good_correction_is_normalised_as_ingest_does(catalog, tmp_path):  # noqa: F811
-    (item, *_) = record_failures(catalog, "run-1", "cand", _failures(catalog, tmp_path))
+    (item, *_) = record_failures(catalog, "run-1", "cand", *_failures(catalog, tmp_path))
     record_verdict(catalog, item, "caption_wrong", reviewer="rita", corrected_caption="  A red   cube. ")
     with catalog.session() as session:
         assert {c.text: c.status for c in session.scalars(select(Caption))}["A red cube."] == "active"
