@@ -10,11 +10,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Annotated, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+if TYPE_CHECKING:
+    from toolkit.catalog.db import Store
 
 # Piped or logged output gets rich's 80 columns, which folds the side-by-side tables; a terminal keeps its
 # own width, and COLUMNS still wins.
@@ -27,6 +32,24 @@ DbOption = Annotated[
                       "Default: SQLite at $TOOLKIT_WORKSPACE/catalog.db."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+
+
+def open_catalog(db: str | None) -> Store:
+    """The catalog named by --db (or $TOOLKIT_DB_URL, or the workspace default)."""
+    from toolkit.catalog.db import open_store  # here, not at the top: `toolkit --help` stays fast
+    from toolkit.core.config import resolve_db_url
+
+    return open_store(resolve_db_url(db))
+
+
+@contextmanager
+def catalog(db: str | None) -> Iterator[Store]:
+    """`open_catalog` for one command, closed when it ends, also when it fails."""
+    store = open_catalog(db)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def print_json(payload: Any) -> None:

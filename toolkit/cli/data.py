@@ -11,19 +11,13 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from toolkit.cli.common import DbOption, JsonOption, console, print_json
-from toolkit.core.config import CaptionLimits, IngestConfig, SplitRatios, resolve_db_url, workspace_dir
+from toolkit.cli.common import DbOption, JsonOption, catalog, console, print_json
+from toolkit.core.config import CaptionLimits, IngestConfig, SplitRatios, workspace_dir
 from toolkit.core.errors import InputError
 from toolkit.core.progress import ProgressLines, wants_lines
 
 data_app = typer.Typer(help="Inspect and freeze the catalog.", no_args_is_help=True)
 T = TypeVar("T")
-
-
-def _open(db: str | None):  # type: ignore[no-untyped-def]
-    from toolkit.catalog import open_store
-
-    return open_store(resolve_db_url(db))
 
 
 def _option(hint: str, build: Callable[[], T]) -> T:
@@ -72,31 +66,28 @@ def ingest(
     chosen_shard = _option("--shard", lambda: Shard.parse(shard)) if shard else None
     if not root.is_dir():
         raise InputError(f"--images-root {root} is not a folder")
-    store = _open(db)
-    try:
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                      console=console, transient=True, disable=json_output) as progress:
-            task = progress.add_task("ingesting", total=None)
-            lines = ProgressLines("ingest rows", unit="rows") if wants_lines() else None
+    spinner = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                       transient=True, disable=json_output)
+    with catalog(db) as store, spinner as progress:
+        task = progress.add_task("ingesting", total=None)
+        lines = ProgressLines("ingest rows", unit="rows") if wants_lines() else None
 
-            def show(report) -> None:  # type: ignore[no-untyped-def]
-                progress.update(task, description=(
-                    f"{report.rows_read} rows · {report.images_added} images · {report.captions_added} captions"
-                    f" · {report.rejected} rejected"))
-                if lines:
-                    lines.update(report.rows_read, images=report.images_added, captions=report.captions_added,
-                                 rejected=report.rejected)
+        def show(report) -> None:  # type: ignore[no-untyped-def]
+            progress.update(task, description=(
+                f"{report.rows_read} rows · {report.images_added} images · {report.captions_added} captions"
+                f" · {report.rejected} rejected"))
+            if lines:
+                lines.update(report.rows_read, images=report.images_added, captions=report.captions_added,
+                             rejected=report.rejected)
 
-            try:
-                report = ingest_source(store, source, config, blob_dir=workspace_dir() / "blobs",
-                                       on_progress=show, workers=workers or default_workers(),
-                                       shard=chosen_shard)
-            except StrictIngestError as err:
-                if json_output:  # the refused batch's report still goes to a script; main() prints the line
-                    print_json(err.report.as_dict())
-                raise
-    finally:
-        store.close()
+        try:
+            report = ingest_source(store, source, config, blob_dir=workspace_dir() / "blobs",
+                                   on_progress=show, workers=workers or default_workers(),
+                                   shard=chosen_shard)
+        except StrictIngestError as err:
+            if json_output:  # the refused batch's report still goes to a script; main() prints the line
+                print_json(err.report.as_dict())
+            raise
     if json_output:
         print_json(report.as_dict())
         return
@@ -119,12 +110,8 @@ def stats(db: DbOption = None, json_output: JsonOption = False) -> None:
     """Counts, caption and sentence lengths, tag coverage, splits, and rejects by reason."""
     from toolkit.catalog.stats import catalog_stats
 
-    store = _open(db)
-    try:
-        with store.session() as session:
-            result = catalog_stats(session)
-    finally:
-        store.close()
+    with catalog(db) as store, store.session() as session:
+        result = catalog_stats(session)
     if json_output:
         print_json(result)
         return
@@ -142,11 +129,10 @@ def snapshot(db: DbOption = None, name: Annotated[str, typer.Option(help="Option
     """Freeze the current membership (every active caption) under a content hash."""
     from toolkit.catalog.snapshot import create_snapshot, snapshot_summary
 
-    store = _open(db)
-    snap, created = create_snapshot(store, name)
-    with store.session() as session:
-        summary = {**snapshot_summary(session, snap), "created": created}
-    store.close()
+    with catalog(db) as store:
+        snap, created = create_snapshot(store, name)
+        with store.session() as session:
+            summary = {**snapshot_summary(session, snap), "created": created}
     if json_output:
         print_json(summary)
     else:
@@ -163,10 +149,8 @@ def snapshots(db: DbOption = None, json_output: JsonOption = False) -> None:
     from toolkit.catalog.models import Snapshot
     from toolkit.catalog.snapshot import snapshot_summary
 
-    store = _open(db)
-    with store.session() as session:
+    with catalog(db) as store, store.session() as session:
         rows = [snapshot_summary(session, s) for s in session.scalars(select(Snapshot).order_by(Snapshot.id.desc()))]
-    store.close()
     if json_output:
         print_json(rows)
         return
@@ -185,12 +169,9 @@ def retag(db: DbOption = None,
     """Store the full parse for sentences tagged before it (or by another tagger). Safe to stop and re-run."""
     from toolkit.ingest.retag import retag as run_retag
 
-    store = _open(db)
-    try:
+    with catalog(db) as store:
         report = run_retag(store, batch_size=batch_size, progress=None if json_output else lambda r: console.print(
             f"retagged {r.retagged}/{r.to_do} sentences", highlight=False))
-    finally:
-        store.close()
     if json_output:
         print_json(report.as_dict())
     else:

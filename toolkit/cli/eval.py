@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from toolkit.cli.common import DbOption, JsonOption, console, print_json
+from toolkit.cli.common import DbOption, JsonOption, catalog, console, print_json
 
 BENCHMARK_HELP = (
     "KIND:PATH, repeatable. sugarcrepe_pp:<folder of the 5 JSON files>, sugarcrepe:<folder of the 7 JSON "
@@ -102,16 +102,11 @@ def domain_set_command(
     model is later scored on the same items (`toolkit eval --benchmark domain:<snapshot>:<split>`)."""
     from rich.markup import escape
 
-    from toolkit.catalog.db import open_store
-    from toolkit.core.config import resolve_db_url
     from toolkit.eval.domain_sets import NAMED_GENERATORS, create_domain_set
 
-    store = open_store(resolve_db_url(db))
-    try:
+    with catalog(db) as store:
         test_set, created = create_domain_set(store, snapshot, split, generator or list(NAMED_GENERATORS),
                                               seed=seed, name=name, max_items=max_items)
-    finally:
-        store.close()
     summary = {"id": test_set.content_hash, "name": test_set.name, "split": test_set.split,
                "created": created, "generators": test_set.generators, **test_set.counts}
     if json_output:

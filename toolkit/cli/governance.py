@@ -9,8 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from toolkit.cli.common import DbOption, JsonOption, console, print_json
-from toolkit.core.config import resolve_db_url
+from toolkit.cli.common import DbOption, JsonOption, console, open_catalog, print_json
 from toolkit.core.errors import EXIT_REFUSED
 
 review_app = typer.Typer(help="Human review of evaluation failures (MLflow traces or this terminal).",
@@ -18,18 +17,12 @@ review_app = typer.Typer(help="Human review of evaluation failures (MLflow trace
 RunOption = Annotated[str | None, typer.Option("--run", help="Only items of this evaluation run (MLflow run id).")]
 
 
-def _store(db: str | None):  # type: ignore[no-untyped-def]
-    from toolkit.catalog import open_store
-
-    return open_store(resolve_db_url(db))
-
-
 @review_app.command("list")
 def review_list(db: DbOption = None, run: RunOption = None, limit: int = 50, json_output: JsonOption = False) -> None:
     """Open review items, oldest first, with both scores and the negative's generator."""
     from toolkit.governance.review import open_items
 
-    items = open_items(_store(db), run, limit)
+    items = open_items(open_catalog(db), run, limit)
     if json_output:
         print_json(items)
         return
@@ -47,7 +40,7 @@ def review_progress_cmd(db: DbOption = None, run: RunOption = None, json_output:
     """How many items are reviewed, and the verdicts so far."""
     from toolkit.governance.review import review_progress
 
-    progress = review_progress(_store(db), run)
+    progress = review_progress(open_catalog(db), run)
     if json_output:
         print_json(progress)
     else:
@@ -67,7 +60,7 @@ def review_record(
     """Record a verdict from the terminal (for teams without MLflow UI access)."""
     from toolkit.governance.review import record_verdict
 
-    verdict_id = record_verdict(_store(db), item, verdict, reviewer=reviewer, note=note,
+    verdict_id = record_verdict(open_catalog(db), item, verdict, reviewer=reviewer, note=note,
                                 corrected_caption=corrected_caption, source="cli")
     console.print(f"verdict {verdict_id} recorded: item {item} = {verdict}")
 
@@ -78,7 +71,7 @@ def review_sync(db: DbOption = None, run: RunOption = None) -> None:
     from toolkit.core.config import redact_url, resolve_tracking_uri
     from toolkit.governance.review import sync_verdicts_from_mlflow
 
-    result = sync_verdicts_from_mlflow(_store(db), run)
+    result = sync_verdicts_from_mlflow(open_catalog(db), run)
     console.print(f"{result.recorded} new verdict(s) recorded from MLflow")
     for problem in result.invalid:
         console.print(f"[yellow]invalid verdict feedback, not applied:[/] {escape(problem)}", soft_wrap=True)
@@ -112,7 +105,7 @@ def register_model(
     if eval_json is not None:
         metrics.update(gate_metrics_from_eval_json(eval_json, eval_model or str(model_dir)))
     if eval_run is not None:
-        metrics["unreviewed_share"] = unreviewed_share_of_run(_store(db), eval_run)
+        metrics["unreviewed_share"] = unreviewed_share_of_run(open_catalog(db), eval_run)
     if bundle is not None:
         metrics["parity_passed"] = bundle_parity(bundle, model_dir)
     version = register_candidate(model_dir, name, metrics, lineage=Lineage(kind="register", parent_run=eval_run))
@@ -138,7 +131,7 @@ def promote(
     from toolkit.governance.registry import promotion_target
     from toolkit.governance.regression import regression_scorer
 
-    store = _store(db)
+    store = open_catalog(db)
     limits = GateThresholds.from_file(thresholds) if thresholds else GateThresholds()
     target = promotion_target(store, name, version)
     scorer = regression_scorer(store)  # checks every regression image before anything is scored
@@ -164,7 +157,7 @@ def rollback(name: Annotated[str, typer.Option(help="Registered model name.")] =
     """Point `champion` back at the version the current champion replaced (audited)."""
     from toolkit.governance.registry import rollback as rollback_champion
 
-    before, after = rollback_champion(_store(db), name)
+    before, after = rollback_champion(open_catalog(db), name)
     console.print(f"champion of {name}: version {before} -> {after}")
 
 

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from toolkit.cli.common import DbOption, JsonOption, print_json
+from toolkit.cli.common import DbOption, JsonOption, catalog, print_json
 
 SnapshotOption = Annotated[str, typer.Option(help="Snapshot: latest, a content hash (prefix) or a name.")]
 
@@ -34,16 +34,11 @@ def preview(
     json_output: JsonOption = False,
 ) -> None:
     """Show positives (p1 = "c1. c2.") next to the hard negatives made for them, with generator names."""
-    from toolkit.catalog.db import open_store
-    from toolkit.core.config import resolve_db_url
     from toolkit.data.preview import preview_negatives
 
     names = tuple(generator or ("swap_across",))
-    store = open_store(resolve_db_url(db))
-    try:
+    with catalog(db) as store:
         preview_result = preview_negatives(store, snapshot, split, names, n, seed)
-    finally:
-        store.close()
     if json_output:
         print_json(preview_result.as_dict())
         return
@@ -77,18 +72,13 @@ def audit(
     """Check your captions' hard negatives before training: per generator, coverage, the automatic flag
     rates (a/an, agreement, fine tag, pronoun/determiner, coordination, same lemma, synonym, identity), the
     edit classes and examples."""
-    from toolkit.catalog.db import open_store
-    from toolkit.core.config import resolve_db_url
     from toolkit.data.preview import audit_negatives
     from toolkit.negatives.audit import FLAGS
     from toolkit.negatives.registry import GENERATORS
 
     names = tuple(generator or GENERATORS)
-    store = open_store(resolve_db_url(db))
-    try:
+    with catalog(db) as store:
         result = audit_negatives(store, snapshot, split, names, n, seed)
-    finally:
-        store.close()
     if json_output:
         print_json(result)
         return

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from toolkit.cli.common import DbOption, JsonOption, console, print_json
+from toolkit.cli.common import DbOption, JsonOption, catalog, console, print_json
 from toolkit.core.errors import EXIT_BAD_INPUT
 
 
@@ -32,8 +32,7 @@ def prepare(
     against the catalog first. Exit codes: 0 done, 2 a bad option value, 3 bad input or images at fault
     (listed; the cache is then not marked finished, so training will not use it).
     """
-    from toolkit.catalog import open_store
-    from toolkit.core.config import resolve_db_url, workspace_dir
+    from toolkit.core.config import workspace_dir
     from toolkit.data.tiles import TileError, check_tile_format, check_tile_size, check_workers, prepare_tiles
 
     # Out-of-range values are bad options (exit 2), refused before the catalog opens.
@@ -45,19 +44,16 @@ def prepare(
             check()
         except TileError as err:
             raise typer.BadParameter(str(err), param_hint=hint) from None
-    store = open_store(resolve_db_url(db))
-    try:
-        with Progress(TextColumn("tiling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console, transient=True, disable=json_output) as progress:
-            task = progress.add_task("tiling", total=None)
+    bar = Progress(TextColumn("tiling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                   transient=True, disable=json_output)
+    with catalog(db) as store, bar as progress:
+        task = progress.add_task("tiling", total=None)
 
-            def show(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
+        def show(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
 
-            report = prepare_tiles(store, snapshot, size, workspace_dir(), workers,
-                                   tuple(split or ("train",)), show, fmt=tile_format)
-    finally:
-        store.close()
+        report = prepare_tiles(store, snapshot, size, workspace_dir(), workers,
+                               tuple(split or ("train",)), show, fmt=tile_format)
     if json_output:
         print_json(report.as_dict())
     else:
