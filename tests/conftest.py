@@ -1,39 +1,24 @@
-"""Shared fixtures: tiny randomly initialised models built at test time, catalog URLs, and `run_toolkit`
-(the command line through `toolkit.cli.main()`, for tests to import: `from conftest import run_toolkit`)."""
+"""Shared fixtures: tiny randomly initialised models built at test time, catalog URLs, a real MLflow server
+and an isolated workspace per test. Plain helpers live in tests/helpers.py."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+import torch
 
-
-def run_toolkit(args: Sequence[object], **invoke: Any) -> Result:
-    """`toolkit ARGS` in this process through `toolkit.cli.main()`, the one place where errors become exit
-    codes: a ToolkitError gives its code and one line on stderr; any other exception escapes main() and
-    the result holds exit code 1 and that exception (`result.exc_info` is its traceback)."""
-    from toolkit.cli import main
-
-    class _Main:  # what CliRunner.invoke calls: `main(args=..., prog_name=...)`
-        name = "toolkit"
-
-        def main(self, args: Sequence[str], prog_name: str, **extra: Any) -> None:
-            main(list(args))
-
-    return CliRunner().invoke(_Main(), [str(arg) for arg in args], **invoke)  # type: ignore[arg-type]
-
-
-# A CLIP small enough to train in seconds on a CPU: 32 px images, 2 layers per tower.
-TINY_OPEN_CLIP_CONFIG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
+from tests.helpers import TINY_OPEN_CLIP_CONFIG
+from toolkit.adapters.open_clip_adapter import OpenClipAdapter
+from toolkit.adapters.weights import save_state_dict_file
+from toolkit.catalog.db import recreate_database
 
 
 @pytest.fixture
@@ -46,11 +31,6 @@ def tiny_config_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_open_clip_spec(tiny_config_path: Path) -> str:
     """An `open_clip:<config>@<weights>` spec with seeded random weights saved as safetensors."""
-    import torch
-
-    from toolkit.adapters.open_clip_adapter import OpenClipAdapter
-    from toolkit.adapters.weights import save_state_dict_file
-
     torch.manual_seed(0)
     adapter = OpenClipAdapter.create(str(tiny_config_path), None)
     weights = tiny_config_path.parent / "tiny-clip.safetensors"
@@ -76,20 +56,12 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     base = os.environ.get("TOOLKIT_TEST_PG_URL")
     if not base:
         pytest.fail("CI must test PostgreSQL: set TOOLKIT_TEST_PG_URL (.ci/run does)")
-    from toolkit.catalog.db import recreate_database
-
     return recreate_database(base, tmp_path.name)
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     """A real `mlflow server` process on localhost with a SQLite backend; yields its URI."""
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
     base = tmp_path_factory.mktemp("mlflow-server")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

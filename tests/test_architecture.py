@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO
+
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
