@@ -23,6 +23,7 @@ from toolkit.eval.benchmarks import Benchmark
 from toolkit.eval.evaluate import Encoder, EvalConfig, score_benchmarks
 from toolkit.eval.summary import gate_metrics_from_results
 from toolkit.export.parity import SCORE_TOLERANCE_POINTS, approve_variants
+from toolkit.runtime.encoder import TextEncoder
 
 REFERENCE = "fp32-torch"
 
@@ -32,7 +33,6 @@ class BundleTextEncoder(Encoder):
 
     def __init__(self, adapter: Any, config: EvalConfig, bundle_dir: Path, variant: str,
                  shared_images: dict[Path, np.ndarray] | None = None) -> None:
-        from toolkit.runtime.encoder import TextEncoder
 
         super().__init__(adapter, config)
         # Approval is what decides whether the variant may load for serving; scoring it must not need it.

@@ -55,6 +55,7 @@ from toolkit.export.onnx_text import (
 from toolkit.export.optimize import GraphShape, build_variants
 from toolkit.export.parity import FP32_MIN_COSINE, HELD_OUT_CAPTIONS, check_parity, parity_report
 from toolkit.export.tokenizer_files import TOKENIZER_FILES, build_hf_tokenizer, write_tokenizer_files
+from toolkit.runtime.encoder import TextEncoder
 from toolkit.runtime.manifest import variant_entry, verify_bundle, write_manifest
 from toolkit.runtime.tokenizer import ClipBpeTokenizer, TokenizerSettings
 
@@ -125,7 +126,6 @@ def _hf_tokenizer_assets(hf_tokenizer: Any, context_length: int, target: Path) -
         pad_id=int(hf_tokenizer.pad_token_id),
         cleaning="hf",
     )
-    from toolkit.runtime.tokenizer import ClipBpeTokenizer
 
     rebuilt = ClipBpeTokenizer(settings, target.parent.parent).encoder
     if rebuilt != vocab:
@@ -178,7 +178,6 @@ def export_bundle(
     `layout="hf"` adds the transformers.js files (`toolkit.export.hf_layout`). `guard=False` leaves out the
     input guard (`toolkit.export.guard`); only the benchmark uses it, to measure what the guard costs.
     """
-    from toolkit.runtime.encoder import TextEncoder
 
     if layout not in LAYOUTS:
         raise ExportError(f"unknown bundle layout {layout!r}; choose from {', '.join(LAYOUTS)}")

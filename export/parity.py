@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.runtime.encoder import CPU, TextEncoder
+
 FP32_MIN_COSINE = 0.9999
 SCORE_TOLERANCE_POINTS = 0.5  # approval: a variant may lose at most this much on any score
 
@@ -116,7 +118,6 @@ def check_provider_parity(
     """Each variant of a bundle on `provider` against the same variant on the CPU, where export measured
     its parity with torch and its approval scores: a variant passes when every caption's embedding keeps a
     cosine of at least `min_cosine`. Torch-free, so it runs on the serving machine."""
-    from toolkit.runtime.encoder import CPU, TextEncoder
 
     results: dict[str, VariantParity] = {}
     for variant in variants:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.core.errors import InputError
+from toolkit.runtime.encoder import TextEncoder
 
 
 class RolloutError(InputError):
@@ -140,7 +141,6 @@ def shadow_report(
     most_changed: int = 10,
     variant: str = "fp32",
 ) -> dict[str, Any]:
-    from toolkit.runtime.encoder import TextEncoder
 
     index, ids = load_index(index_path, ids_path)
     if not 1 <= k <= len(ids):

@@ -9,6 +9,7 @@ with the failing image copied into the run's artifacts so the reviewer sees it n
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ from toolkit.catalog.eval_models import DomainTestItem
 from toolkit.core.config import resolve_db_url
 from toolkit.eval.benchmarks import load_benchmarks
 from toolkit.eval.evaluate import EvalConfig, EvalReport, Failure, evaluate
-from toolkit.eval.report import paired_against_first, write_artifacts
+from toolkit.eval.report import mlflow_metrics, paired_against_first, write_artifacts
 from toolkit.governance.review import log_review_traces, record_failures
 from toolkit.tracking import Lineage, TrackedRun, require_tracking, tracked_run
 
@@ -38,7 +39,6 @@ def model_labels(models: list[str]) -> dict[str, str]:
 
 def parent_run_of(models: list[str]) -> str | None:
     """The training run behind the last run-folder model, for lineage (eval is its child)."""
-    import json
 
     for spec in reversed(models):
         card = Path(spec) / "model.json"
@@ -84,7 +84,6 @@ def _log_failure_images(run: TrackedRun, item_ids: list[int], failures: list[Fai
 def track_evaluation(report: Any, models: list[str], benchmarks: list[str], store: Store,
                      out_dir: Path | None = None) -> str:
     """Log an `EvalReport` as one MLflow run and open its failures for review. Returns the run id."""
-    from toolkit.eval.report import mlflow_metrics
 
     labels = model_labels(models)
     lineage = Lineage(kind="eval", parent_run=parent_run_of(models))

@@ -17,11 +17,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from toolkit.catalog.db import Store, current_actor
+from toolkit.catalog.db import Store
+from toolkit.core.config import current_actor, redact_url, resolve_tracking_uri
 from toolkit.core.errors import InputError, Refused
 from toolkit.governance.gates import GateReport, GateThresholds, evaluate_gates
 from toolkit.governance.review import regression_set, review_progress
-from toolkit.tracking import Lineage, tracked_run
+from toolkit.runtime.manifest import MANIFEST, BundleError, parity_passed, verify_bundle
+from toolkit.tracking import Lineage, tracked_run, tracking_client
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -48,7 +50,6 @@ def _is_not_found(err: Exception) -> bool:
 
 
 def _unavailable(what: str, err: Exception) -> RegistryUnavailable:
-    from toolkit.core.config import redact_url, resolve_tracking_uri
 
     reason = " ".join(str(err).split())[:300]
     return RegistryUnavailable(f"cannot {what} in the model registry {redact_url(resolve_tracking_uri())}: "
@@ -72,7 +73,6 @@ class PromotionResult:
 
 
 def _client() -> Any:
-    from toolkit.tracking import tracking_client
 
     return tracking_client()
 
@@ -80,7 +80,7 @@ def _client() -> Any:
 def check_model_folder(model_dir: Path) -> None:
     """Refuse a folder that `load_model` cannot load (no card, an empty card, missing or mismatched weights):
     a registered version must be a model that promotion can score and serving can load."""
-    from toolkit.adapters.base import ModelLoadError
+    from toolkit.adapters.base import ModelLoadError  # torch loads only when a model does (here, not at the top)
     from toolkit.adapters.loading import MODEL_CARD, load_model
 
     if not (model_dir / MODEL_CARD).is_file():
@@ -115,9 +115,8 @@ def bundle_parity(bundle_dir: Path, model_dir: Path) -> float:
     """1.0 if the intact bundle exported from `model_dir`'s very weights passed fp32 parity, else 0.0.
 
     A bundle of other weights (another run, an older checkpoint) is no evidence about this model: refused."""
-    from toolkit.adapters.base import ModelLoadError
+    from toolkit.adapters.base import ModelLoadError  # torch loads only when a model does (here, not at the top)
     from toolkit.adapters.outputs import weights_sha256
-    from toolkit.runtime.manifest import MANIFEST, BundleError, parity_passed, verify_bundle
 
     try:
         manifest = verify_bundle(bundle_dir)

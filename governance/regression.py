@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.catalog.db import Store
+from toolkit.core.config import resolve_tracking_uri
 from toolkit.core.errors import InputError
+from toolkit.eval import metrics
 from toolkit.eval.benchmarks import CompositionItem, CompositionSet
-from toolkit.eval.evaluate import EvalConfig
+from toolkit.eval.evaluate import Encoder, EvalConfig, score_benchmark
 from toolkit.governance.review import regression_set
 
 SUBSET = "reviewed"
@@ -75,9 +77,7 @@ def regression_accuracy(model: str, benchmark: RegressionBenchmark, config: Eval
     """Percent of the regression items `model` (a MODEL spec) gets right."""
     import numpy as np
 
-    from toolkit.adapters.loading import load_model
-    from toolkit.eval import metrics
-    from toolkit.eval.evaluate import Encoder, score_benchmark
+    from toolkit.adapters.loading import load_model  # torch loads only when a model does (here, not at the top)
 
     config = config or EvalConfig()
     encoder = Encoder(load_model(model), config)
@@ -100,8 +100,7 @@ def score_model_source(source: str, benchmark: RegressionBenchmark, config: Eval
     artifact URI), downloaded into a temporary folder."""
     import mlflow.artifacts
 
-    from toolkit.adapters.base import ModelLoadError
-    from toolkit.core.config import resolve_tracking_uri
+    from toolkit.adapters.base import ModelLoadError  # torch loads only when a model does (here, not at the top)
 
     with tempfile.TemporaryDirectory(prefix="toolkit-regression-") as tmp:
         try:

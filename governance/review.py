@@ -16,6 +16,9 @@ Verdicts act, and nothing is ever deleted:
 
 from __future__ import annotations
 
+import base64
+import io
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,13 +28,17 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from toolkit.catalog.db import Store, current_actor
+from toolkit.catalog.db import Store
 from toolkit.catalog.models import AuditEvent, Caption, Sentence
 from toolkit.catalog.review_models import VERDICTS, NegativeExclusion, RegressionItem, ReviewItem, ReviewVerdict
+from toolkit.core.config import CaptionLimits, current_actor
 from toolkit.core.errors import InputError
-from toolkit.core.text import split_sentences, text_sha256
+from toolkit.core.text import normalise_caption, split_sentences, text_sha256
 from toolkit.eval.evaluate import Failure
+from toolkit.ingest.tagging import load_tagger
+from toolkit.ingest.validate import RowRejected, clean_caption
 from toolkit.negatives.generators import match_key
+from toolkit.tracking import tracking_client
 
 VERDICT_FEEDBACK = "verdict"
 CORRECTION_FEEDBACK = "corrected_caption"
@@ -81,7 +88,6 @@ def record_failures(store: Store, eval_run_id: str, model: str, failures: Sequen
 
 def log_review_traces(store: Store, item_ids: list[int], image_artifacts: dict[int, str] | None = None) -> int:
     """One MLflow trace per review item, inside the active (evaluation) run. Returns traces written."""
-    import os
 
     # Synchronous export: the async queue drops traces when an evaluation has thousands of failures.
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
@@ -118,8 +124,6 @@ def _review_inputs(item: ReviewItem, image_artifact: str | None) -> dict[str, An
 
 
 def _thumbnail_data_url(path: Path, side: int = 256) -> str | None:
-    import base64
-    import io
 
     from PIL import Image, UnidentifiedImageError
 
@@ -174,8 +178,6 @@ def record_verdict(store: Store, item_id: int, verdict: str, *, reviewer: str | 
 def checked_correction(text: str) -> str:
     """A corrected caption through ingest's caption rules (one policy for every path that writes captions):
     normalised, with words, without control characters, within the length limit."""
-    from toolkit.core.config import CaptionLimits
-    from toolkit.ingest.validate import RowRejected, clean_caption
 
     try:
         return clean_caption(text, CaptionLimits())
@@ -185,8 +187,6 @@ def checked_correction(text: str) -> str:
 
 
 def _supersede_caption(session: Any, caption_id: int, corrected: str, tagger: Any) -> None:
-    from toolkit.core.text import normalise_caption
-    from toolkit.ingest.tagging import load_tagger
 
     old = session.get(Caption, caption_id)
     text = normalise_caption(corrected)
@@ -223,8 +223,6 @@ def sync_verdicts_from_mlflow(store: Store, eval_run_id: str | None = None) -> S
     """Read `verdict` feedback from each item's trace in the workspace's tracking store; new assessments
     become verdicts, and invalid ones are audited once (the audit log is append-only, so it remembers)."""
     import mlflow
-
-    from toolkit.tracking import tracking_client
 
     tracking_client()  # checks the server answers before items are read as "missing"
     recorded, missing = 0, 0

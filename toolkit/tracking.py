@@ -14,6 +14,8 @@ import functools
 import json
 import os
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import __version__
+from toolkit.core.config import current_actor, resolve_tracking_uri, workspace_dir
 from toolkit.core.config import redact_url as redact_url  # re-exported: it used to live here
-from toolkit.core.config import resolve_tracking_uri, workspace_dir
 from toolkit.core.errors import InputError
 
 DEFAULT_EXPERIMENT = "clic-toolkit"
@@ -81,8 +83,6 @@ _reachable: set[str] = set()
 def check_tracking_reachable(uri: str) -> None:
     """For a server URI: one GET /health with a short timeout, so a dead or silent server is an exit-3 line
     in seconds rather than minutes of retries. Local stores (sqlite:, file paths) need no check."""
-    import urllib.error
-    import urllib.request
 
     bound_client_retries()
     if not uri.startswith(("http://", "https://")) or uri in _reachable:
@@ -242,11 +242,8 @@ def ensure_experiment(name: str = DEFAULT_EXPERIMENT, tracking_uri: str | None =
 def tracked_run(lineage: Lineage, params: dict[str, Any] | None = None, *, run_name: str | None = None,
                 experiment: str = DEFAULT_EXPERIMENT, tracking_uri: str | None = None) -> Iterator[TrackedRun]:
     """Open an MLflow run with lineage tags; it ends FAILED if the body raises."""
-    import os
 
     import mlflow
-
-    from toolkit.catalog.db import current_actor
 
     # MLflow writes "View run at …" to stdout for server URIs; our stdout is reserved for --json output.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import getpass
-import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from toolkit.catalog import eval_models, review_models  # noqa: F401  (register their tables on Base)
 from toolkit.catalog.models import AuditEvent
-from toolkit.core.config import redact_text, redact_url
+from toolkit.core.config import current_actor, redact_text, redact_url
 from toolkit.core.errors import InputError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -27,14 +26,6 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 class StoreError(InputError):
     """The catalog cannot be opened or used; the message says what to fix."""
-
-
-def current_actor() -> str:
-    """Who is acting, for lineage and audit: `$TOOLKIT_ACTOR`, else the OS user."""
-    try:
-        return os.environ.get("TOOLKIT_ACTOR") or getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        return "unknown"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -155,7 +146,6 @@ def open_store(url: str, migrate: bool = True) -> Store:
 def recreate_database(server_url: str, label: str) -> str:
     """Drop and create a PostgreSQL database named after `label` on the server of `server_url`;
     returns its URL. For tests and benchmarks that need a clean catalog on a real server."""
-    import re
 
     from sqlalchemy import text
 

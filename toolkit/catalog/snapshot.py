@@ -9,8 +9,9 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from toolkit.catalog.db import Store, current_actor
+from toolkit.catalog.db import Store
 from toolkit.catalog.models import Caption, Image, Snapshot, SnapshotMember
+from toolkit.core.config import current_actor
 from toolkit.core.errors import InputError
 
 # What resolve_snapshot reads as a content hash prefix; names may not look like one.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -184,7 +185,6 @@ class Diagnosis:
 
 
 def diagnose() -> Diagnosis:
-    import platform
 
     return Diagnosis(platform.python_version(), installed_versions(),
                      [check_feature(f) for f in FEATURES.values()],

@@ -6,11 +6,13 @@ The embedded default keeps everything in one workspace folder so a new user need
 
 from __future__ import annotations
 
+import getpass
 import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 WORKSPACE_ENV = "TOOLKIT_WORKSPACE"
 DB_URL_ENV = "TOOLKIT_DB_URL"
@@ -64,7 +66,6 @@ def redact_url(url: str) -> str:
     parameter that names a secret (`?password=`, `sslpassword`, `token`, `api_key`, percent-encoded or not).
 
     The one function for every URL the toolkit prints, logs, or stores in MLflow or the audit log."""
-    from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
     text = url  # edited in place, not rebuilt: urlunsplit would turn sqlite:////abs into sqlite://abs
     try:
@@ -161,3 +162,11 @@ class IngestConfig:
         for name in ("commit_every", "tag_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+def current_actor() -> str:
+    """Who is acting, for lineage and audit: `$TOOLKIT_ACTOR`, else the OS user."""
+    try:
+        return os.environ.get("TOOLKIT_ACTOR") or getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "unknown"

@@ -17,6 +17,16 @@ from typing import Any, Protocol
 
 import torch
 
+from toolkit.data.datasets import (
+    ClicCollate,
+    ClicDataset,
+    EpochBatches,
+    PlainCollate,
+    PlainDataset,
+    SingleImageLoader,
+    load_half_tiles,
+)
+
 CLIC = "clic"
 PLAIN = "plain"
 Tokenize = Callable[[Sequence[str]], torch.Tensor]
@@ -116,15 +126,6 @@ class CatalogBatchSource:
                  rank: int = 0, world_size: int = 1, num_workers: int = 0, snapshot_hash: str = "",
                  sample_config: Any = None, excluded: Sequence[str] = (), tile_cache: Any = None,
                  pin_memory: bool = False) -> None:
-        from toolkit.data.datasets import (
-            ClicCollate,
-            ClicDataset,
-            EpochBatches,
-            PlainCollate,
-            PlainDataset,
-            SingleImageLoader,
-            load_half_tiles,
-        )
 
         self._epoch_batches = EpochBatches
         self.records = list(records)

@@ -3,6 +3,8 @@ as `ClicDataset` plans them (same pairing, exclusions, vocabulary and per-sample
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,8 +14,9 @@ from toolkit.catalog.snapshot import resolve_snapshot
 from toolkit.core.errors import UsageError
 from toolkit.data.records import load_training_records
 from toolkit.data.samples import PairingIndex, SampleConfig, epoch_order, plan_clic_sample, sample_rng
-from toolkit.negatives.generators import NegativeContext
-from toolkit.negatives.registry import GENERATORS
+from toolkit.negatives.audit import WordFacts, audit
+from toolkit.negatives.generators import Negative, NegativeContext, TaggedSentence
+from toolkit.negatives.registry import GENERATORS, check_generator_names
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,6 @@ def audit_negatives(store: Store, snapshot: str, split: str, generators: tuple[s
                     seed: int) -> dict[str, Any]:
     """`toolkit negatives audit`: every generator on `n` sampled captions of the snapshot, each paired with
     another image's caption as CLIC pairs them, checked by `toolkit.negatives.audit`."""
-    import random
-    from collections.abc import Callable, Sequence
-
-    from toolkit.negatives.audit import WordFacts, audit
-    from toolkit.negatives.generators import Negative, TaggedSentence
-    from toolkit.negatives.registry import check_generator_names
 
     check_generator_names(generators)
     with store.session() as session:

@@ -38,6 +38,9 @@ from typing import BinaryIO
 
 from PIL import Image as PILImage
 
+from toolkit.catalog.db import Store
+from toolkit.catalog.models import Image, SnapshotMember
+from toolkit.catalog.snapshot import resolve_snapshot
 from toolkit.core.errors import InputError
 from toolkit.core.images import WIDE, aspect_class
 
@@ -369,9 +372,6 @@ def snapshot_tile_sources(session: object, snapshot_ref: str,
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from toolkit.catalog.models import Image, SnapshotMember
-    from toolkit.catalog.snapshot import resolve_snapshot
-
     assert isinstance(session, Session)
     snapshot = resolve_snapshot(session, snapshot_ref)
     rows = session.execute(
@@ -388,7 +388,6 @@ def prepare_tiles(store: object, snapshot_ref: str, size: int, workspace: Path, 
                   splits: Sequence[str] = ("train",),
                   on_progress: Callable[[int, int], None] | None = None, fmt: str = "png") -> PrepareReport:
     """`toolkit data prepare`: tile every image of the snapshot's `splits` at input size `size`."""
-    from toolkit.catalog.db import Store
 
     assert isinstance(store, Store)
     with store.session() as session:

@@ -11,13 +11,26 @@ The base model exists only because no real CLIP weights can be downloaded here.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolkit.catalog import open_store
+from toolkit.catalog.snapshot import create_snapshot
+from toolkit.core.config import IngestConfig
 from toolkit.demo.generate import GenerateConfig, GeneratedPaths, HeldOutPaths, generate_demo_data, paths_under
+from toolkit.demo.pretrain import PretrainConfig, copy_bundled_base, pretrain
+from toolkit.eval.benchmarks import load_benchmarks
+from toolkit.eval.domain_sets import create_domain_set
+from toolkit.eval.evaluate import evaluate
+from toolkit.eval.summary import averaged_standard_error
+from toolkit.governance.blend import choose_blend_on_validation
+from toolkit.governance.eval_run import evaluate_and_track
+from toolkit.ingest import ingest_source
 from toolkit.train.config import TrainConfig
+from toolkit.train.job import train_on_snapshot
 
 DEMO_TRAIN_CONFIG = Path(__file__).parent / "clic-demo.toml"
 DOMAIN_GENERATORS = ("swap_within", "replace")
@@ -41,7 +54,6 @@ class DemoSettings:
 
 
 def _data(settings: DemoSettings, say: Callable[[str], None]) -> GeneratedPaths:
-    import shutil
 
     root = settings.workspace / "demo" / "data"
     config = settings.generate if not settings.pretrain else GenerateConfig()
@@ -66,7 +78,6 @@ def _data(settings: DemoSettings, say: Callable[[str], None]) -> GeneratedPaths:
 
 
 def _base(settings: DemoSettings, data: GeneratedPaths, say: Callable[[str], None]) -> Path:
-    from toolkit.demo.pretrain import PretrainConfig, copy_bundled_base, pretrain
 
     base = settings.workspace / "demo" / ("base-pretrained" if settings.pretrain else "base")
     if (base / "model.json").is_file():
@@ -81,11 +92,6 @@ def _base(settings: DemoSettings, data: GeneratedPaths, say: Callable[[str], Non
 
 
 def _catalog(settings: DemoSettings, data: GeneratedPaths, say: Callable[[str], None]) -> str:
-    from toolkit.catalog import open_store
-    from toolkit.catalog.snapshot import create_snapshot
-    from toolkit.core.config import IngestConfig
-    from toolkit.eval.domain_sets import create_domain_set
-    from toolkit.ingest import ingest_source
 
     store = open_store(settings.db_url)
     try:
@@ -119,7 +125,6 @@ def train_candidate(settings: DemoSettings, inputs: DemoInputs, config: TrainCon
                     say: Callable[[str], None] = print) -> Path:
     """CLIC-train the base's text tower on the domain snapshot; a finished run with the same settings is
     reused (the folder name holds the config's fingerprint)."""
-    from toolkit.train.job import train_on_snapshot
 
     out = settings.workspace / "demo" / "runs" / f"{label}-{inputs.snapshot[:8]}-{config.fingerprint()[:8]}"
     if (out / "model.json").is_file():
@@ -148,8 +153,6 @@ def blend_on_validation(settings: DemoSettings, inputs: DemoInputs, tuned: Path,
     every blend on the *validation* sets, and keep the one `choose_blend` picks (best composition with
     retrieval and zero-shot within the promotion gates' tolerances by `settings.blend_confidence_z` standard
     errors). The test sets play no part."""
-    from toolkit.eval.benchmarks import load_benchmarks
-    from toolkit.governance.blend import choose_blend_on_validation
 
     if not settings.wise_alphas:
         return Blend(tuned, 1.0, {}, {}, settings.blend_confidence_z)
@@ -178,8 +181,6 @@ def benchmarks_for(data: GeneratedPaths, snapshot: str) -> list[str]:
 
 def evaluate_held_out(model: str, data_root: Path) -> dict[str, Any]:
     """One model on the held-out sets: swap-attribute (ITT/TOT), two-object retrieval, zero-shot."""
-    from toolkit.eval.benchmarks import load_benchmarks
-    from toolkit.eval.evaluate import evaluate
 
     specs = held_out_benchmarks(paths_under(data_root).test)
     benchmarks = load_benchmarks(specs)
@@ -214,7 +215,6 @@ HEADLINE_ITEMS = {"swap_att_acc": [("sugarcrepe", "swap_att", "acc")],
 def headline_standard_errors(paired: dict[str, Any], candidate: str) -> dict[str, float]:
     """The standard error (points) of each headline change, base to candidate, from the report's pairing
     with its first model (`toolkit.eval.report.paired_against_first`; the base is evaluated first)."""
-    from toolkit.eval.summary import averaged_standard_error
 
     errors = {figure: averaged_standard_error(paired.get(candidate, {}), entries)
               for figure, entries in HEADLINE_ITEMS.items()}
@@ -234,7 +234,6 @@ def summarise(results: dict[str, Any], base: str, candidate: str) -> dict[str, A
 
 
 def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict[str, Any]:
-    from toolkit.governance.eval_run import evaluate_and_track
 
     inputs = prepare(settings, say)
     base = inputs.base

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -61,7 +62,6 @@ class PretrainConfig:
 
 def copy_bundled_base(out: Path) -> Path:
     """Copy the committed base model to `out` (a new folder), so a pipeline can skip pretraining."""
-    import shutil
 
     if not (BUNDLED_BASE / "model.json").is_file():
         raise DemoDataError(f"the bundled base model is missing from {BUNDLED_BASE}; reinstall the "

@@ -27,6 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toolkit.catalog.db import open_store
+from toolkit.catalog.models import Caption, Image, SnapshotMember
+from toolkit.catalog.snapshot import resolve_snapshot
+from toolkit.core.config import resolve_db_url
 from toolkit.core.errors import InputError
 from toolkit.eval.names import KINDS
 
@@ -324,9 +328,6 @@ def load_retrieval(session: Any, snapshot_ref: str, split: str) -> RetrievalSet:
     """Every active caption of `split` in the snapshot; an image's captions all count as correct."""
     from sqlalchemy import select
 
-    from toolkit.catalog.models import Caption, Image, SnapshotMember
-    from toolkit.catalog.snapshot import resolve_snapshot
-
     snapshot = resolve_snapshot(session, snapshot_ref)
     rows = session.execute(
         select(Caption.id, Caption.text, Image.id, Image.images_root, Image.path)
@@ -394,8 +395,6 @@ def load_benchmark(spec: BenchmarkSpec, images_dir: str | Path | None = None,
         return load_zeroshot(spec.path, images_dir)
     if spec.kind == "retrieval" and spec.path.endswith(".jsonl"):
         return load_retrieval_manifest(spec.path, images_dir)
-    from toolkit.catalog.db import open_store
-    from toolkit.core.config import resolve_db_url
 
     store = open_store(resolve_db_url(db_url))
     try:

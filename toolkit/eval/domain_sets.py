@@ -30,11 +30,16 @@ from typing import Any, Protocol
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from toolkit.catalog.db import Store, current_actor
+from toolkit.catalog.db import Store
 from toolkit.catalog.eval_models import DomainTestItem, DomainTestSet
 from toolkit.catalog.models import Caption, Image, Sentence, SnapshotMember
+from toolkit.catalog.review_models import NegativeExclusion
 from toolkit.catalog.snapshot import resolve_snapshot
+from toolkit.core.config import current_actor
+from toolkit.core.parse import TaggedSentence as Parsed
 from toolkit.eval.benchmarks import BenchmarkError, CompositionItem, CompositionSet
+from toolkit.negatives.generators import NegativeContext, match_key
+from toolkit.negatives.registry import SENTENCE_GENERATORS, generate_sentence_negative
 
 KINDS = ("swap", "replace")
 NAMED_GENERATORS = ("swap_within", "replace")
@@ -153,7 +158,6 @@ def held_out_sources(session: Session, snapshot_id: int, split: str) -> list[Dom
 
 def check_generator_names(names: Sequence[str]) -> None:
     """Refuse names that are not in NAMED_GENERATORS, saying which ones to use."""
-    from toolkit.negatives.registry import SENTENCE_GENERATORS
 
     unknown = [n for n in names if n not in SENTENCE_GENERATORS]
     if unknown:
@@ -163,9 +167,6 @@ def check_generator_names(names: Sequence[str]) -> None:
 
 def named_generators(names: Sequence[str], sources: Sequence[DomainSource]) -> list[NegativeGenerator]:
     """toolkit.negatives.generators' one-sentence generators, adapted; `replace` draws from the sources' words."""
-    from toolkit.core.parse import TaggedSentence as Parsed
-    from toolkit.negatives.generators import NegativeContext
-    from toolkit.negatives.registry import generate_sentence_negative
 
     check_generator_names(names)
 
@@ -281,8 +282,6 @@ def load_domain_set(session: Session, snapshot_ref: str, split: str,
 
     Items whose negative a reviewer judged actually true (`negative_exclusions`) are no longer scored.
     """
-    from toolkit.catalog.review_models import NegativeExclusion
-    from toolkit.negatives.generators import match_key
 
     test_set = find_domain_set(session, snapshot_ref, split, name)
     excluded = set(session.scalars(select(NegativeExclusion.text_key)))

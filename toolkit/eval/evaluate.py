@@ -29,6 +29,7 @@ from toolkit.eval.benchmarks import (
     WinogroundSet,
     ZeroShotSet,
 )
+from toolkit.eval.domain_sets import kind_of_generator
 from toolkit.eval.names import benchmark_keys
 
 Results = dict[str, dict[str, dict[str, dict[str, float]]]]
@@ -91,7 +92,7 @@ class Encoder:
     """Batched no-grad encoding for one model, caching images and texts by identity."""
 
     def __init__(self, adapter: Any, config: EvalConfig) -> None:
-        from toolkit.adapters.devices import resolve_device
+        from toolkit.adapters.devices import resolve_device  # torch loads only when a model does (here, not at the top)
 
         self.adapter = adapter
         self.config = config
@@ -148,7 +149,6 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def _score_composition(name: str, bench: CompositionSet, enc: Encoder, config: EvalConfig) -> BenchmarkResult:
-    from toolkit.eval.domain_sets import kind_of_generator
 
     result = BenchmarkResult()
     domain_flags: dict[str, list[np.ndarray]] = {}
@@ -301,7 +301,7 @@ def evaluate(models: Sequence[str], benchmarks: Sequence[Benchmark], config: Eva
 
     `progress(message)` is called before each (model, benchmark) step, for the CLI's status line.
     """
-    from toolkit.adapters.loading import load_model
+    from toolkit.adapters.loading import load_model  # torch loads only when a model does (here, not at the top)
 
     config = config or EvalConfig()
     names = benchmark_names(benchmarks)

@@ -23,10 +23,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from toolkit.catalog.db import Store, StoreError, current_actor
+from toolkit.catalog.db import Store, StoreError
 from toolkit.catalog.models import Caption, Image, IngestBatch, Reject, Sentence
 from toolkit.catalog.splits import split_for_hash
-from toolkit.core.config import IngestConfig
+from toolkit.core.config import IngestConfig, current_actor
 from toolkit.core.errors import InputError, StrictRefusal
 from toolkit.core.text import replace_surrogates, split_sentences, text_sha256
 from toolkit.ingest.rows import SourceRow

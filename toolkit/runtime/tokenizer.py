@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.runtime.manifest import MAX_MERGE_LINE_CHARS, MAX_MERGES
+
 # open_clip reads exactly this many merges from its BPE file (vocab 49408 = 256*2 + merges + 2 specials).
 OPEN_CLIP_MERGES = 49152 - 256 - 2
 CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
@@ -308,7 +310,6 @@ def _read_merges(path: Path, count: int) -> list[tuple[str, str]]:
     """The first `count` merges, streamed: only the lines used are decompressed, each at most
     MAX_MERGE_LINE_CHARS, so a decompression bomb costs no more than a normal file (`verify_bundle`
     refuses it outright; this is the second line of defence for callers that skip it)."""
-    from toolkit.runtime.manifest import MAX_MERGE_LINE_CHARS, MAX_MERGES
 
     if not 0 < count <= MAX_MERGES:
         raise RuntimeError(f"BPE merges: num_merges {count} is outside 1..{MAX_MERGES}")

@@ -15,6 +15,7 @@ from typing import Any
 
 from toolkit.core.errors import InputError
 from toolkit.core.hashing import file_sha256
+from toolkit.negatives.registry import GENERATORS
 from toolkit.train.anchors import NOUN_PHRASES
 from toolkit.train.loss import ClicLossWeights
 
@@ -119,7 +120,6 @@ class TrainConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
 
     def __post_init__(self) -> None:
-        from toolkit.negatives.registry import GENERATORS
 
         # Types first (every later check compares numbers), each naming its key and the value given.
         ints = ["seed", "epochs", "batch_size", "grad_accum", "num_workers", "checkpoint_every", "log_every",

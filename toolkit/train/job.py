@@ -17,16 +17,24 @@ from typing import Any
 from toolkit import __version__
 from toolkit.adapters.loading import load_model
 from toolkit.adapters.outputs import weights_sha256
+from toolkit.catalog.db import open_store
+from toolkit.catalog.review_models import excluded_negative_keys
+from toolkit.catalog.snapshot import resolve_snapshot
+from toolkit.core.components import require
+from toolkit.core.config import redact_url, workspace_dir
+from toolkit.data.batches import CatalogBatchSource
+from toolkit.data.datasets import ImageLoadError, missing_image_files
+from toolkit.data.records import load_training_records
+from toolkit.data.samples import SampleConfig
+from toolkit.data.tile_cache import resolve_tile_cache
+from toolkit.tracking import Lineage, tracked_run
 from toolkit.train import distributed as dist_utils
+from toolkit.train.anchors import anchor_digest, resolve_anchor_texts
 from toolkit.train.config import ConfigError
 from toolkit.train.recipe import TrainConfig, TrainResult, run_training
 
 
 def _catalog_inputs(db_url: str, snapshot_ref: str) -> tuple[list[Any], str, dict[str, Any], frozenset[str]]:
-    from toolkit.catalog.db import open_store
-    from toolkit.catalog.review_models import excluded_negative_keys
-    from toolkit.catalog.snapshot import resolve_snapshot
-    from toolkit.data.records import load_training_records
 
     store = open_store(db_url)
     try:
@@ -64,13 +72,6 @@ def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConf
     Anchor texts (`anchor_weight` > 0) are mined from the snapshot's stored tags or read from their file
     before the run starts, and identified in the provenance by source, count and digest.
     """
-    from toolkit.core.components import require
-    from toolkit.core.config import workspace_dir
-    from toolkit.data.batches import CatalogBatchSource
-    from toolkit.data.datasets import ImageLoadError, missing_image_files
-    from toolkit.data.samples import SampleConfig
-    from toolkit.data.tile_cache import resolve_tile_cache
-    from toolkit.train.anchors import anchor_digest, resolve_anchor_texts
 
     check_destination(out)  # before the model loads: a bad --out must not cost a load, let alone steps
     if track:
@@ -117,8 +118,6 @@ def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConf
 @contextmanager
 def _tracked(provenance: dict[str, Any], db_url: str, counts: dict[str, Any]) -> Iterator[Any]:
     """The training run in MLflow; the recipe itself logs the config, provenance and step metrics."""
-    from toolkit.core.config import redact_url
-    from toolkit.tracking import Lineage, tracked_run
 
     lineage = Lineage(kind="train", snapshot=provenance["snapshot"],
                       base_weights_sha256=provenance["base_weights_sha256"], catalog=redact_url(db_url),

@@ -28,6 +28,7 @@ Features and their trade-offs:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import random
@@ -418,7 +419,6 @@ def run_training(config: TrainConfig, adapter: ClipAdapter, batches: BatchSource
 
 
 def _json(values: dict[str, Any]) -> str:
-    import json
 
     return json.dumps(values, indent=2, sort_keys=True) + "\n"
 
