@@ -158,6 +158,20 @@ def test_swap_attribute_reaches_sugarcrepe_swap_att(parsed) -> None:  # type: ig
     assert len(two_attributes) >= 10 and len(made) >= 0.5 * len(two_attributes)
 
 
+def test_coordinated_adjectives_move_as_one_attribute(tagger, facts) -> None:  # type: ignore[no-untyped-def]
+    # SugarCrepe swap_att items (COCO captions, MIT) whose human negative moves "black and white" whole.
+    sofa = _one(tagger, "A man talking in front of a photo of an orange sofa with black and white fence behind it.")
+    texts = [c.text for c in gen.swap_attribute_candidates(sofa)]
+    assert "A man talking in front of a photo of a black and white sofa with orange fence behind it." in texts
+    cat = _one(tagger, "A black and white cat sitting next to a brown dog.")
+    texts = [c.text for c in gen.swap_attribute_candidates(cat)]
+    assert "A brown cat sitting next to a black and white dog." in texts  # the article repaired too
+    for text in texts:
+        assert not any(check_negative([cat], text, facts).values()), text
+    # One coordination is never split against itself: its own conjuncts do not trade places.
+    assert "A white and black cat sitting next to a brown dog." not in texts
+
+
 def test_audit_flags_what_the_old_generators_made(tagger, facts) -> None:  # type: ignore[no-untyped-def]
     """The automatic checks catch the defects issue #16 found in real outputs."""
     cases = {

@@ -305,11 +305,45 @@ def _modifiers(sentence: TaggedSentence) -> list[int]:
     return out
 
 
+def _attribute_spans(sentence: TaggedSentence, modifiers: Sequence[int]) -> list[tuple[int, int, int]]:
+    """(start, end, noun) of each adjective attribute, coordinated adjectives as one ("black and white" in
+    "a black and white fence"): the unit `_coordinated_attribute_swaps` moves."""
+    out = []
+    for i in modifiers:
+        if sentence.fine[i] != "JJ":
+            continue
+        conjuncts = [k for k in range(i + 1, len(sentence.tokens))
+                     if sentence.heads[k] == i and sentence.deps[k] == "conj"]
+        end = max(conjuncts, default=i) + 1
+        if all(sentence.fine[k] == "JJ" or sentence.tokens[k].lower() in _COORDINATORS for k in range(i, end)) \
+                and end <= sentence.heads[i]:
+            out.append((i, end, sentence.heads[i]))
+    return out
+
+
+def _coordinated_attribute_swaps(sentence: TaggedSentence, modifiers: Sequence[int]) -> list[Candidate]:
+    """Two noun phrases trade adjective attributes where at least one is coordinated: "an orange sofa with a
+    black and white fence" -> "a black and white sofa with an orange fence" (single words: `_swap_variants`)."""
+    spans = _attribute_spans(sentence, modifiers)
+    out = []
+    for n, (start_a, end_a, noun_a) in enumerate(spans):
+        for start_b, end_b, noun_b in spans[n + 1:]:
+            if (end_a - start_a == 1 and end_b - start_b == 1) or noun_a == noun_b or start_b < end_a or \
+                    coordinated(sentence, start_a, start_b):
+                continue
+            lemmas_a = {sentence.lemma[k].lower() for k in range(start_a, end_a)} - _COORDINATORS
+            lemmas_b = {sentence.lemma[k].lower() for k in range(start_b, end_b)} - _COORDINATORS
+            if lemmas_a == lemmas_b:
+                continue
+            out.append(_exchange(sentence, (start_a, end_a), (start_b, end_b), {"class": "attribute"}))
+    return out
+
+
 def swap_attribute_candidates(sentence: TaggedSentence) -> list[Candidate]:
     """Exchange the attributes of two different noun phrases ("a white horse next to a red fence" ->
     "a red horse next to a white fence"; "a glass computer on a desktop table"). Attributes of one fine tag
     trade places (adjective with adjective, noun modifier with noun modifier), of any kind: each noun
-    keeps one attribute."""
+    keeps one attribute; coordinated adjectives move as one ("black and white")."""
     if not sentence.parsed:
         return []
     modifiers = _modifiers(sentence)
@@ -339,7 +373,7 @@ def swap_attribute_candidates(sentence: TaggedSentence) -> list[Candidate]:
                 out.append(Candidate(f"{min(i, j)}-{max(i, j)}", *exchanged, {
                     "class": "attribute", "words": [sentence.tokens[i].lower(), sentence.tokens[j].lower()],
                     "positions": sorted([i, j])}))
-    return out
+    return out + _coordinated_attribute_swaps(sentence, modifiers)
 
 
 def swap_across_candidates(first_a: TaggedSentence,
@@ -512,7 +546,8 @@ def swap_relation_candidates(sentence: TaggedSentence) -> list[Candidate]:
         if subject and sentence.number[left] != sentence.number[right]:
             continue
         seen.add((spans[0], spans[1]))
-        out.append(_exchange(sentence, (ls, le), (rs, re_), rel))
+        out.append(_exchange(sentence, (ls, le), (rs, re_),
+                             {"class": "relation_swap", "relation": sentence.tokens[rel].lower()}))
     return out
 
 
@@ -527,7 +562,9 @@ def _swappable_phrase(sentence: TaggedSentence, start: int, end: int, head: int)
                    for i in range(start, end))
 
 
-def _exchange(sentence: TaggedSentence, left: tuple[int, int], right: tuple[int, int], rel: int) -> Candidate:
+def _exchange(sentence: TaggedSentence, left: tuple[int, int], right: tuple[int, int],
+              detail: dict[str, Any]) -> Candidate:
+    """The two token spans `left` and `right` (left first, not overlapping) trade places."""
     tokens, spaces = list(sentence.tokens), list(_spaces(sentence))
     (ls, le), (rs, re_) = left, right
 
@@ -544,8 +581,7 @@ def _exchange(sentence: TaggedSentence, left: tuple[int, int], right: tuple[int,
         new_tokens[0] = new_tokens[0][:1].upper() + new_tokens[0][1:]
     words = [" ".join(tokens[ls:le]).lower(), " ".join(tokens[rs:re_]).lower()]
     return Candidate(f"{ls}-{rs}", tuple(_repair_articles(new_tokens)), tuple(new_spaces),
-                     {"class": "relation_swap", "relation": sentence.tokens[rel].lower(), "words": words,
-                      "positions": [[ls, le], [rs, re_]]})
+                     {**detail, "words": words, "positions": [[ls, le], [rs, re_]]})
 
 
 # --- drawing among candidates -----------------------------------------------------------------------
