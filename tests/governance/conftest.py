@@ -1,4 +1,5 @@
-"""The governance tests' catalog: one ingested image with a two-sentence caption, tagged by the real tagger."""
+"""The governance tests' fixtures: a catalog (one ingested image with a two-sentence caption, tagged by the
+real tagger) and a loadable model folder."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import pytest
 
 from tests.helpers import write_png
+from toolkit.adapters.loading import load_model
+from toolkit.adapters.outputs import write_model_folder
 from toolkit.catalog import open_store
 from toolkit.core.config import IngestConfig
 from toolkit.ingest import ingest_source, load_tagger
@@ -21,3 +24,11 @@ def catalog(tmp_path):
                   tagger=load_tagger())
     yield store
     store.close()
+
+
+@pytest.fixture
+def model_dir(tmp_path, tiny_open_clip_spec):
+    """A loadable toolkit model folder (what `toolkit train` writes), from the tiny random CLIP."""
+    folder = tmp_path / "model"
+    write_model_folder(load_model(tiny_open_clip_spec), folder, {})
+    return folder

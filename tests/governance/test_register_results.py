@@ -5,22 +5,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from tests.helpers import run_toolkit
 from toolkit.eval.evaluate import EvalReport
 from toolkit.eval.report import write_artifacts
 from toolkit.eval.summary import gate_metrics_from_results
-
-
-@pytest.fixture
-def model_dir(tmp_path, tiny_open_clip_spec):
-    from toolkit.adapters.loading import load_model
-    from toolkit.adapters.outputs import write_model_folder
-
-    folder = tmp_path / "model"
-    write_model_folder(load_model(tiny_open_clip_spec), folder, {})
-    return folder
 
 
 def test_register_accepts_the_results_json_of_eval_out(tmp_path, model_dir):

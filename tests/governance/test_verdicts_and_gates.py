@@ -23,19 +23,6 @@ from toolkit.governance.review import (
 )
 
 
-@pytest.fixture
-def model_dir(tmp_path, tiny_open_clip_spec):
-    """A loadable toolkit model folder (what `toolkit train` writes), from the tiny random CLIP."""
-    from toolkit.adapters.loading import load_model
-    from toolkit.adapters.outputs import write_model_folder
-
-    folder = tmp_path / "model"
-    write_model_folder(load_model(tiny_open_clip_spec), folder, {})
-    return folder
-
-
-
-
 def test_verdicts_change_data_without_deleting(catalog, tmp_path):
     ids = record_failures(catalog, "run-1", "cand", *review_failures(catalog, tmp_path))
     assert record_failures(catalog, "run-1", "cand", *review_failures(catalog, tmp_path)) == ids  # idempotent
