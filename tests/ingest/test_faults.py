@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,33 @@ def test_an_empty_manifest_is_bad_input_whatever_its_format(tmp_path: Path, name
     result = run_toolkit(["ingest", manifest, "--db", f"sqlite:///{tmp_path / 'c.db'}", "--workers", "1"])
     assert result.exit_code == 3, result.output
     assert "empty file" in result.output
+
+
+def test_an_interrupt_inside_a_statement_still_marks_the_batch_failed(tmp_path: Path, tagger, monkeypatch) -> None:
+    """Ctrl-C landing just after SQLite ran an INSERT (while SQLAlchemy builds its result) left the statement's
+    cursor alive in the traceback's frames: the connection stayed open in its write transaction, so the
+    status write waited out the 30 s busy timeout. On main: `StoreError: the catalog failed during ingest
+    (database is locked)` after 30 s and the batch left `running` (one Ctrl-C in 12 in a real run)."""
+    from sqlalchemy.engine.cursor import CursorResult
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(_manifest_rows(tmp_path, 4)) + "\n")
+    original = CursorResult.__init__
+
+    def interrupted(self, context, *args):
+        original(self, context, *args)
+        if str(context.statement).startswith("INSERT INTO captions"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(CursorResult, "__init__", interrupted)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        _ingest(tmp_path, manifest, tagger, commit_every=2)
+    took = time.monotonic() - started
+    monkeypatch.undo()
+    store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    with store.session() as session:
+        (batch,) = session.scalars(select(IngestBatch))
+        status = batch.status
+    store.close()
+    assert status == "failed" and took < 10, (status, took)

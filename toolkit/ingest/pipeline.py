@@ -9,9 +9,11 @@ state of an uninterrupted run. `--strict` runs the whole batch in one transactio
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import shutil
 import tempfile
+import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -372,11 +374,26 @@ def _ingest_chunks(store: Store, rows: Iterable[SourceRow], info: SourceInfo, co
     except StrictIngestError:
         _finish(store, batch.id, report, "refused")
         raise
-    except BaseException:
+    except BaseException as err:
+        _release_interrupted_statements(err)
         _finish(store, batch.id, committed, "failed")
         raise
     _finish(store, batch.id, report, "committed")
     return report
+
+
+def _release_interrupted_statements(err: BaseException) -> None:
+    """Ctrl-C just after SQLite ran a statement (while SQLAlchemy builds its result) leaves that statement's
+    cursor alive in the traceback's frames; SQLite then keeps the connection, and its write lock, until the
+    cursor goes, so the batch's status could not be written for the busy timeout (30 s). Clearing the
+    finished frames' locals (the printed traceback keeps its lines) lets the cursor and the lock go now."""
+    seen: set[int] = set()
+    chained: BaseException | None = err
+    while chained is not None and id(chained) not in seen:
+        seen.add(id(chained))
+        traceback.clear_frames(chained.__traceback__)
+        chained = chained.__cause__ or chained.__context__
+    gc.collect()  # the cursor and SQLAlchemy's execution context refer to each other
 
 
 class _Rollback(Exception):
