@@ -25,7 +25,7 @@ class OutputExistsError(InputError):
 @contextmanager
 def atomic_output_dir(out_dir: Path) -> Iterator[Path]:
     """Yield a temp folder next to `out_dir`; rename it to `out_dir` only if the block succeeds."""
-    if out_dir.exists():
+    if os.path.lexists(out_dir):  # a dangling symlink too: os.replace could not put a folder there
         raise OutputExistsError(f"{out_dir} already exists; choose a new --out folder "
                                 "(nothing is overwritten)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -150,7 +150,8 @@ def record_verdict(store: Store, item_id: int, verdict: str, *, reviewer: str | 
         corrected_caption = checked_correction(str(corrected_caption))
     reviewer = reviewer or current_actor()
     with store.session() as session:
-        item = session.get(ReviewItem, item_id)
+        # Ids are signed 64-bit in every catalog: a larger number names no item (the driver would overflow).
+        item = session.get(ReviewItem, item_id) if 0 < item_id < 2**63 else None
         if item is None:
             raise ReviewError(f"review item {item_id} does not exist; list them with `toolkit review list`")
         row = ReviewVerdict(item_id=item.id, verdict=verdict, reviewer=reviewer, note=note, source=source,
@@ -286,7 +287,9 @@ def _latest_verdicts(eval_run_id: str | None) -> Any:
 
 def open_items(store: Store, eval_run_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     with store.session() as session:
-        query = select(ReviewItem).where(ReviewItem.status == "open").order_by(ReviewItem.id).limit(limit)
+        # No catalog holds more than 2^63 rows; a larger limit would overflow the driver's integer.
+        query = (select(ReviewItem).where(ReviewItem.status == "open").order_by(ReviewItem.id)
+                 .limit(min(limit, 2**63 - 1)))
         if eval_run_id:
             query = query.where(ReviewItem.eval_run_id == eval_run_id)
         return [{"id": i.id, "benchmark": i.benchmark, "model": i.model, "image": i.image_path,

@@ -10,12 +10,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import TINY_OPEN_CLIP_CONFIG
+from tests.helpers import TINY_OPEN_CLIP_CONFIG, small_disk
 from toolkit.adapters.open_clip_adapter import OpenClipAdapter
 from toolkit.adapters.weights import save_state_dict_file
 from toolkit.catalog.db import recreate_database
@@ -101,3 +102,10 @@ def isolated_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("TOOLKIT_DB_URL", raising=False)
     return workspace
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs: a folder on a disk that fills up (ENOSPC) after about a megabyte."""
+    with small_disk(tmp_path / "small-disk", "1m") as folder:
+        yield folder

@@ -19,7 +19,8 @@ import subprocess
 import sys
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
+import pytest
 import torch
 from click.testing import CliRunner, Result
 from PIL import Image as PILImage
@@ -695,3 +697,25 @@ def silent_listener() -> tuple[str, object]:
     listener.listen(64)
     return f"http://127.0.0.1:{listener.getsockname()[1]}", listener
 
+
+
+# --- A small disk ---
+
+@contextmanager
+def small_disk(folder: Path, size: str = "1m") -> Iterator[Path]:
+    """A real tmpfs of `size` mounted on `folder` (writes past it fail with ENOSPC, as on a full disk).
+
+    Needs the right to mount (root, as in CI); elsewhere the test is skipped, and in CI (`CI` set) it fails:
+    a fault fixture that silently never runs would let the fault come back."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        reason = f"cannot mount a small tmpfs here: {mounted.stderr.strip()}"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the disk-full tests as root: {reason}")
+        pytest.skip(reason)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)

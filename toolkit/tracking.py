@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from toolkit import __version__
 from toolkit.core.config import current_actor, resolve_tracking_uri, workspace_dir
@@ -85,6 +86,7 @@ def check_tracking_reachable(uri: str) -> None:
     in seconds rather than minutes of retries. Local stores (sqlite:, file paths) need no check."""
 
     bound_client_retries()
+    _check_tracking_uri(uri)
     if not uri.startswith(("http://", "https://")) or uri in _reachable:
         return
     try:
@@ -101,6 +103,21 @@ def check_tracking_reachable(uri: str) -> None:
         raise TrackingUnavailable(f"tracking server {redact_url(uri)} answers /health with HTTP {status}; "
                                   "is MLFLOW_TRACKING_URI an MLflow server?")
     _reachable.add(uri)
+
+
+def _check_tracking_uri(uri: str) -> None:
+    """Faults MLflow would report with a traceback deep inside a command: a port that is not a number, and
+    a file store (`./mlruns`), which MLflow 3 refuses unless MLFLOW_ALLOW_FILE_STORE is set."""
+    parts = urlsplit(uri)
+    try:
+        parts.port  # noqa: B018  # the property is what raises
+    except ValueError as err:
+        raise InputError(f"tracking URI {redact_url(uri)}: {err}; fix the port in MLFLOW_TRACKING_URI") from err
+    file_store = parts.scheme == "file" or (parts.scheme == "" and not uri.startswith("databricks"))
+    if file_store and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("true", "1"):
+        raise InputError(f"tracking URI {redact_url(uri)} is an MLflow file store, which this MLflow no longer "
+                         "opens; migrate it (`mlflow migrate-filestore`) to sqlite:///mlflow.db and set "
+                         "MLFLOW_TRACKING_URI to that, or unset MLFLOW_TRACKING_URI to use the workspace store")
 
 
 def require_tracking(tracking_uri: str | None = None) -> None:

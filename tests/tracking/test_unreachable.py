@@ -61,3 +61,17 @@ def test_an_unreachable_tracking_server_fails_fast(tmp_path, silent_uri, command
     assert "tracking server" in said and uri.split("//")[1] in said, said[-2000:]
     assert "Traceback" not in done.stderr
     assert took < limit_s, f"{command} against a {server} server took {took:.1f} s"
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "export"])
+def test_no_track_needs_no_tracking_server(tmp_path, command):
+    """`--no-track` never contacts the tracking server: the command goes on to its own work (here it stops
+    at the model, which does not exist) instead of refusing the dead server."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": _dead_uri(),
+           "TOOLKIT_WORKSPACE": str(tmp_path / "ws"), "COLUMNS": "200"}
+    args = [a.replace("{tmp}", str(tmp_path)) for a in COMMANDS[command]]
+    done = subprocess.run([sys.executable, "-m", "toolkit", *args, "--no-track"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    said = " ".join(done.stderr.split())
+    assert "tracking server" not in said and "Traceback" not in said, said[-2000:]
+    assert done.returncode == 3, said[-2000:]

@@ -109,7 +109,7 @@ def open_store(url: str, migrate: bool = True) -> Store:
     """Connect to the catalog at `url` and bring its schema to the newest migration."""
     try:
         parsed = make_url(url)
-    except ArgumentError as err:
+    except (ArgumentError, ValueError) as err:  # ValueError: a port that is not a number
         raise StoreError(f"not a database URL: {redact_url(url)!r} (expected e.g. sqlite:///path/catalog.db "
                          "or postgresql+psycopg://user:pass@host/db)") from err
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):

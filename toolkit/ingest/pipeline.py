@@ -9,10 +9,14 @@ state of an uninterrupted run. `--strict` runs the whole batch in one transactio
 from __future__ import annotations
 
 import functools
+import gc
 import os
+import shutil
+import tempfile
+import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from itertools import islice
@@ -29,7 +33,7 @@ from toolkit.catalog.splits import split_for_hash
 from toolkit.core.config import IngestConfig, current_actor
 from toolkit.core.errors import InputError, StrictRefusal
 from toolkit.core.text import replace_surrogates, split_sentences, text_sha256
-from toolkit.ingest.rows import SourceRow
+from toolkit.ingest.rows import SourceError, SourceRow
 from toolkit.ingest.sources import SourceInfo, describe_source, read_source
 from toolkit.ingest.tagging import SpacyTagger, load_tagger
 from toolkit.ingest.validate import (
@@ -294,11 +298,12 @@ def ingest_source(
     `workers` > 1 validates and tags in that many processes (toolkit.ingest.parallel); `shard` keeps only
     that shard's rows, for several machines ingesting one source into one catalog.
     """
-    info = describe_source(source)
-    rows = read_source(source, info.kind)
-    if shard is not None:
-        rows = (row for row in rows if shard.owns(row))
     with ExitStack() as stack:
+        readable = stack.enter_context(_regular_file(source))
+        info = replace(describe_source(readable), uri=str(source.resolve()))
+        rows = read_source(readable, info.kind)
+        if shard is not None:
+            rows = (row for row in rows if shard.owns(row))
         if workers > 1:
             from toolkit.ingest.parallel import WorkerPool  # it imports this module
 
@@ -310,6 +315,23 @@ def ingest_source(
             spec = local_tagger.spec
             validated = functools.partial(_validate_serially, reader, config, local_tagger)
         return _ingest_chunks(store, rows, info, config, spec, validated, on_progress)
+
+
+@contextmanager
+def _regular_file(source: Path) -> Iterator[Path]:
+    """`source`, or for a pipe (a FIFO, /dev/stdin) a temporary copy of it: a source is read twice (once
+    to fingerprint it, once for its rows) and a pipe can be read only once."""
+    if source.is_dir() or not source.exists() or source.is_file():
+        yield source
+        return
+    with tempfile.TemporaryDirectory(prefix="toolkit-ingest-") as folder:
+        copy = Path(folder) / source.name
+        try:
+            with source.open("rb") as pipe, copy.open("wb") as handle:
+                shutil.copyfileobj(pipe, handle, 1 << 20)
+        except OSError as err:
+            raise SourceError(f"{source} cannot be read ({err.strerror or err})") from err
+        yield copy
 
 
 def _validate_serially(reader: _ImageReader, config: IngestConfig, tagger: SpacyTagger,
@@ -338,6 +360,8 @@ def _ingest_chunks(store: Store, rows: Iterable[SourceRow], info: SourceInfo, co
         if on_progress:
             on_progress(report)
 
+    # The counts of what is committed: a failed batch records these, not those of the chunk rolled back.
+    committed = replace(report, rejects=[])
     try:
         chunks = validated(_chunks(rows, config.commit_every))
         if config.strict:
@@ -346,14 +370,30 @@ def _ingest_chunks(store: Store, rows: Iterable[SourceRow], info: SourceInfo, co
             for chunk, pending, tagger in chunks:
                 with store.session() as session:
                     process(session, chunk, pending, tagger)
+                committed = replace(report, rejects=list(report.rejects))
     except StrictIngestError:
         _finish(store, batch.id, report, "refused")
         raise
-    except BaseException:
-        _finish(store, batch.id, report, "failed")
+    except BaseException as err:
+        _release_interrupted_statements(err)
+        _finish(store, batch.id, committed, "failed")
         raise
     _finish(store, batch.id, report, "committed")
     return report
+
+
+def _release_interrupted_statements(err: BaseException) -> None:
+    """Ctrl-C just after SQLite ran a statement (while SQLAlchemy builds its result) leaves that statement's
+    cursor alive in the traceback's frames; SQLite then keeps the connection, and its write lock, until the
+    cursor goes, so the batch's status could not be written for the busy timeout (30 s). Clearing the
+    finished frames' locals (the printed traceback keeps its lines) lets the cursor and the lock go now."""
+    seen: set[int] = set()
+    chained: BaseException | None = err
+    while chained is not None and id(chained) not in seen:
+        seen.add(id(chained))
+        traceback.clear_frames(chained.__traceback__)
+        chained = chained.__cause__ or chained.__context__
+    gc.collect()  # the cursor and SQLAlchemy's execution context refer to each other
 
 
 class _Rollback(Exception):

@@ -66,6 +66,9 @@ def _read_shard(shard: Path) -> Iterator[SourceRow]:
     # WebDataset keeps a sample's members adjacent: group consecutive members by key.
     key: str | None = None  # the sample being gathered
     members: dict[str, bytes] = {}
+    # A member whose key and extension were already read starts a new sample of that key (numbered from 2),
+    # so a repeated key keeps both captions instead of the later one overwriting the earlier.
+    occurrence = 1
     last_member: str | None = None
     damage: str | None = None
     try:
@@ -79,8 +82,10 @@ def _read_shard(shard: Path) -> Iterator[SourceRow]:
                     base = os.path.basename(member.name)
                     key_part, _, extension = base.partition(".")
                     member_key = f"{os.path.dirname(member.name)}/{key_part}".lstrip("/")
-                    if member_key != key and key is not None:
-                        yield _wds_row(shard, key, members)
+                    repeated = member_key == key and extension.lower() in members
+                    if (member_key != key or repeated) and key is not None:
+                        yield _wds_row(shard, key, members, occurrence=occurrence)
+                        occurrence = occurrence + 1 if repeated else 1
                         key, members = None, {}
                     content = tar.extractfile(member)
                     members[extension.lower()] = content.read() if content else b""
@@ -93,7 +98,7 @@ def _read_shard(shard: Path) -> Iterator[SourceRow]:
     except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as err:
         damage = f"{type(err).__name__}: {err}"
     if key is not None:
-        yield _wds_row(shard, key, members, cut_short=damage is not None)
+        yield _wds_row(shard, key, members, cut_short=damage is not None, occurrence=occurrence)
     if damage is not None:
         after = f"after member {last_member!r}" if last_member else "before its first member"
         yield SourceRow(shard.name, shard.name, problem=(
@@ -101,13 +106,19 @@ def _read_shard(shard: Path) -> Iterator[SourceRow]:
                              "the damage were read, re-create or re-download the shard for the rest"))
 
 
-def _wds_row(shard: Path, key: str, members: dict[str, bytes], cut_short: bool = False) -> SourceRow:
-    row_ref = f"{shard.name}:{key}"
+def _wds_row(shard: Path, key: str, members: dict[str, bytes], cut_short: bool = False,
+             occurrence: int = 1) -> SourceRow:
+    # Rejects are keyed by row reference: a repeated key needs its own.
+    row_ref = f"{shard.name}:{key}" + (f"#{occurrence}" if occurrence > 1 else "")
     image_ext = next((ext for ext in ("jpg", "jpeg", "png", "webp") if ext in members), None)
     if cut_short and (image_ext is None or "txt" not in members):
         return SourceRow(row_ref, row_ref, problem=(
             "shard_corrupt", f"the sample was cut short by the damage in {shard.name} (members read: "
                              f"{sorted(members)})"))
+    if occurrence > 1 and (image_ext is None or "txt" not in members):
+        return SourceRow(row_ref, row_ref, problem=(
+            "duplicate_key", f"key {key!r} repeats a member of the sample before it in {shard.name} "
+                             f"(members of this repeat: {sorted(members)}); give each sample its own key"))
     if image_ext is None:
         return SourceRow(row_ref, row_ref, problem=(
             "image_missing", f"sample has no .jpg/.jpeg/.png/.webp member (members: {sorted(members)})"))

@@ -180,11 +180,13 @@ def _captions_from_object(obj: dict[str, object]) -> list[object]:
 
 
 def _read_jsonl(path: Path) -> Iterator[SourceRow]:
+    any_line = False
     with path.open("rb") as handle:
         for number, line_bytes in enumerate(handle, start=1):
             row_ref = f"line {number}"
             if not line_bytes.strip():
                 continue
+            any_line = True
             try:
                 line = line_bytes.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as err:
@@ -205,6 +207,8 @@ def _read_jsonl(path: Path) -> Iterator[SourceRow]:
                     "row_not_object", f"expected a JSON object, got {type(obj).__name__}"))
                 continue
             yield _row_from_object(row_ref, raw, obj)
+    if not any_line:  # as an empty CSV: an empty manifest is a failed export or download, not "no news"
+        raise SourceError(f"{path}: empty file, expected one JSON object per line with 'image' and 'caption'")
 
 
 def _row_from_object(row_ref: str, raw: str, obj: dict[str, object]) -> SourceRow:

@@ -170,12 +170,15 @@ def is_space(ch: str) -> bool:
     return ch.isspace() and ch not in "\x1c\x1d\x1e\x1f"
 
 
-def pre_tokenize(text: str, specials: Sequence[str]) -> list[str]:
-    """Split like `special|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+` (IGNORECASE)."""
+def pre_tokenize(text: str, specials: Sequence[str], max_pieces: int | None = None) -> list[str]:
+    """Split like `special|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+` (IGNORECASE).
+
+    With `max_pieces`, stop after that many: the scan goes left to right and finishes each piece before
+    the next, so the pieces returned are exactly the first ones of the whole text's."""
     pieces: list[str] = []
     i, n = 0, len(text)
     lowered = text.lower()
-    while i < n:
+    while i < n and (max_pieces is None or len(pieces) < max_pieces):
         special = next((s for s in specials if lowered.startswith(s.lower(), i)), None)
         if special is not None:
             pieces.append(text[i : i + len(special)])
@@ -279,10 +282,15 @@ class ClipBpeTokenizer:
         self._cache[token] = word
         return word
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, min_tokens: int | None = None) -> list[int]:
+        """The token ids of `text`; with `min_tokens`, only a prefix of them at least that long (or all).
+
+        Every piece gives one token or more, so the first `min_tokens` pieces give the first `min_tokens`
+        ids or more, equal to those of the whole text: a 10 MB query costs its cleaning, not the
+        pre-tokenisation and BPE of text the context would cut anyway."""
         byte_chars = bytes_to_unicode()
         ids: list[int] = []
-        for piece in pre_tokenize(self.clean(text), self._specials):
+        for piece in pre_tokenize(self.clean(text), self._specials, min_tokens):
             if piece in self._specials:
                 ids.append(self.encoder[piece])
                 continue
@@ -302,7 +310,8 @@ class ClipBpeTokenizer:
     def ids(self, text: str) -> list[int]:
         """<sot> + tokens + <eot>, unpadded; over the context, cut keeping <eot> last as training did."""
         width = self.settings.context_length
-        ids = [self.sot_id, *self.encode(text), self.eot_id]
+        # width - 1 tokens are enough to decide the cut: more than width - 2 means it is cut.
+        ids = [self.sot_id, *self.encode(text, min_tokens=width - 1), self.eot_id]
         return [*ids[: width - 1], self.eot_id] if len(ids) > width else ids
 
 

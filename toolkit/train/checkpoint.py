@@ -61,10 +61,39 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class CheckpointWriteError(InputError):
+    """The checkpoint could not be written (disk full, no permission); the previous one is kept."""
+
+
+def _os_error_in(err: BaseException) -> OSError | None:
+    """The OSError behind `err`: torch.save reports a failed write of a file object as a RuntimeError whose
+    context is the file's own OSError (ENOSPC, EFBIG, EACCES...)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write atomically: a failed write (a full disk) removes its temp file and leaves the previous
+    checkpoint as it was, and is reported as an error naming the file, not a traceback."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:  # a file object, so torch keeps the OSError as the context
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())  # delayed-allocation filesystems report a full disk only here
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        cause = _os_error_in(err)
+        tmp.unlink(missing_ok=True)
+        if cause is None:  # a RuntimeError of torch's own, not a write failure: a bug
+            raise
+        kept = "the previous checkpoint is kept" if path.exists() else "no checkpoint was kept"
+        raise CheckpointWriteError(f"cannot write checkpoint {path}: {cause.strerror or cause}; {kept}. Free "
+                                   "space (or fix permissions) and continue with --resume") from err
 
 
 CHECKPOINT_KEYS = ("trainable", "optimizer", "scheduler", "rng", "resume")

@@ -51,6 +51,9 @@ def _catalog_inputs(db_url: str, snapshot_ref: str) -> tuple[list[Any], str, dic
 def check_destination(out: Path) -> None:
     """Refuse an --out that exists or cannot become a folder (an existing file on its path, a read-only
     parent) now, instead of at the first checkpoint after training steps. The checkpoints go beside it."""
+    if out.is_symlink() and not out.exists():  # the final rename cannot replace a link: refuse before the steps
+        raise ConfigError(f"--out {out} is a symbolic link to {os.readlink(out)}, which does not exist; "
+                          "give the real folder path, or remove the link")
     if out.exists():
         raise ConfigError(f"{out} already exists; choose a new --out folder (nothing is overwritten)")
     for parent in out.absolute().parents:
