@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -90,8 +91,18 @@ _config: IngestConfig | None = None
 
 def _start_worker(config: IngestConfig, blob_dir: Path, parent: int) -> None:
     global _reader, _config
+    _keep_torch_out()
     _config, _reader = config, _ImageReader(config, blob_dir)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _keep_torch_out() -> None:
+    """spaCy's thinc imports torch whenever it is installed (+470 MB and seconds per worker), though a
+    tagger never runs it. A None entry in sys.modules makes `import torch` raise ModuleNotFoundError,
+    which thinc.compat takes for "torch is not installed" (its CPU ops are the same either way: the
+    stored parses are identical, tested). Only in workers, whose process is ours; a torch already
+    imported (by a parent's main module re-run under spawn) is left alone."""
+    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
 
 
 def _exit_with_parent(parent: int) -> None:
