@@ -1,5 +1,5 @@
-"""Progress off a terminal: plain lines at least once a minute (a fake clock, nothing timed), from train
-and from ingest."""
+"""Progress off a terminal: plain lines at least once a minute (a fake clock, nothing timed), from train,
+ingest, data prepare and eval."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import re
 import numpy as np
 from PIL import Image as PILImage
 
-from tests.helpers import run_toolkit
+from tests.helpers import run_toolkit, snapshot_train_catalog, write_sugarcrepe_pp
 from toolkit.core.progress import ProgressLines, format_duration
 
 
@@ -69,3 +69,25 @@ def test_ingest_writes_progress_lines_to_a_log(tmp_path, monkeypatch):
                           "--workers", "1", "--json"])
     assert result.exit_code == 0, result.output
     assert re.search(r"^ingest rows 1 · images 1 · captions 1 · rejected 0 · ", result.stderr, re.M), result.stderr
+
+
+def test_prepare_writes_progress_lines_to_a_log(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOOLKIT_WORKSPACE", str(tmp_path / "ws"))
+    (tmp_path / "images").mkdir()
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    snapshot_train_catalog(url, tmp_path / "images")
+    result = run_toolkit(["data", "prepare", "--size", "32", "--db", url, "--json"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^tiles 4/4 \(100%\) · [\d.]+ images/s · ", result.stderr, re.M), result.stderr
+
+
+def test_eval_writes_progress_lines_to_a_log(tiny_open_clip_spec, tmp_path):
+    folder = write_sugarcrepe_pp(tmp_path / "scpp")
+    result = run_toolkit(["eval", "--model", tiny_open_clip_spec, "--benchmark", f"sugarcrepe_pp:{folder}",
+                          "--no-track", "--json"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert any(line.startswith(f"eval 0/1 (0%) · at loading sugarcrepe_pp:{folder}") for line in lines), lines
+    assert any(line.startswith(f"eval 0/1 (0%) · at evaluating {tiny_open_clip_spec}: sugarcrepe_pp")
+               for line in lines), lines
+    assert lines[-1].startswith("eval 1/1 (100%) · at done · "), lines

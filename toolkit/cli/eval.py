@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from toolkit.cli.common import DbOption, JsonOption, catalog, console, print_json
+from toolkit.core.progress import ProgressLines, wants_lines
 
 BENCHMARK_HELP = (
     "KIND:PATH, repeatable. sugarcrepe_pp:<folder of the 5 JSON files>, sugarcrepe:<folder of the 7 JSON "
@@ -53,10 +54,24 @@ def eval_command(
     from toolkit.eval.report import results_table
     from toolkit.governance.eval_run import evaluate_and_track
 
+    # Off a terminal the status line is invisible: every step (loading a benchmark, scoring one model on
+    # one) becomes a log line instead; a step can take minutes, so none is held back.
+    lines = ProgressLines("eval", len(model) * len(benchmark), unit="steps", every_s=0) if wants_lines() else None
+    scored = 0
     with console.status("evaluating") as status:
+
+        def show(message: str) -> None:
+            nonlocal scored
+            status.update(message)
+            if lines:
+                lines.update(scored, at=message)
+                # evaluate() announces each (model, benchmark) step as "evaluating <model>: <benchmark>"
+                scored += message.startswith("evaluating ")
+
         outcome = evaluate_and_track(model, benchmark, images=images, db=db, out=out, track=track,
-                                     config=EvalConfig(batch_size=batch_size, device=device),
-                                     progress=status.update)
+                                     config=EvalConfig(batch_size=batch_size, device=device), progress=show)
+    if lines:
+        lines.update(len(model) * len(benchmark), at="done")
     report, paired = outcome.report, outcome.paired
     for path in outcome.written:
         console.print(f"wrote {path}")

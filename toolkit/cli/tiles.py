@@ -11,6 +11,7 @@ from rich.table import Table
 
 from toolkit.cli.common import DbOption, JsonOption, catalog, console, print_json
 from toolkit.core.errors import EXIT_BAD_INPUT
+from toolkit.core.progress import ProgressLines, wants_lines
 
 
 def prepare(
@@ -48,9 +49,13 @@ def prepare(
                    transient=True, disable=json_output)
     with catalog(db) as store, bar as progress:
         task = progress.add_task("tiling", total=None)
+        lines = ProgressLines("tiles", unit="images") if wants_lines() else None  # a log sees no bar
 
         def show(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
+            if lines:
+                lines.total = total  # known once the snapshot's images are listed
+                lines.update(done)
 
         report = prepare_tiles(store, snapshot, size, workspace_dir(), workers,
                                tuple(split or ("train",)), show, fmt=tile_format)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -88,10 +89,22 @@ _tagger: SpacyTagger | None = None
 _config: IngestConfig | None = None
 
 
-def _start_worker(config: IngestConfig, blob_dir: Path, parent: int) -> None:
+def _start_worker(config: IngestConfig, blob_dir: Path, parent: int, without_torch: bool) -> None:
     global _reader, _config
+    if without_torch:
+        _keep_torch_out()
     _config, _reader = config, _ImageReader(config, blob_dir)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _keep_torch_out() -> None:
+    """spaCy's thinc imports torch whenever it is installed (+470 MB and seconds per worker), though a
+    tagger never runs it. A None entry in sys.modules makes `import torch` raise ModuleNotFoundError,
+    which thinc.compat takes for "torch is not installed" (its CPU ops are the same either way: the
+    stored parses are identical, tested). Only in workers, whose process is ours; a torch already
+    imported (by a parent's main module re-run under spawn) is left alone. A pipeline that does run
+    torch (a transformer) fails to load here, and the pool starts again with torch (`WorkerPool`)."""
+    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -133,13 +146,26 @@ class WorkerPool:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.workers = workers
-        self._executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_start_worker, initargs=(config, blob_dir, os.getpid()))
+        self._config, self._blob_dir = config, blob_dir
+        self._executor = self._start(without_torch=True)
         self.spec = ""
+
+    def _start(self, without_torch: bool) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start_worker,
+                                   initargs=(self._config, self._blob_dir, os.getpid(), without_torch))
 
     def __enter__(self) -> WorkerPool:
         try:
-            self.spec = self._executor.submit(_tagger_spec).result()  # also fails early on a missing model
+            try:
+                self.spec = self._executor.submit(_tagger_spec).result()  # also fails early on a missing model
+            except ModuleNotFoundError as err:
+                if err.name != "torch":
+                    raise
+                # The tagger runs torch (a transformer pipeline): these workers import it after all.
+                self._executor.shutdown(cancel_futures=True)
+                self._executor = self._start(without_torch=False)
+                self.spec = self._executor.submit(_tagger_spec).result()
         except BaseException:
             self._executor.shutdown(cancel_futures=True)
             raise
