@@ -210,7 +210,7 @@ def _write_chunk(session: Session, pending: _Pending, batch: IngestBatch, info: 
             select(Image.sha256, Image.path).where(Image.sha256.in_(pending.images))).all())
         new_images = [
             {"sha256": sha, "images_root": img.root, "path": img.path, "width": img.width,
-             "height": img.height, "format": img.format, "num_bytes": img.num_bytes,
+             "height": img.height, "orientation": img.orientation, "format": img.format, "num_bytes": img.num_bytes,
              "split": split_for_hash(sha, config.splits), "batch_id": batch.id,
              "created_at": datetime.now(timezone.utc)}
             for sha, img in pending.images.items() if sha not in existing_paths
