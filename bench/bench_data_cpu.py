@@ -35,9 +35,10 @@ import torch
 from synthetic import make_corpus
 
 from toolkit.adapters.base import ImageNorm
+from toolkit.core.images import load_rgb
 from toolkit.data.datasets import ClicDataset, compose_pair, load_half_tiles, tile_tensor
 from toolkit.data.tile_cache import CachedHalfTiles, TileCache
-from toolkit.data.tiles import half_tile_sizes, open_rgb, prepare_sources, tiles_root
+from toolkit.data.tiles import half_tile_sizes, prepare_sources, tiles_root
 
 NORM = ImageNorm(mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711), size=224)
 WORKERS, TARGET = 16, 3000.0
@@ -47,7 +48,7 @@ def reference_half_tiles(first, second, aspect: str, size: int):  # type: ignore
     """The reference's pixel work: full decode (no draft), resize, as its __getitem__ does."""
     from PIL import Image as PILImage
 
-    return tuple(tile_tensor(open_rgb(r.image_path).resize((w, h), PILImage.Resampling.BICUBIC))
+    return tuple(tile_tensor(load_rgb(r.image_path).resize((w, h), PILImage.Resampling.BICUBIC))
                  for r, (h, w) in zip((first, second), half_tile_sizes(aspect, size), strict=True))
 
 

@@ -39,9 +39,10 @@ from flops import PEAK_BF16_TFLOPS, open_clip_sample_flops
 from synthetic import make_corpus
 
 from toolkit.adapters.base import ImageNorm
+from toolkit.core.images import load_rgb
 from toolkit.data.datasets import ClicCollate, ClicDataset, compose_pair, load_half_tiles, tile_tensor
 from toolkit.data.tile_cache import CachedHalfTiles, TileCache
-from toolkit.data.tiles import half_tile_sizes, open_rgb, prepare_sources, tiles_root
+from toolkit.data.tiles import half_tile_sizes, prepare_sources, tiles_root
 
 SMOKE_CONFIG = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
@@ -65,7 +66,7 @@ class ReferenceDataset(ClicDataset):
             self.nlp(anchor.first.text), self.nlp(partner.first.text)
         from PIL import Image as PILImage
 
-        tiles = [tile_tensor(open_rgb(r.image_path).resize((w, h), PILImage.Resampling.BICUBIC))
+        tiles = [tile_tensor(load_rgb(r.image_path).resize((w, h), PILImage.Resampling.BICUBIC))
                  for r, (h, w) in zip((anchor, partner), half_tile_sizes(anchor.aspect, self.norm.size),
                                       strict=True)]
         return _sample(key, compose_pair(tiles[0], tiles[1], anchor.aspect, self.norm), plan)

@@ -33,6 +33,7 @@ from toolkit.catalog.models import AuditEvent, Caption, Sentence
 from toolkit.catalog.review_models import VERDICTS, NegativeExclusion, RegressionItem, ReviewItem, ReviewVerdict
 from toolkit.core.config import CaptionLimits, current_actor
 from toolkit.core.errors import InputError
+from toolkit.core.images import load_rgb
 from toolkit.core.text import normalise_caption, split_sentences, text_sha256
 from toolkit.eval.evaluate import Failure
 from toolkit.ingest.tagging import load_tagger
@@ -125,11 +126,10 @@ def _review_inputs(item: ReviewItem, image_artifact: str | None) -> dict[str, An
 
 def _thumbnail_data_url(path: Path, side: int = 256) -> str | None:
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as opened:
-            image = opened.convert("RGB")
+        image = load_rgb(path)
         image.thumbnail((side, side))
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=85)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,6 +27,41 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 class StoreError(InputError):
     """The catalog cannot be opened or used; the message says what to fix."""
+
+
+class CatalogDamagedError(StoreError):
+    """The catalog's SQLite file is damaged (overwritten pages, not a database): restore it from a backup."""
+
+
+# SQLite's primary result codes for a damaged file: SQLITE_CORRUPT ("database disk image is malformed") and
+# SQLITE_NOTADB ("file is not a database"). Only these read as damage; any other database error stays a bug.
+_SQLITE_DAMAGE_CODES = frozenset({11, 26})
+
+
+def sqlite_damage(err: BaseException) -> str | None:
+    """SQLite's own words when `err` (a DBAPI error, or SQLAlchemy's wrapper of one) says the file is
+    damaged; None for every other error."""
+    original = getattr(err, "orig", None) or err
+    code = getattr(original, "sqlite_errorcode", None)
+    if isinstance(original, sqlite3.DatabaseError) and isinstance(code, int) and code & 0xFF in _SQLITE_DAMAGE_CODES:
+        return str(original)
+    return None
+
+
+def damaged_catalog_error(url: str, reason: str) -> CatalogDamagedError:
+    path = make_url(url).database
+    return CatalogDamagedError(f"the catalog {redact_url(url)} is damaged ({reason}); restore it from a backup "
+                               f"(`sqlite3 {path} 'PRAGMA integrity_check'` lists what is broken)")
+
+
+def _raise_if_damaged(url: str) -> Any:
+    """A `handle_error` listener: every statement on the engine, migrations included, reports a damaged
+    file as CatalogDamagedError, so no command has to catch it."""
+    def listener(context: ExceptionContext) -> None:
+        reason = sqlite_damage(context.original_exception)
+        if reason is not None:
+            raise damaged_catalog_error(url, reason) from context.original_exception
+    return listener
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -127,6 +163,7 @@ def open_store(url: str, migrate: bool = True) -> Store:
                          "use sqlite:///path/catalog.db or postgresql+psycopg://user:pass@host/db") from err
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "handle_error", _raise_if_damaged(url))
     if migrate:
         try:
             with _migration_lock(parsed), engine.begin() as connection:
@@ -137,8 +174,13 @@ def open_store(url: str, migrate: bool = True) -> Store:
                 cfg = _alembic_config(url)
                 cfg.attributes["connection"] = connection
                 command.upgrade(cfg, "head")
+        except CatalogDamagedError:
+            engine.dispose()
+            raise
         except Exception as err:
             engine.dispose()
+            if (reason := sqlite_damage(err)) is not None:  # raised while connecting, before any statement
+                raise damaged_catalog_error(url, reason) from err
             raise StoreError(f"cannot open the catalog at {redact_url(url)}: {redact_text(str(err), url)}") from err
     return Store(url=url, engine=engine, _factory=sessionmaker(engine, expire_on_commit=False))
 

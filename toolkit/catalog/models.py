@@ -56,8 +56,10 @@ class Image(Base):
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     images_root: Mapped[str] = mapped_column(Text)
     path: Mapped[str] = mapped_column(Text)  # relative to images_root, as first seen
-    width: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)  # as readers see it: after `orientation`
     height: Mapped[int] = mapped_column(Integer)
+    # The EXIF orientation (1-8, 1 upright) applied on every read; NULL: ingested before it was recorded.
+    orientation: Mapped[int | None] = mapped_column(Integer, nullable=True)
     format: Mapped[str] = mapped_column(String(16))
     num_bytes: Mapped[int] = mapped_column(BigInteger)
     split: Mapped[str] = mapped_column(String(8), index=True)

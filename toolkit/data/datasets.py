@@ -33,6 +33,7 @@ from PIL import Image as PILImage
 from torch.utils.data import Dataset
 
 from toolkit.adapters.base import ImageNorm
+from toolkit.core.images import load_rgb
 from toolkit.data.records import load_training_records
 from toolkit.data.samples import (
     ClicPlan,
@@ -47,7 +48,7 @@ from toolkit.data.samples import (
     plan_clic_sample,
     sample_rng,
 )
-from toolkit.data.tiles import FileChangedError, half_tile_sizes, open_rgb, read_catalogued, resize_half_tile
+from toolkit.data.tiles import FileChangedError, half_tile_sizes, read_catalogued, resize_half_tile
 from toolkit.negatives.generators import NegativeContext
 
 __all__ = [
@@ -94,7 +95,7 @@ def verified_image(record: TrainingRecord) -> Path | BinaryIO:
 def _open_rgb(record: TrainingRecord, draft_size: tuple[int, int] | None = None) -> PILImage.Image:
     source = verified_image(record)
     try:
-        return open_rgb(source, draft_size)
+        return load_rgb(source, draft_size)
     except (OSError, ValueError) as err:
         raise ImageLoadError(f"cannot read image {record.image_path} (image {record.image_id}, caption "
                              f"{record.caption_id}): {err}; restore the file or re-ingest") from err

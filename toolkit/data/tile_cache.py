@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
+from toolkit.core.images import load_rgb
 from toolkit.data.datasets import ImageLoadError
 from toolkit.data.samples import TrainingRecord
 from toolkit.data.tiles import TileError, crop_path, find_tile_index, half_tile_path, half_tile_sizes, tiles_root
@@ -79,8 +80,7 @@ def _read_rgb(path: Path, cache: TileCache, record: TrainingRecord, which: int) 
             if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
                 raise ValueError(f"holds {array.dtype} {array.shape}, not uint8 [h, w, 3]")
             return array
-        with PILImage.open(source) as image:
-            return np.array(image.convert("RGB"))  # a writable copy: torch.from_numpy needs one
+        return np.array(load_rgb(source))  # a writable copy: torch.from_numpy needs one
     except ImageLoadError:
         raise
     except (OSError, ValueError) as err:

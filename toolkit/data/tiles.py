@@ -42,10 +42,11 @@ from toolkit.catalog.db import Store
 from toolkit.catalog.models import Image, SnapshotMember
 from toolkit.catalog.snapshot import resolve_snapshot
 from toolkit.core.errors import InputError
-from toolkit.core.images import WIDE, aspect_class
+from toolkit.core.images import WIDE, aspect_class, load_rgb
 
 # Names the resize recipe; stored in each snapshot index and checked by training before it trusts tiles.
-TILE_RECIPE = "pil-draft-bicubic/half+shortest-side-crop/png-v1"
+# v2: sources decode upright (EXIF orientation) and high-bit-depth modes scale to 8 bits (toolkit.core.images).
+TILE_RECIPE = "pil-draft-bicubic/half+shortest-side-crop/png-v2"
 INDEX_FOLDER = "snapshots"
 
 
@@ -77,17 +78,9 @@ def half_tile_sizes(aspect: str, size: int) -> tuple[tuple[int, int], tuple[int,
     return (size, half), (size, size - half)
 
 
-def open_rgb(source: Path | BinaryIO, draft_size: tuple[int, int] | None = None) -> PILImage.Image:
-    """Decode to RGB; with `draft_size`, JPEGs decode at the smallest DCT scale that still covers it."""
-    image = PILImage.open(source)
-    if draft_size is not None:
-        image.draft("RGB", draft_size)
-    return image.convert("RGB")
-
-
 def resize_half_tile(source: Path | BinaryIO, height: int, width: int) -> PILImage.Image:
     """THE half-tile resize (plain path and cache alike): bicubic, aspect squeezed like the reference."""
-    return open_rgb(source, (width, height)).resize((width, height), PILImage.Resampling.BICUBIC)
+    return load_rgb(source, (width, height)).resize((width, height), PILImage.Resampling.BICUBIC)
 
 
 def resize_center_crop(image: PILImage.Image, size: int) -> PILImage.Image:
@@ -204,7 +197,7 @@ def tile_one(source: TileSource, root: Path, size: int, fmt: str = "png",
     height, width = half_tile_sizes(source.aspect, size)[0]
     try:
         half = resize_half_tile(io.BytesIO(data), height, width)
-        crop = resize_center_crop(open_rgb(io.BytesIO(data)), size)
+        crop = resize_center_crop(load_rgb(io.BytesIO(data)), size)
     except (OSError, ValueError) as err:
         raise TileError(f"{where}: cannot decode ({err}); restore the file or re-ingest") from err
     written, nbytes, repaired, hashes = 0, 0, 0, []

@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from toolkit.adapters.open_clip_adapter import OpenClipAdapter, _build
+from toolkit.core.images import load_rgb
 from toolkit.demo.generate import DemoDataError
 
 DEMO_MODEL_NAME = "demo-clip-tiny"
@@ -101,11 +102,10 @@ def load_images_uint8(folder: Path, relative_paths: list[str], size: int) -> tor
     """PNG files -> uint8 [N, 3, size, size]; kept as bytes so 20k images cost ~250 MB, not 1 GB."""
     batch = np.empty((len(relative_paths), size, size, 3), dtype=np.uint8)
     for i, rel in enumerate(relative_paths):
-        with Image.open(folder / rel) as image:
-            rgb = image.convert("RGB")
-            if rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
-            batch[i] = np.asarray(rgb)
+        rgb = load_rgb(folder / rel)
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
+        batch[i] = np.asarray(rgb)
     return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
 
 

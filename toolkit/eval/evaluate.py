@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.core.images import load_rgb
 from toolkit.eval import metrics
 from toolkit.eval.benchmarks import (
     Benchmark,
@@ -120,8 +121,7 @@ class Encoder:
 
         def load(path: Path) -> Any:
             try:
-                with Image.open(path) as img:
-                    return self._transform(img.convert("RGB"))
+                return self._transform(load_rgb(path))
             except Image.DecompressionBombError as err:  # not an OSError: PIL's guard against huge images
                 raise BenchmarkError(f"image {path} is too large to decode ({err}); shrink it or take it out "
                                      "of the benchmark") from err

@@ -23,7 +23,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -210,7 +210,7 @@ def _write_chunk(session: Session, pending: _Pending, batch: IngestBatch, info: 
             select(Image.sha256, Image.path).where(Image.sha256.in_(pending.images))).all())
         new_images = [
             {"sha256": sha, "images_root": img.root, "path": img.path, "width": img.width,
-             "height": img.height, "format": img.format, "num_bytes": img.num_bytes,
+             "height": img.height, "orientation": img.orientation, "format": img.format, "num_bytes": img.num_bytes,
              "split": split_for_hash(sha, config.splits), "batch_id": batch.id,
              "created_at": datetime.now(timezone.utc)}
             for sha, img in pending.images.items() if sha not in existing_paths
@@ -221,7 +221,10 @@ def _write_chunk(session: Session, pending: _Pending, batch: IngestBatch, info: 
         if new_images:
             session.execute(_dialect_insert(session, Image).on_conflict_do_nothing(index_elements=["sha256"]),
                             new_images)
-            report.images_added += len(new_images)
+            # A concurrent ingest of the same source may have stored some of them first: count only ours.
+            report.images_added += session.scalar(
+                select(func.count()).select_from(Image)
+                .where(Image.batch_id == batch.id, Image.sha256.in_([row["sha256"] for row in new_images]))) or 0
     image_ids = dict(session.execute(
         select(Image.sha256, Image.id).where(Image.sha256.in_(pending.images))).all())
     present = set(session.execute(
@@ -235,16 +238,23 @@ def _write_chunk(session: Session, pending: _Pending, batch: IngestBatch, info: 
         else:
             new_captions[key] = (text, ref)
     if new_captions:
-        session.execute(insert(Caption), [
-            {"image_id": image_id, "text": text, "text_sha256": sha, "status": "active",
-             "batch_id": batch.id, "source_row": ref[:256], "created_at": datetime.now(timezone.utc)}
-            for (image_id, sha), (text, ref) in new_captions.items()])
+        # Insert-or-skip: a concurrent ingest of the same source may store a caption between our read of
+        # `present` and this insert. Whatever it stored is its own (with its sentences); we tag only the
+        # captions this batch actually inserted, and count the rest as duplicates.
+        session.execute(
+            _dialect_insert(session, Caption).on_conflict_do_nothing(index_elements=["image_id", "text_sha256"]),
+            [{"image_id": image_id, "text": text, "text_sha256": sha, "status": "active",
+              "batch_id": batch.id, "source_row": ref[:256], "created_at": datetime.now(timezone.utc)}
+             for (image_id, sha), (text, ref) in new_captions.items()])
         caption_ids = {
             (image_id, sha): cid for cid, image_id, sha in session.execute(
                 select(Caption.id, Caption.image_id, Caption.text_sha256)
-                .where(Caption.image_id.in_({k[0] for k in new_captions})))}
-        _write_sentences(session, new_captions, caption_ids, tagger, report)
-        report.captions_added += len(new_captions)
+                .where(Caption.batch_id == batch.id, Caption.image_id.in_({k[0] for k in new_captions})))}
+        ours = {key: value for key, value in new_captions.items() if key in caption_ids}
+        report.duplicates += len(new_captions) - len(ours)
+        if ours:
+            _write_sentences(session, ours, caption_ids, tagger, report)
+        report.captions_added += len(ours)
     if pending.rejects:
         session.execute(
             _dialect_insert(session, Reject).on_conflict_do_nothing(index_elements=["source_sha256", "row_ref"]),

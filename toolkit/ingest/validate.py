@@ -15,6 +15,7 @@ from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from toolkit.core.config import CaptionLimits, ImageLimits
+from toolkit.core.images import UPRIGHT, decoded_geometry
 from toolkit.core.text import (
     CaptionError,
     decode_utf8,
@@ -44,6 +45,7 @@ class ValidImage:
     num_bytes: int
     path: str | None  # relative to `root`
     root: str | None = None
+    orientation: int = UPRIGHT  # the EXIF orientation readers apply; width and height are after it
 
 
 def resolve_image_path(images_root: Path, raw_path: str) -> tuple[Path, str]:
@@ -102,7 +104,7 @@ def inspect_image(data: bytes, limits: ImageLimits, path: str | None) -> ValidIm
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
             with PILImage.open(io.BytesIO(data)) as image:
-                width, height = image.size
+                width, height, orientation = decoded_geometry(image)
                 fmt = image.format or "?"
                 if width * height > limits.max_pixels:
                     raise RowRejected("image_decompression_bomb",
@@ -126,7 +128,9 @@ def inspect_image(data: bytes, limits: ImageLimits, path: str | None) -> ValidIm
         raise RowRejected("image_unreadable", "not a recognisable image file") from err
     except (OSError, SyntaxError, ValueError) as err:
         raise RowRejected("image_truncated", f"the image does not decode fully ({err})") from err
-    return ValidImage(hashlib.sha256(data).hexdigest(), data, width, height, fmt, len(data), path)
+    # The sha256 stays that of the file's bytes: training checks the file against it.
+    return ValidImage(hashlib.sha256(data).hexdigest(), data, width, height, fmt, len(data), path,
+                      orientation=orientation)
 
 
 def clean_caption(value: object, limits: CaptionLimits) -> str:
