@@ -36,10 +36,9 @@ def test_train_eval_review_promote_through_a_real_server(mlflow_server, tiny_ope
 
     toolkit("eval-domain-set", "--generator", "swap_within")
     evaluated = toolkit("eval", "--model", tiny_open_clip_spec, "--model", str(run_dir),
-                        "--benchmark", "domain:latest:test", "--json")
+                        "--benchmark", "domain:latest:test", "--out", str(tmp_path / "eval"), "--json")
     assert evaluated.stdout.lstrip().startswith("{"), (evaluated.stdout[:500], evaluated.stderr[-2000:])
     results = json.loads(evaluated.stdout)
-    (tmp_path / "results.json").write_text(evaluated.stdout)
     eval_run = evaluated.stderr.split("evaluation run ")[1].split(":")[0].strip()
 
     # Review: one verdict in MLflow (feedback on the trace), the rest from the terminal.
@@ -60,7 +59,8 @@ def test_train_eval_review_promote_through_a_real_server(mlflow_server, tiny_ope
     bundle = tmp_path / "bundle"
     toolkit("export", "--model", str(run_dir), "--out", str(bundle), "--variants", "fp32")
     toolkit("verify", str(bundle))
-    registered = json.loads(toolkit("register", str(run_dir), "--eval-json", str(tmp_path / "results.json"),
+    # As the README prints it: register reads the results.json that `eval --out` wrote.
+    registered = json.loads(toolkit("register", str(run_dir), "--eval-json", str(tmp_path / "eval" / "results.json"),
                                     "--eval-run", eval_run, "--bundle", str(bundle), "--json").stdout)
     assert registered["gate_metrics"]["parity_passed"] == 1.0
     assert registered["gate_metrics"]["composition"] == results[str(run_dir)]["domain"]["all"]["acc"]
