@@ -26,6 +26,7 @@ from toolkit.data.datasets import (
     SingleImageLoader,
     load_half_tiles,
 )
+from toolkit.data.tile_cache import CachedCrops, CachedHalfTiles, split_crop_transform
 
 CLIC = "clic"
 PLAIN = "plain"
@@ -136,8 +137,6 @@ class CatalogBatchSource:
         # may resume with the cache switched on or off).
         self.data_path = {"clic": "decode", "plain": "decode"}
         if tile_cache is not None:  # a toolkit.data.tile_cache.TileCache
-            from toolkit.data.tile_cache import CachedCrops, CachedHalfTiles, split_crop_transform
-
             tile_loader = CachedHalfTiles(tile_cache)
             self.data_path["clic"] = f"tiles:{tile_cache}"
             tensor_stage = split_crop_transform(transform, adapter.image_norm.size)

@@ -402,7 +402,7 @@ def load_benchmark(spec: BenchmarkSpec, images_dir: str | Path | None = None,
             if spec.kind == "retrieval":
                 snapshot_ref, _, split = spec.path.rpartition(":")
                 return load_retrieval(session, snapshot_ref, split)
-            from toolkit.eval.domain_sets import load_domain_set, parse_domain_ref
+            from toolkit.eval.domain_sets import load_domain_set, parse_domain_ref  # it imports this module
 
             return load_domain_set(session, *parse_domain_ref(spec.path))
     finally:

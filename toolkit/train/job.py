@@ -27,7 +27,7 @@ from toolkit.data.datasets import ImageLoadError, missing_image_files
 from toolkit.data.records import load_training_records
 from toolkit.data.samples import SampleConfig
 from toolkit.data.tile_cache import resolve_tile_cache
-from toolkit.tracking import Lineage, tracked_run
+from toolkit.tracking import Lineage, require_tracking, tracked_run
 from toolkit.train import distributed as dist_utils
 from toolkit.train.anchors import anchor_digest, resolve_anchor_texts
 from toolkit.train.config import ConfigError
@@ -78,8 +78,6 @@ def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConf
 
     check_destination(out)  # before the model loads: a bad --out must not cost a load, let alone steps
     if track:
-        from toolkit.tracking import require_tracking
-
         require_tracking()  # a dead tracking server is refused now, not after the steps
     if config.lora.rank > 0:
         require("lora")  # before the MLflow run opens: a missing peft must not leave a FAILED run behind
