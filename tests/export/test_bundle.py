@@ -173,7 +173,7 @@ def test_verify_checks_a_provider_against_the_cpu(exported) -> None:  # type: ig
             return out
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("toolkit.runtime.encoder.TextEncoder", DriftingThere)
+        patch.setattr("toolkit.export.parity.TextEncoder", DriftingThere)  # where verify looks it up
         refused = run_toolkit(["verify", str(bundle), "--provider", "CPUExecutionProvider", "--variant",
                                       "fp32", "--json"])
     assert refused.exit_code == 5 and "fp32 on CPUExecutionProvider differ from the CPU" in refused.output
