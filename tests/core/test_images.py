@@ -34,6 +34,13 @@ def test_high_bit_depth_greyscale_is_scaled_not_clipped(image, fmt):
     assert abs(rgb.mean() - 127.5) < 1.5
 
 
+def test_a_dark_16_bit_image_stays_dark():
+    # Every sample below 256: still 16-bit data, so 200 of 65535 is near black, not 200 of 255.
+    dark = PILImage.fromarray(np.full((8, 8), 200, dtype=np.uint16))
+    assert dark.mode.startswith("I;16")
+    assert np.asarray(to_rgb(dark)).max() <= 1
+
+
 def test_big_endian_16_bit_is_scaled():
     image = PILImage.frombytes("I;16B", (64, 16), RAMP16.astype(">u2").tobytes())
     rgb = np.asarray(load_rgb(_encoded(image, "TIFF")))

@@ -49,12 +49,15 @@ def decoded_geometry(image: PILImage.Image) -> tuple[int, int, int]:
     return (*oriented_size(*image.size, orientation), orientation)
 
 
-def _scaled_to_uint8(pixels: np.ndarray) -> np.ndarray:
+def _scaled_to_uint8(pixels: np.ndarray, sixteen_bit: bool = False) -> np.ndarray:
     """Integer or float samples -> uint8 by their nominal range, never by clipping: 16-bit (0-65535) is
-    divided down; floats in 0-1 are multiplied up; anything outside those ranges is stretched min-max."""
+    divided down; floats in 0-1 are multiplied up; anything outside those ranges is stretched min-max.
+    A 16-bit mode always means 0-65535, so a dark 16-bit image stays dark."""
     values = pixels.astype(np.float64)
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    if low >= 0 and high <= 1.0 and pixels.dtype.kind == "f":
+    if sixteen_bit:
+        top = 65535.0
+    elif low >= 0 and high <= 1.0 and pixels.dtype.kind == "f":
         top = 1.0
     elif low >= 0 and high <= 255:
         top = 255.0
@@ -73,7 +76,7 @@ def to_rgb(image: PILImage.Image) -> PILImage.Image:
     if mode == "RGB" and "transparency" not in image.info:
         return image
     if mode.startswith("I;16") or mode in ("I", "F"):
-        grey = PILImage.fromarray(_scaled_to_uint8(np.asarray(image)), "L")
+        grey = PILImage.fromarray(_scaled_to_uint8(np.asarray(image), sixteen_bit=mode.startswith("I;16")), "L")
         return grey.convert("RGB")
     if mode in ("LA", "PA", "RGBA", "La", "RGBa") or "transparency" in image.info:
         rgba = image.convert("RGBA")
