@@ -56,7 +56,7 @@ def _registry(mlflow_server, champion: dict[str, float], challenger: dict[str, f
     return name
 
 
-def catalog_state(mlflow_server, name: str) -> dict[str, object]:
+def _state(mlflow_server, name: str) -> dict[str, object]:
     """What a fault must not change: the aliases, and which versions are retired."""
     client = _direct(mlflow_server)
     model = client.get_registered_model(name)
@@ -76,13 +76,13 @@ def test_a_refused_champion_lookup_does_not_promote_a_worse_challenger(proxy, ml
     """The issue's case: the champion lookup answers 403, the challenger (50) is worse than the champion (62.5)."""
     db = f"sqlite:///{tmp_path / 'catalog.db'}"
     name = _registry(mlflow_server, STRONG, {**STRONG, "composition": 50.0})
-    before = catalog_state(mlflow_server, name)
+    before = _state(mlflow_server, name)
     proxy.fail(r"/registered-models/alias", "403", method="GET", query=r"alias=champion")
     proxy.fail(r"/registered-models/get", "403", method="GET")
     result = run_toolkit(["promote", "--name", name, "--db", db])
     assert result.exit_code == 5, result.output
     assert "registry" in result.output and "403" in result.output
-    assert catalog_state(mlflow_server, name) == before
+    assert _state(mlflow_server, name) == before
     refusals = _audit(db, "registry.refuse")
     assert refusals and "registry unavailable" in refusals[-1]["reason"]
     assert _audit(db, "registry.promote") == []
@@ -106,13 +106,13 @@ def test_promote_changes_nothing_when_any_registry_call_fails(proxy, mlflow_serv
     calls = _calls_of_a_clean_run(proxy, mlflow_server, args, **better)
     for nth in range(calls):
         name = _registry(mlflow_server, **better)
-        before = catalog_state(mlflow_server, name)
+        before = _state(mlflow_server, name)
         proxy.clear()
         proxy.fail_nth(REGISTRY_CALL, nth, fault)
         result = run_toolkit([*args, "--name", name])
         assert proxy.faulted, f"call {nth} of {calls} was never made"
         assert result.exit_code == 5, (nth, proxy.faulted, result.output)
-        assert catalog_state(mlflow_server, name) == before, (nth, proxy.faulted)
+        assert _state(mlflow_server, name) == before, (nth, proxy.faulted)
 
 
 @pytest.mark.parametrize("fault", ["403", "503", "hang"])
@@ -123,11 +123,11 @@ def test_rollback_changes_nothing_when_any_registry_call_fails(proxy, mlflow_ser
     calls = _calls_of_a_clean_run(proxy, mlflow_server, args, **setup)
     for nth in range(calls):
         name = _registry(mlflow_server, **setup)
-        before = catalog_state(mlflow_server, name)
+        before = _state(mlflow_server, name)
         proxy.clear()
         proxy.fail_nth(REGISTRY_CALL, nth, fault)
         result = run_toolkit([*args, "--name", name])
         assert proxy.faulted, f"call {nth} of {calls} was never made"
         assert result.exit_code == 3, (nth, proxy.faulted, result.output)
-        assert catalog_state(mlflow_server, name) == before, (nth, proxy.faulted)
+        assert _state(mlflow_server, name) == before, (nth, proxy.faulted)
         assert "registry" in result.output

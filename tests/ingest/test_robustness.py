@@ -27,7 +27,7 @@ def tagger():
     return load_tagger()
 
 
-def ingest_captions(tmp_path: Path, source: Path, root: Path, tagger, **options):
+def _ingest(tmp_path: Path, source: Path, root: Path, tagger, **options):
     store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
     report = ingest_source(store, source, IngestConfig(images_root=root, **options), blob_dir=tmp_path / "blobs",
                            tagger=tagger)
@@ -73,7 +73,7 @@ def test_sidecar_symlinked_out_of_the_root_is_rejected(tmp_path, tagger):
     (folder / "b.txt").symlink_to(secret)
     (folder / "inside.txt").write_text("A caption shared by link.", encoding="utf-8")
     (folder / "c.txt").symlink_to(folder / "inside.txt")  # a link that stays inside is fine
-    report, pairs, rejects = ingest_captions(tmp_path, folder, folder, tagger)
+    report, pairs, rejects = _ingest(tmp_path, folder, folder, tagger)
     assert pairs == [("a.png", "A kept caption."), ("c.png", "A caption shared by link.")]
     assert _reasons(report) == {"b.png": "caption_path_symlink_escape"}
     assert "b.txt" in rejects["b.png"][1]
@@ -85,7 +85,7 @@ def test_unreadable_image_and_sidecar_are_rejected_per_row(tmp_path, tagger, mon
     for stem in "abc":
         (folder / f"{stem}.txt").write_text(f"Caption {stem}.", encoding="utf-8")
     _only_unreadable(monkeypatch, "read_bytes", "b.png", "c.txt")
-    report, pairs, rejects = ingest_captions(tmp_path, folder, folder, tagger)
+    report, pairs, rejects = _ingest(tmp_path, folder, folder, tagger)
     assert pairs == [("a.png", "Caption a.")]
     assert _reasons(report) == {"b.png": "image_unreadable", "c.png": "caption_unreadable"}
     assert "Permission denied" in rejects["b.png"][1] and "c.txt" in rejects["c.png"][1]
@@ -104,7 +104,7 @@ def test_unreadable_subfolder_is_rejected_not_skipped(tmp_path, tagger, monkeypa
         return original(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
-    report, pairs, rejects = ingest_captions(tmp_path, folder, folder, tagger)
+    report, pairs, rejects = _ingest(tmp_path, folder, folder, tagger)
     assert pairs == [("a.png", "Caption a.")]
     assert _reasons(report) == {"locked": "folder_unreadable"}
     assert "Permission denied" in rejects["locked"][1]
@@ -133,7 +133,7 @@ def test_lone_surrogates_are_rejected_per_row(tmp_path, tagger):
     ]
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    report, pairs, rejects = ingest_captions(tmp_path, manifest, tmp_path, tagger, commit_every=100)
+    report, pairs, rejects = _ingest(tmp_path, manifest, tmp_path, tagger, commit_every=100)
     assert pairs == [("a.png", "A kept caption."), ("b.png", "Also kept.")]
     assert _reasons(report) == {"line 2": "caption_not_utf8", "line 3": "image_path_not_utf8",
                                 "line 4": "caption_not_utf8"}
@@ -146,7 +146,7 @@ def test_coco_surrogate_caption_is_rejected_and_its_raw_row_kept(tmp_path, tagge
            '{"image_id": 1, "caption": "bad \\ud800 text"}, {"image_id": 1, "caption": "A good one."}]}')
     manifest = tmp_path / "captions.json"
     manifest.write_text(doc, encoding="utf-8")
-    report, pairs, _ = ingest_captions(tmp_path, manifest, tmp_path, tagger)
+    report, pairs, _ = _ingest(tmp_path, manifest, tmp_path, tagger)
     assert pairs == [("a.png", "A good one.")]
     assert _reasons(report) == {"annotations[0]": "caption_not_utf8"}
 
@@ -166,7 +166,7 @@ def test_an_unexpected_row_error_becomes_a_reject_but_database_errors_stay_fatal
         return original(value, limits)
 
     monkeypatch.setattr(pipeline, "clean_caption", clean_caption)
-    report, pairs, rejects = ingest_captions(tmp_path, manifest, tmp_path, tagger, commit_every=10)
+    report, pairs, rejects = _ingest(tmp_path, manifest, tmp_path, tagger, commit_every=10)
     assert pairs == [("a.png", "After."), ("a.png", "Before.")]
     assert _reasons(report) == {"line 2": "row_unexpected_error"}
     assert "ZeroDivisionError: a bug in a validator" in rejects["line 2"][1]
@@ -176,7 +176,7 @@ def test_an_unexpected_row_error_becomes_a_reject_but_database_errors_stay_fatal
 
     monkeypatch.setattr(pipeline, "clean_caption", database_down)
     with pytest.raises(StoreError, match="the catalog failed during ingest") as failed:  # not a row reject
-        ingest_captions(tmp_path, manifest, tmp_path, tagger)
+        _ingest(tmp_path, manifest, tmp_path, tagger)
     assert isinstance(failed.value.__cause__, OperationalError)
 
 
@@ -187,10 +187,10 @@ def test_csv_field_over_the_csv_module_limit_is_an_over_long_caption(tmp_path, t
     huge = "A sentence. " + "word " * 30_000
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"image,caption\na.png,Kept.\nb.png,{huge}\nb.png,Also kept.\n", encoding="utf-8")
-    report, pairs, _ = ingest_captions(tmp_path, manifest, tmp_path, tagger)
+    report, pairs, _ = _ingest(tmp_path, manifest, tmp_path, tagger)
     assert pairs == [("a.png", "Kept."), ("b.png", "Also kept.")]
     assert _reasons(report) == {"line 3": "caption_too_long"}
-    _, pairs, _ = ingest_captions(tmp_path / "t", manifest, tmp_path, tagger,
+    _, pairs, _ = _ingest(tmp_path / "t", manifest, tmp_path, tagger,
                           captions=CaptionLimits(max_chars=50, on_too_long="truncate"))
     assert ("b.png", "A sentence.") in pairs
 
@@ -200,7 +200,7 @@ def test_only_caption_and_numbered_caption_columns_are_captions(tmp_path, tagger
     manifest = tmp_path / "m.csv"
     manifest.write_text("image,caption,caption_2,caption_source,captioner\n"
                         "a.png,A red square.,A square.,synthetic,annotator_7\n", encoding="utf-8")
-    _, pairs, _ = ingest_captions(tmp_path, manifest, tmp_path, tagger)
+    _, pairs, _ = _ingest(tmp_path, manifest, tmp_path, tagger)
     assert pairs == [("a.png", "A red square."), ("a.png", "A square.")]
 
 
@@ -220,7 +220,7 @@ def test_csv_quoting_error_costs_one_row(tmp_path, tagger, bad_line, reason):
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"image,caption\na.png,Kept before.\n{bad_line}\nc.png,Kept after.\n"
                         'c.png,"A quoted, kept caption."\n', encoding="utf-8")
-    report, pairs, rejects = ingest_captions(tmp_path, manifest, tmp_path, tagger)
+    report, pairs, rejects = _ingest(tmp_path, manifest, tmp_path, tagger)
     assert pairs == [("a.png", "Kept before."), ("c.png", "A quoted, kept caption."), ("c.png", "Kept after.")]
     assert _reasons(report) == {"line 3": reason}
     assert "quot" in rejects["line 3"][1]
@@ -230,7 +230,7 @@ def test_multi_line_quoted_captions_still_work(tmp_path, tagger):
     _images(tmp_path, "a.png", "b.png")
     manifest = tmp_path / "m.csv"
     manifest.write_text('image,caption\na.png,"Two lines,\none caption."\nb.png,Next.\n', encoding="utf-8")
-    report, pairs, _ = ingest_captions(tmp_path, manifest, tmp_path, tagger)
+    report, pairs, _ = _ingest(tmp_path, manifest, tmp_path, tagger)
     assert pairs == [("a.png", "Two lines, one caption."), ("b.png", "Next.")] and not report.rejects
 
 
@@ -262,7 +262,7 @@ def test_truncated_shard_is_reported(tmp_path, tagger, cut):
     else:
         compressed = gzip.compress(data)
         shard.write_bytes(compressed[:len(compressed) - 12])
-    report, pairs, rejects = ingest_captions(tmp_path, shard, tmp_path, tagger)
+    report, pairs, rejects = _ingest(tmp_path, shard, tmp_path, tagger)
     assert [text for _, text in pairs][:2] == ["Lamp 0.", "Lamp 1."]
     assert _reasons(report)["000.tar"] == "shard_corrupt"
     if cut != "gzip":
@@ -273,7 +273,7 @@ def test_complete_gzip_shard_has_no_reject(tmp_path, tagger):
     data, _ = _tar_bytes(tmp_path, 2)
     shard = tmp_path / "000.tar"
     shard.write_bytes(gzip.compress(data))
-    report, pairs, _ = ingest_captions(tmp_path, shard, tmp_path, tagger)
+    report, pairs, _ = _ingest(tmp_path, shard, tmp_path, tagger)
     assert len(pairs) == 2 and not report.rejects
 
 
@@ -301,7 +301,7 @@ def test_coco_ids_that_are_lists_objects_or_ambiguous_are_rejected(tmp_path, tag
                            {"image_id": 3, "caption": "A blue square."}]}
     manifest = tmp_path / "captions.json"
     manifest.write_text(json.dumps(doc))
-    report, pairs, rejects = ingest_captions(tmp_path, manifest, tmp_path, tagger)
+    report, pairs, rejects = _ingest(tmp_path, manifest, tmp_path, tagger)
     assert pairs == [("blue.png", "A blue square."), ("red.png", "A red square.")]
     assert _reasons(report) == {"images[5]": "image_id_invalid", "annotations[1]": "image_id_invalid",
                                 "annotations[2]": "image_id_invalid", "annotations[3]": "image_id_ambiguous"}
@@ -313,11 +313,11 @@ def test_coco_with_a_bom_is_read_and_non_utf8_is_named(tmp_path, tagger):
     doc = {"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1, "caption": "A cup."}]}
     manifest = tmp_path / "captions.json"
     manifest.write_bytes(b"\xef\xbb\xbf" + json.dumps(doc).encode())
-    _, pairs, _ = ingest_captions(tmp_path, manifest, tmp_path, tagger)
+    _, pairs, _ = _ingest(tmp_path, manifest, tmp_path, tagger)
     assert pairs == [("a.png", "A cup.")]
     manifest.write_bytes(json.dumps(doc).replace("A cup.", "Caf\\u00e9").encode().replace(b"\\u00e9", b"\xe9"))
     with pytest.raises(SourceError) as caught:
-        ingest_captions(tmp_path / "latin1", manifest, tmp_path, tagger)
+        _ingest(tmp_path / "latin1", manifest, tmp_path, tagger)
     assert "captions.json" in str(caught.value) and "UTF-8" in str(caught.value)
     assert "b'" not in str(caught.value)
 
@@ -329,7 +329,7 @@ def test_jsonl_deep_nesting_and_empty_captions_are_rejected_with_clear_reasons(t
              json.dumps({"image": "a.png", "captions": []})]
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("\n".join(lines) + "\n")
-    report, pairs, rejects = ingest_captions(tmp_path, manifest, tmp_path, tagger)
+    report, pairs, rejects = _ingest(tmp_path, manifest, tmp_path, tagger)
     assert pairs == [("a.png", "Kept.")]
     assert _reasons(report) == {"line 2": "row_malformed_json", "line 3": "caption_missing"}
     assert "nested" in rejects["line 2"][1] and "empty" in rejects["line 3"][1]
@@ -341,7 +341,7 @@ def test_identical_images_in_one_chunk_count_as_duplicates(tmp_path, tagger):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("\n".join(json.dumps({"image": p, "caption": c}) for p, c in
                                   (("a.png", "One."), ("a.png", "Two."), ("copy.png", "Three."))))
-    report, _, _ = ingest_captions(tmp_path, manifest, tmp_path, tagger, commit_every=100)
+    report, _, _ = _ingest(tmp_path, manifest, tmp_path, tagger, commit_every=100)
     assert (report.images_added, report.duplicate_images) == (1, 1)
 
 
@@ -365,7 +365,7 @@ def test_snapshot_names_are_unique_and_latest_is_reserved(tmp_path, tagger):
     _images(tmp_path, "a.png")
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps({"image": "a.png", "caption": "One."}))
-    ingest_captions(tmp_path, manifest, tmp_path, tagger)
+    _ingest(tmp_path, manifest, tmp_path, tagger)
     store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
     with pytest.raises(SnapshotError, match="reserved"):
         create_snapshot(store, "latest")
@@ -374,7 +374,7 @@ def test_snapshot_names_are_unique_and_latest_is_reserved(tmp_path, tagger):
     assert created and not created_again and again.content_hash == first.content_hash
     store.close()
     manifest.write_text(json.dumps({"image": "a.png", "caption": "Two."}))
-    ingest_captions(tmp_path, manifest, tmp_path, tagger)
+    _ingest(tmp_path, manifest, tmp_path, tagger)
     store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
     with pytest.raises(SnapshotError, match="'s1' is already used"):
         create_snapshot(store, "s1")
@@ -397,4 +397,4 @@ def test_coco_nested_absurdly_deep_is_refused_before_it_eats_memory(tmp_path, ta
     manifest.write_text('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1, "caption": '
                         + "[" * 100_000 + "]" * 100_000 + "}]}")
     with pytest.raises(SourceError, match="nested more than 64 levels"):
-        ingest_captions(tmp_path, manifest, tmp_path, tagger)
+        _ingest(tmp_path, manifest, tmp_path, tagger)

@@ -23,7 +23,7 @@ def tagger():
     return load_tagger()
 
 
-def ingest_captions(tmp_path: Path, source: Path, root: Path, tagger):
+def _ingest(tmp_path: Path, source: Path, root: Path, tagger):
     store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
     report = ingest_source(store, source, IngestConfig(images_root=root), blob_dir=tmp_path / "blobs",
                            tagger=tagger)
@@ -45,7 +45,7 @@ def test_csv_with_several_caption_columns_and_a_bad_byte(tmp_path, tagger):
     writer.writerow(["b.png", "A dog.", ""])
     writer.writerow(["b.png", "too", "many", "fields"])
     manifest.write_bytes(buffer.getvalue().encode() + b"b.png,Caf\xe9 au lait.,\r\n")
-    report, pairs = ingest_captions(tmp_path, manifest, tmp_path, tagger)
+    report, pairs = _ingest(tmp_path, manifest, tmp_path, tagger)
     assert pairs == [("a.png", "A cat, sitting."), ("a.png", "A grey cat."), ("b.png", "A dog.")]
     assert {r["row"]: r["reason"] for r in report.rejects} == {
         "line 4": "row_wrong_field_count", "line 5": "caption_not_utf8"}
@@ -55,7 +55,7 @@ def test_tsv_with_a_sentences_column(tmp_path, tagger):
     write_png(tmp_path / "a.png", (40, 30), (1, 2, 3))
     manifest = tmp_path / "m.tsv"
     manifest.write_text('image\tsentences\na.png\t["A red cube", "It is small."]\n', encoding="utf-8")
-    _, pairs = ingest_captions(tmp_path, manifest, tmp_path, tagger)
+    _, pairs = _ingest(tmp_path, manifest, tmp_path, tagger)
     assert pairs == [("a.png", "A red cube. It is small.")]
 
 
@@ -68,7 +68,7 @@ def test_coco_captions_json(tmp_path, tagger):
                            {"image_id": 3, "id": 13, "caption": "Unknown id."}]}
     manifest = tmp_path / "captions.json"
     manifest.write_text(json.dumps(doc))
-    report, pairs = ingest_captions(tmp_path, manifest, tmp_path, tagger)
+    report, pairs = _ingest(tmp_path, manifest, tmp_path, tagger)
     assert pairs == [("img/1.jpg.png", "A bus."), ("img/1.jpg.png", "A red bus on a road.")]
     assert {r["row"]: r["reason"] for r in report.rejects} == {
         "annotations[2]": "image_missing", "annotations[3]": "image_id_unknown"}
@@ -81,7 +81,7 @@ def test_folder_with_sidecar_captions(tmp_path, tagger):
     write_png(folder / "sub" / "y.png", (40, 30), (3, 2, 1))
     (folder / "sub" / "y.txt").write_bytes(b"\xff\xfe broken")
     write_png(folder / "z.png", (40, 30), (9, 9, 9))
-    report, pairs = ingest_captions(tmp_path, folder, folder, tagger)
+    report, pairs = _ingest(tmp_path, folder, folder, tagger)
     assert pairs == [("x.png", "A boat. On a lake.")]
     assert {r["row"]: r["reason"] for r in report.rejects} == {
         "sub/y.png": "caption_not_utf8", "z.png": "caption_missing"}
@@ -96,7 +96,7 @@ def test_webdataset_shards(tmp_path, tagger):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    report, pairs = ingest_captions(tmp_path, shard_dir, shard_dir, tagger)
+    report, pairs = _ingest(tmp_path, shard_dir, shard_dir, tagger)
     assert len(pairs) == 1 and pairs[0][1] == "A lamp. It is lit."
     # The image was copied, content-addressed, into the workspace blob store.
     assert (tmp_path / "blobs" / pairs[0][0]).read_bytes() == png
@@ -119,7 +119,7 @@ def test_sentences_are_tagged_once_at_ingest(tmp_path, tagger):
     write_png(tmp_path / "a.png", (40, 30), (1, 2, 3))
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps({"image": "a.png", "caption": "A red ball. A blue box."}))
-    ingest_captions(tmp_path, manifest, tmp_path, tagger)
+    _ingest(tmp_path, manifest, tmp_path, tagger)
     store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
     with store.session() as session:
         assert [s.pos for s in session.scalars(select(Sentence).order_by(Sentence.position))] == [

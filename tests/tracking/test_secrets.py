@@ -33,7 +33,7 @@ def _toolkit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
                           timeout=600)
 
 
-def toolkit_env(**extra: str) -> dict[str, str]:
+def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "COLUMNS": "200", **extra}
 
 
@@ -48,7 +48,7 @@ def toolkit_env(**extra: str) -> dict[str, str]:
 ])
 @pytest.mark.parametrize("how", ["option", "env"])
 def test_a_catalog_url_password_is_never_printed(tmp_path, url, how):
-    env = toolkit_env(TOOLKIT_WORKSPACE=str(tmp_path / "ws"))
+    env = _env(TOOLKIT_WORKSPACE=str(tmp_path / "ws"))
     args = ["data", "stats"]
     if how == "option":
         args += ["--db", url]
@@ -63,7 +63,7 @@ def test_a_catalog_url_password_is_never_printed(tmp_path, url, how):
 
 @pytest.mark.parametrize("uri", [f"http://alice:{ENCODED}@127.0.0.1:1", f"http://127.0.0.1:1/?token={ENCODED}"])
 def test_a_tracking_uri_password_is_never_printed(tmp_path, uri):
-    env = toolkit_env(TOOLKIT_WORKSPACE=str(tmp_path / "ws"), MLFLOW_TRACKING_URI=uri)
+    env = _env(TOOLKIT_WORKSPACE=str(tmp_path / "ws"), MLFLOW_TRACKING_URI=uri)
     done = _toolkit(env, "promote")
     assert done.returncode == 3, done.stderr[-2000:]
     _assert_clean(done.stdout + done.stderr, "promote's output")
@@ -75,7 +75,7 @@ def test_a_training_run_stores_no_password_anywhere(mlflow_server, tiny_open_cli
     """The catalog URL goes into the MLflow tag `toolkit.catalog` and the dataset source: redacted there."""
     workspace = tmp_path / "ws"
     db = f"sqlite:///{tmp_path / 'catalog.db'}?password={ENCODED}&token={ENCODED}"
-    env = toolkit_env(TOOLKIT_WORKSPACE=str(workspace), MLFLOW_TRACKING_URI=mlflow_server, TOOLKIT_DB_URL=db)
+    env = _env(TOOLKIT_WORKSPACE=str(workspace), MLFLOW_TRACKING_URI=mlflow_server, TOOLKIT_DB_URL=db)
     manifest = write_scene_manifest(tmp_path)
     run_dir = tmp_path / "run"
     outputs = []
