@@ -147,3 +147,13 @@ def test_unknown_source_type_is_refused(tmp_path):
     (tmp_path / "data.parquet").write_bytes(b"PAR1")
     with pytest.raises(SourceError, match=r"unknown source type '\.parquet'"):
         describe_source(tmp_path / "data.parquet")
+
+
+def test_tagging_does_not_keep_the_words_it_met(tagger):
+    # A long ingest meets new words all the time (numbers, names); were they kept in spaCy's string store,
+    # its memory would grow with every row (bench/bench_ingest.py --rss-rows measures the process).
+    words = [f"zorblat{index}" for index in range(300)]
+    before = len(tagger._nlp.vocab.strings)
+    parses = tagger.tag([f"A red {word} is next to shot {index + 7000}." for index, word in enumerate(words)])
+    assert [parse.tokens[2] for parse in parses] == words  # the parses themselves are whole
+    assert len(tagger._nlp.vocab.strings) - before < 10
