@@ -82,12 +82,14 @@ def test_prepare_writes_progress_lines_to_a_log(tmp_path, monkeypatch):
 
 
 def test_eval_writes_progress_lines_to_a_log(tiny_open_clip_spec, tmp_path):
-    folder = write_sugarcrepe_pp(tmp_path / "scpp")
-    result = run_toolkit(["eval", "--model", tiny_open_clip_spec, "--benchmark", f"sugarcrepe_pp:{folder}",
-                          "--no-track", "--json"])
+    first, second = write_sugarcrepe_pp(tmp_path / "a"), write_sugarcrepe_pp(tmp_path / "b")
+    result = run_toolkit(["eval", "--model", tiny_open_clip_spec, "--benchmark", f"sugarcrepe_pp:{first}",
+                          "--benchmark", f"sugarcrepe_pp:{second}", "--no-track", "--json"])
     assert result.exit_code == 0, result.output
     lines = result.stderr.splitlines()
-    assert any(line.startswith(f"eval 0/1 (0%) · at loading sugarcrepe_pp:{folder}") for line in lines), lines
-    assert any(line.startswith(f"eval 0/1 (0%) · at evaluating {tiny_open_clip_spec}: sugarcrepe_pp")
-               for line in lines), lines
-    assert lines[-1].startswith("eval 1/1 (100%) · at done · "), lines
+    assert any(line.startswith(f"eval 0/2 (0%) · at loading sugarcrepe_pp:{first}") for line in lines), lines
+    evaluating = [line for line in lines if f" · at evaluating {tiny_open_clip_spec}: " in line]
+    # the count moves when a step is done, whatever the status messages say
+    assert [line.split(" · ")[0] for line in evaluating] == ["eval 0/2 (0%)", "eval 1/2 (50%)"], lines
+    assert all(": sugarcrepe_pp" in line for line in evaluating), lines
+    assert lines[-1].startswith("eval 2/2 (100%) · at done · "), lines

@@ -61,15 +61,17 @@ def eval_command(
     with console.status("evaluating") as status:
 
         def show(message: str) -> None:
-            nonlocal scored
             status.update(message)
             if lines:
                 lines.update(scored, at=message)
-                # evaluate() announces each (model, benchmark) step as "evaluating <model>: <benchmark>"
-                scored += message.startswith("evaluating ")
+
+        def count(done: int, _total: int) -> None:
+            nonlocal scored
+            scored = done
 
         outcome = evaluate_and_track(model, benchmark, images=images, db=db, out=out, track=track,
-                                     config=EvalConfig(batch_size=batch_size, device=device), progress=show)
+                                     config=EvalConfig(batch_size=batch_size, device=device), progress=show,
+                                     on_step=count)
     if lines:
         lines.update(len(model) * len(benchmark), at="done")
     report, paired = outcome.report, outcome.paired

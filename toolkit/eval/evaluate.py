@@ -11,7 +11,7 @@ Failures are kept for human review, the worst first (largest confuser-minus-posi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -296,16 +296,19 @@ def benchmark_names(benchmarks: Sequence[Benchmark]) -> list[str]:
 
 
 def evaluate(models: Sequence[str], benchmarks: Sequence[Benchmark], config: EvalConfig | None = None,
-             progress: Any = None) -> EvalReport:
+             progress: Callable[[str], None] | None = None,
+             on_step: Callable[[int, int], None] | None = None) -> EvalReport:
     """Score each model (a MODEL spec, see toolkit.adapters.loading) on each loaded benchmark.
 
-    `progress(message)` is called before each (model, benchmark) step, for the CLI's status line.
+    `progress(message)` is called before each (model, benchmark) step, for the CLI's status line;
+    `on_step(done, total)` after each, for progress counts.
     """
     from toolkit.adapters.loading import load_model  # torch loads only when a model does (here, not at the top)
 
     config = config or EvalConfig()
     names = benchmark_names(benchmarks)
     report = EvalReport({}, {}, {}, {})
+    done, total = 0, len(models) * len(benchmarks)
     for model in models:
         encoder = Encoder(load_model(model), config)
         report.results[model], report.failures[model], report.counts[model] = {}, [], {}
@@ -318,6 +321,9 @@ def evaluate(models: Sequence[str], benchmarks: Sequence[Benchmark], config: Eva
             report.counts[model][name] = scored.counts
             report.correct[model][name] = scored.correct
             report.failures[model] += scored.failures
+            done += 1
+            if on_step is not None:
+                on_step(done, total)
     return report
 
 
