@@ -9,7 +9,7 @@ K attribute combinations get one logistic-regression probe each on the L2-normal
 table gives the test accuracy (%) mean over the K probes ± its standard error. `pair` is the mean of the
 probed scene in the first (top) and the second (bottom) half of the concatenated training image; both
 halves are in the second table and in the JSON. Several --model folders are reported side by side.
-One torch thread; about 6 minutes per model at the default sizes on one idle core.
+One torch thread; 378 s for one model at the default sizes on the 2-core dev machine shared with other jobs.
 """
 
 from __future__ import annotations
