@@ -124,15 +124,44 @@ def ingest_in_child(manifest: Path, url: str, workers: int) -> dict[str, float]:
     """One ingest in a fresh process: rows/s, and the peak RSS of the writer and of its largest worker."""
     out = subprocess.run([sys.executable, __file__, "--child", str(manifest), url, str(workers)],
                          capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    measured: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return measured
+
+
+def peak_rss_mb(pid: int | str = "self") -> int | None:
+    """A process's own peak RSS (VmHWM), None once it has gone. Not getrusage's ru_maxrss: Linux carries that
+    over from the parent at fork and through exec, so a child started by a big parent reports the parent's
+    size (the writer's 112 / 149 MB at 80k / 200k rows were this bench's own manifest lists, not the ingest)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024)
+    except OSError:
+        return None
+    return None
+
+
+def child_pids() -> list[int]:
+    pids: list[int] = []
+    for task in Path("/proc/self/task").iterdir():
+        pids += [int(pid) for pid in (task / "children").read_text().split()]
+    return pids
 
 
 def child(manifest: Path, url: str, workers: int) -> None:
     store = open_store(url)
     commits: list[tuple[float, int]] = []  # (time, rows) at each committed chunk
+    worker_peaks: dict[int, int] = {}  # read while they run: they are gone when ingest_source returns
+
+    def committed(report: Any) -> None:
+        commits.append((time.perf_counter(), report.rows_read))
+        for pid in child_pids():
+            if (peak := peak_rss_mb(pid)) is not None:
+                worker_peaks[pid] = max(peak, worker_peaks.get(pid, 0))
+
     start = time.perf_counter()
     report = ingest_source(store, manifest, IngestConfig(images_root=manifest.parent), blob_dir=manifest.parent / "b",
-                           workers=workers, on_progress=lambda r: commits.append((time.perf_counter(), r.rows_read)))
+                           workers=workers, on_progress=committed)
     seconds = time.perf_counter() - start
     store.close()
     # Steady state, without start-up (tagger loads, pipeline fill): from the end of the first round of
@@ -141,9 +170,6 @@ def child(manifest: Path, url: str, workers: int) -> None:
     # 2 workers on 6 chunks).
     (first_at, first_rows), (last_at, last_rows) = commits[min(workers, len(commits)) - 1], commits[-1]
     steady = (last_rows - first_rows) / (last_at - first_at) if last_at > first_at else float("nan")
-    def peak_mb(who: int) -> int:
-        return round(resource.getrusage(who).ru_maxrss / 1024)  # KiB on Linux
-
     def cpu_s(who: int) -> float:  # workers count once they have exited (the pool joins them)
         usage = resource.getrusage(who)
         return usage.ru_utime + usage.ru_stime
@@ -153,8 +179,8 @@ def child(manifest: Path, url: str, workers: int) -> None:
                       # CPU per row does not depend on what else the machine runs, unlike rows/s
                       "writer_cpu_ms_per_row": round(1000 * cpu_s(resource.RUSAGE_SELF) / report.rows_read, 2),
                       "workers_cpu_ms_per_row": round(1000 * cpu_s(resource.RUSAGE_CHILDREN) / report.rows_read, 2),
-                      "writer_peak_rss_mb": peak_mb(resource.RUSAGE_SELF),
-                      "largest_worker_peak_rss_mb": peak_mb(resource.RUSAGE_CHILDREN) if workers > 1 else None}))
+                      "writer_peak_rss_mb": peak_rss_mb(),
+                      "largest_worker_peak_rss_mb": max(worker_peaks.values()) if workers > 1 else None}))
 
 
 def decode_tag_ceiling(manifest: Path, sample: int, cores: int) -> dict[str, float]:
@@ -184,9 +210,10 @@ def bench_workers(base: Path, rows: int, rss_rows: list[int], repeats: int, emit
     manifest = make_jpeg_manifest(base / "speed", rows)
     jpeg_kb = sum(p.stat().st_size for p in (base / "speed" / "jpegs").glob("*.jpg")) / rows / 1024
     every: dict[int, list[dict[str, float]]] = {}
-    # The ingests run first: a child's ru_maxrss starts from its parent's at fork, so this process must
-    # stay small until they are done (the ceiling below loads a tagger here). 1 worker and all cores take
-    # turns, so a change in the machine's load hits both; each figure below is the median of its runs.
+    # The ingests run first, before the ceiling loads a tagger here (peaks are read per process, see
+    # `peak_rss_mb`, so this no longer matters for memory; it keeps the machine's state the same as before).
+    # 1 worker and all cores take turns, so a change in the machine's load hits both; each figure below is
+    # the median of its runs.
     for repeat in range(repeats):
         for workers in sorted({1, cores}):
             url = f"sqlite:///{base / f'w{workers}-{repeat}.db'}"
