@@ -114,16 +114,19 @@ class TrackedEvaluation:
 def evaluate_and_track(models: Sequence[str], specs: Sequence[str], *, images: Path | None = None,
                        db: str | None = None, config: EvalConfig | None = None, out: Path | None = None,
                        track: bool = True,
-                       progress: Callable[[str], None] = lambda message: None) -> TrackedEvaluation:
+                       progress: Callable[[str], None] = lambda message: None,
+                       on_step: Callable[[int, int], None] | None = None) -> TrackedEvaluation:
     """Score `models` (the first is the baseline) on the benchmark `specs`; write the artifacts to `out`
-    (when given) and log the evaluation as one MLflow run whose failures are opened for review (`track`)."""
+    (when given) and log the evaluation as one MLflow run whose failures are opened for review (`track`).
+    `progress(message)` before each step; `on_step(done, total)` after each (model, benchmark) step."""
     config = config or EvalConfig()
     if track:
         require_tracking()  # a dead tracking server is refused now, not after the evaluation
     resolve_device(config.device)  # before minutes of loading: a device this machine lacks is refused at once
     loaded = load_benchmarks(specs, images, db, progress)
     progress("evaluating")
-    report = evaluate(list(models), loaded, config, progress=lambda message: progress(f"evaluating {message}"))
+    report = evaluate(list(models), loaded, config, progress=lambda message: progress(f"evaluating {message}"),
+                      on_step=on_step)
     paired = paired_against_first(report)
     written = write_artifacts(report, out, paired) if out is not None else []
     run_id = None
