@@ -24,9 +24,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from toolkit import __version__
+from toolkit.core.components import require
 from toolkit.core.config import current_actor, resolve_tracking_uri, workspace_dir
 from toolkit.core.config import redact_url as redact_url  # re-exported: it used to live here
 from toolkit.core.errors import InputError
+from toolkit.core.locks import exclusive_file_lock
 
 DEFAULT_EXPERIMENT = "clic-toolkit"
 TAG_PREFIX = "toolkit."
@@ -87,6 +89,9 @@ def check_tracking_reachable(uri: str) -> None:
 
     bound_client_retries()
     _check_tracking_uri(uri)
+    if uri.startswith("sqlite:///") and uri not in _reachable:
+        _create_local_store(uri)
+        _reachable.add(uri)
     if not uri.startswith(("http://", "https://")) or uri in _reachable:
         return
     try:
@@ -103,6 +108,18 @@ def check_tracking_reachable(uri: str) -> None:
         raise TrackingUnavailable(f"tracking server {redact_url(uri)} answers /health with HTTP {status}; "
                                   "is MLFLOW_TRACKING_URI an MLflow server?")
     _reachable.add(uri)
+
+
+def _create_local_store(uri: str) -> None:
+    """MLflow creates and migrates a new SQLite store's tables on first open, unguarded: two commands started
+    together on a new workspace both migrate, and one dies ("duplicate column name: step"). The first open
+    happens here, one process at a time; later opens find the tables made and migrate nothing."""
+    require("tracking")  # a clear fix to print when MLflow is not installed
+    from mlflow.tracking import MlflowClient
+
+    database = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    with exclusive_file_lock(database.with_name(database.name + ".init-lock")):
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 
 
 def _check_tracking_uri(uri: str) -> None:
@@ -252,7 +269,14 @@ def ensure_experiment(name: str = DEFAULT_EXPERIMENT, tracking_uri: str | None =
     location = None
     if not uri.startswith(("http://", "https://", "databricks")):
         location = (workspace_dir() / "mlartifacts" / name).as_uri()
-    return str(mlflow.create_experiment(name, artifact_location=location))
+    try:
+        return str(mlflow.create_experiment(name, artifact_location=location))
+    except mlflow.exceptions.MlflowException:
+        # Another command started at the same time may have created it first: then it is that one.
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
 
 
 @contextmanager

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import pytest
 
 from toolkit.tracking import Lineage, flatten, read_lineage, redact_url, tracked_run
@@ -55,3 +59,24 @@ def test_failed_body_marks_the_run_failed(tmp_path, monkeypatch):
         raise RuntimeError("boom")
     assert read_lineage(run.run_id)["chain"][0]["status"] == "FAILED"
     assert (tmp_path / "ws" / "mlflow.db").exists()
+
+
+_TRACK_AT = """
+import sys, time
+import mlflow  # imported before the start line, so every process reaches it together
+from toolkit.tracking import ensure_experiment
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+print(ensure_experiment("started-together", sys.argv[1]))
+"""
+
+
+def test_commands_started_together_on_a_new_workspace_all_track(tmp_path):
+    # MLflow creates a new SQLite store's tables on first open, unguarded: four commands started at once on a
+    # new workspace used to race ("duplicate column name: step", or the experiment created twice).
+    uri = f"sqlite:///{tmp_path / 'ws' / 'mlflow.db'}"
+    start = time.time() + 12
+    runs = [subprocess.Popen([sys.executable, "-c", _TRACK_AT, uri, str(start)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outcomes = [(run.wait(timeout=180), run.stdout.read().strip(), run.stderr.read()[-600:]) for run in runs]
+    assert [code for code, _, _ in outcomes] == [0, 0, 0, 0], outcomes
+    assert len({experiment for _, experiment, _ in outcomes}) == 1, outcomes

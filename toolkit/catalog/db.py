@@ -21,6 +21,7 @@ from toolkit.catalog import eval_models, review_models  # noqa: F401  (register 
 from toolkit.catalog.models import AuditEvent
 from toolkit.core.config import current_actor, redact_text, redact_url
 from toolkit.core.errors import InputError
+from toolkit.core.locks import exclusive_file_lock
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -126,19 +127,9 @@ def _migration_lock(parsed: Any) -> Iterator[None]:
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         yield
         return
-    try:
-        import fcntl
-    except ImportError:  # Windows: no fcntl; concurrent first use there is not guarded
-        yield
-        return
     lock_path = Path(parsed.database).expanduser()
-    lock_path = lock_path.with_name(lock_path.name + ".migrate-lock")
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_file_lock(lock_path.with_name(lock_path.name + ".migrate-lock")):
+        yield
 
 
 def open_store(url: str, migrate: bool = True) -> Store:
