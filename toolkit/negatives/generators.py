@@ -167,6 +167,14 @@ def _lowercase_name(sentence: TaggedSentence, index: int) -> bool:
     return sentence.pos[index] == "PROPN" and sentence.tokens[index].islower()
 
 
+def reading_tag(sentence: TaggedSentence, index: int) -> str:
+    """The fine tag the generators read a token by: JJ for a lower-case colour or size word the tagger took
+    for a name (`_lowercase_name`), else the tagger's. The audit checks edits against the same reading."""
+    if _lowercase_name(sentence, index) and lexicon.kind(sentence.tokens[index]) in _ADJECTIVE_KINDS:
+        return "JJ"
+    return sentence.fine[index]
+
+
 def _in_compound(sentence: TaggedSentence, index: int) -> bool:
     """Part of a multi-word name ("Fed Ex truck") or a compound modifier ("tennis" in "tennis racket").
     A compound's head noun ("racket") may be edited: the modifier stays and still reads as one."""
