@@ -111,6 +111,20 @@ def test_pronouns_determiners_and_names_are_never_edited(tagger, context) -> Non
             assert all(kept in t for t in texts), (caption, [t for t in texts if kept not in t])
 
 
+def test_lower_case_words_read_as_names_are_edited_by_their_meaning(tagger, context) -> None:  # type: ignore[no-untyped-def]
+    # The small tagger reads this short lower-case caption as a name (PROPN compound); names in captions carry
+    # capitals, so its colours are still colours: replace and swap them like any others (the demo's
+    # single-image ablation failed closed on it: no generator made a negative).
+    sentence = _one(tagger, "a blue hexagon and a cyan star.")
+    assert "PROPN" in sentence.pos  # the tagger's reading this test is about
+    replaced = gen.replace_candidates(sentence)
+    assert replaced and all(lexicon.kind(c.detail["words"][1]) == "colour" for c in replaced
+                            if lexicon.kind(c.detail["words"][0]) == "colour")
+    assert "a cyan hexagon and a blue star." in [c.text for c in gen.swap_within_candidates(sentence)]
+    named = _one(tagger, "A Fed Ex truck parked next to a red car.")  # capitals: a name, left alone
+    assert all("Fed Ex" in c.text for c in gen.replace_candidates(named) + gen.swap_within_candidates(named))
+
+
 def test_coordinations_same_lemmas_and_synonyms_are_never_swapped(tagger, context) -> None:  # type: ignore[no-untyped-def]
     sentence = _one(tagger, "Motorcycles and horses are parked on the street near a man and a woman.")
     texts = [t for texts in _all_texts(sentence, context).values() for t in texts]

@@ -27,7 +27,7 @@ from typing import Any
 
 from toolkit.core.parse import TaggedSentence
 from toolkit.negatives import lexicon
-from toolkit.negatives.generators import Negative, build_word_tags, join_sentences, match_key
+from toolkit.negatives.generators import Negative, build_word_tags, join_sentences, match_key, reading_tag
 
 FLAGS = ("identity", "a_an", "agreement", "fine_tag", "pronoun_det", "coordination", "same_lemma", "synonym")
 _WORD = re.compile(r"[^\W_]+|[^\w\s]")
@@ -63,7 +63,8 @@ def _pieces(sentences: Sequence[TaggedSentence]) -> list[tuple[str, str, str]]:
     """The positives as (word, fine tag in context, lemma), split like `words` splits text."""
     out: list[tuple[str, str, str]] = []
     for sentence in sentences:
-        for token, fine, lemma in zip(sentence.tokens, sentence.fine, sentence.lemma, strict=True):
+        for index, (token, lemma) in enumerate(zip(sentence.tokens, sentence.lemma, strict=True)):
+            fine = reading_tag(sentence, index)
             out.extend((w.lower(), fine, lemma.lower()) for w in _WORD.findall(token))
         if sentence.tokens[-1] not in (".", "!", "?") and len(sentences) > 1:
             out.append((".", ".", "."))  # join_sentences ends each sentence with a full stop

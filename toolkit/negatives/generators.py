@@ -143,6 +143,8 @@ def slot_class(sentence: TaggedSentence, index: int) -> str | None:
     lemma = sentence.lemma[index].lower()
     if low in lexicon.PRONOUNS or low in lexicon.DETERMINERS:
         return None
+    if _lowercase_name(sentence, index) and lexicon.kind(low) in _ADJECTIVE_KINDS:
+        return f"ADJ:{lexicon.kind(low)}"
     if sentence.parsed and _in_compound(sentence, index):
         return None
     if upos == "NOUN" and fine in ("NN", "NNS") and lemma not in lexicon.FUNCTIONAL_NOUNS:
@@ -157,12 +159,29 @@ def slot_class(sentence: TaggedSentence, index: int) -> str | None:
     return None
 
 
+def _lowercase_name(sentence: TaggedSentence, index: int) -> bool:
+    """A lower-case word tagged as a proper noun. On short lower-case captions the small English tagger reads
+    whole noun phrases as names ("a blue hexagon and a cyan star": NNP NNP ... NNP); names in captions are
+    written with capitals ("a Fed Ex truck"), so a colour or size word read so is still an adjective of its
+    kind. Other such words stay untouched: as nouns their number is unknown ("zebras" as NNPS)."""
+    return sentence.pos[index] == "PROPN" and sentence.tokens[index].islower()
+
+
+def reading_tag(sentence: TaggedSentence, index: int) -> str:
+    """The fine tag the generators read a token by: JJ for a lower-case colour or size word the tagger took
+    for a name (`_lowercase_name`), else the tagger's. The audit checks edits against the same reading."""
+    if _lowercase_name(sentence, index) and lexicon.kind(sentence.tokens[index]) in _ADJECTIVE_KINDS:
+        return "JJ"
+    return sentence.fine[index]
+
+
 def _in_compound(sentence: TaggedSentence, index: int) -> bool:
     """Part of a multi-word name ("Fed Ex truck") or a compound modifier ("tennis" in "tennis racket").
     A compound's head noun ("racket") may be edited: the modifier stays and still reads as one."""
     if sentence.deps[index] in ("compound", "flat", "nmod") or sentence.pos[index] == "PROPN":
         return True
-    return any(sentence.deps[c] == "compound" and sentence.pos[c] == "PROPN" for c in sentence.children(index))
+    return any(sentence.deps[c] == "compound" and sentence.pos[c] == "PROPN" and not _lowercase_name(sentence, c)
+               for c in sentence.children(index))
 
 
 def _conj_root(sentence: TaggedSentence, index: int) -> int:
