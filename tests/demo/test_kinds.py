@@ -16,6 +16,7 @@ from toolkit.demo.kinds import (
     TRAIN_FRAMES,
     frames_in,
     items_for_standard_error,
+    kind_benchmarks,
     kind_scene,
     make_item,
     stream,
@@ -108,8 +109,7 @@ def test_written_sets_load_as_sugarcrepe_pp_benchmarks(tmp_path):
 
     counts = write_kind_sets(tmp_path, seed=0, group="validation", items_per_kind=5, image_size=32)
     assert counts == dict.fromkeys(KINDS, 5)
-    loaded = load_benchmarks([f"sugarcrepe_pp:{tmp_path / 'two_object'}",
-                              f"sugarcrepe_pp:{tmp_path / 'three_object'}"])
+    loaded = load_benchmarks(kind_benchmarks(tmp_path))
     assert [sorted(benchmark.subsets) for benchmark in loaded] == [
         ["replace_att", "replace_rel", "swap_att", "swap_obj"], ["swap_att"]]
     first = json.loads((tmp_path / "two_object" / "swap_obj.json").read_text())[0]

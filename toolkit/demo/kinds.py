@@ -40,7 +40,6 @@ from toolkit.demo import scenes
 from toolkit.demo.scenes import Scene, SceneObject
 
 KINDS: tuple[str, ...] = ("swap_att", "replace_att", "swap_obj", "replace_rel", "swap_att_three")
-TWO_OBJECT_KINDS: tuple[str, ...] = ("swap_att", "replace_att", "swap_obj", "replace_rel")
 MAX_STANDARD_ERROR = 1.5  # points, for a change between two models (issue #19)
 TEST_ITEMS_PER_KIND = 2250
 VALIDATION_ITEMS_PER_KIND = 750
@@ -92,16 +91,11 @@ def _np(obj: SceneObject, colour: str | None = None) -> str:
     return scenes.with_article(f"{colour or obj.colour} {obj.shape}")
 
 
-def _two_frames(frames: tuple[str, ...], rng: random.Random) -> tuple[str, str]:
-    first, second = rng.sample(list(frames), 2)
-    return first, second
-
-
 def _relation_item(scene: Scene, rng: random.Random, negative: Callable[[str, str, str], tuple[str, str, str]]
                    ) -> KindItem:
     a, b = scene.objects
     rel = scenes.relation(a, b)
-    first, second = _two_frames(TEST_RELATION_FRAMES, rng)
+    first, second = rng.sample(list(TEST_RELATION_FRAMES), 2)
 
     def say(frame: str, x: str, where: str, y: str) -> str:
         return frame.format(a=x, b=y, rel=scenes.RELATION_PHRASES[where])
@@ -113,7 +107,7 @@ def _relation_item(scene: Scene, rng: random.Random, negative: Callable[[str, st
 
 def _list_item(objects: tuple[SceneObject, ...], colours: list[str], frames: tuple[str, ...],
                rng: random.Random) -> KindItem:
-    first, second = _two_frames(frames, rng)
+    first, second = rng.sample(list(frames), 2)
     names = "abc"[: len(objects)]
     positive = {name: _np(obj) for name, obj in zip(names, objects, strict=True)}
     negative = {name: _np(obj, colour) for name, obj, colour in zip(names, objects, colours, strict=True)}

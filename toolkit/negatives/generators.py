@@ -143,8 +143,8 @@ def slot_class(sentence: TaggedSentence, index: int) -> str | None:
     lemma = sentence.lemma[index].lower()
     if low in lexicon.PRONOUNS or low in lexicon.DETERMINERS:
         return None
-    if _lowercase_name(sentence, index) and lexicon.kind(low) in _ADJECTIVE_KINDS:
-        return f"ADJ:{lexicon.kind(low)}"
+    if misread := _misread_adjective(sentence, index):
+        return f"ADJ:{misread}"
     if sentence.parsed and _in_compound(sentence, index):
         return None
     if upos == "NOUN" and fine in ("NN", "NNS") and lemma not in lexicon.FUNCTIONAL_NOUNS:
@@ -167,12 +167,18 @@ def _lowercase_name(sentence: TaggedSentence, index: int) -> bool:
     return sentence.pos[index] == "PROPN" and sentence.tokens[index].islower()
 
 
+def _misread_adjective(sentence: TaggedSentence, index: int) -> str | None:
+    """The adjective kind ("colour", "size", ...) of a lower-case word the tagger took for a name, else None."""
+    if not _lowercase_name(sentence, index):
+        return None
+    found = lexicon.kind(sentence.tokens[index])
+    return found if found in _ADJECTIVE_KINDS else None
+
+
 def reading_tag(sentence: TaggedSentence, index: int) -> str:
     """The fine tag the generators read a token by: JJ for a lower-case colour or size word the tagger took
     for a name (`_lowercase_name`), else the tagger's. The audit checks edits against the same reading."""
-    if _lowercase_name(sentence, index) and lexicon.kind(sentence.tokens[index]) in _ADJECTIVE_KINDS:
-        return "JJ"
-    return sentence.fine[index]
+    return "JJ" if _misread_adjective(sentence, index) else sentence.fine[index]
 
 
 def _in_compound(sentence: TaggedSentence, index: int) -> bool:
