@@ -7,7 +7,7 @@ for --rounds rounds. Reported per version: the median rows/s (wall) and the medi
 whole ingest (tagger loading included), and the ratios new/old. CPU per row hardly depends on what else the
 machine runs; rows/s does.
 
-Two manifests, 1 worker each:
+Two manifests, 1 worker each (in the ingesting process, so its own CPU time is all of it):
 - `small-png`: tiny PNGs and real COCO captions (the SugarCrepe positives): tagging is almost all of the cost,
   the worst case for the parse;
 - `jpeg`: 640x480 photo-like JPEGs (about 80 KB) with three-sentence captions, as bench_ingest.py's workers part.
@@ -113,8 +113,8 @@ def main() -> None:
             runs: dict[str, list[dict[str, Any]]] = {label: [] for label in versions}
             for round_ in range(args.rounds):
                 for label, code_root in versions.items():
-                    measured = ingest_once(code_root, manifest, base / "runs" / f"{name}-{round_}-{len(runs[label])}"
-                                           f"-{'new' if code_root == ROOT else 'old'}", label)
+                    run_dir = base / "runs" / f"{name}-{round_}-{'new' if code_root == ROOT else 'old'}"
+                    measured = ingest_once(code_root, manifest, run_dir, label)
                     runs[label].append(measured)
                     print(f"  {name} round {round_ + 1} {label}: {measured['rows'] / measured['seconds']:.1f} rows/s, "
                           f"{1000 * measured['cpu_s'] / measured['rows']:.2f} CPU ms/row", flush=True)
