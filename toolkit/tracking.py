@@ -80,19 +80,23 @@ def bound_client_retries() -> None:
         os.environ.setdefault(name, value)
 
 
-_reachable: set[str] = set()
+_ready: set[str] = set()  # URIs this process has checked: servers that answered, SQLite stores it created
 
 
 def check_tracking_reachable(uri: str) -> None:
     """For a server URI: one GET /health with a short timeout, so a dead or silent server is an exit-3 line
-    in seconds rather than minutes of retries. Local stores (sqlite:, file paths) need no check."""
+    in seconds rather than minutes of retries. A local SQLite store is created on first use, one process at a
+    time (`_create_local_store`); other local stores need no check."""
 
     bound_client_retries()
     _check_tracking_uri(uri)
-    if uri.startswith("sqlite:///") and uri not in _reachable:
+    if uri in _ready:
+        return
+    if uri.startswith("sqlite:///"):
         _create_local_store(uri)
-        _reachable.add(uri)
-    if not uri.startswith(("http://", "https://")) or uri in _reachable:
+        _ready.add(uri)
+        return
+    if not uri.startswith(("http://", "https://")):
         return
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=REACHABILITY_TIMEOUT_S) as response:
@@ -107,7 +111,7 @@ def check_tracking_reachable(uri: str) -> None:
     if status != 200:
         raise TrackingUnavailable(f"tracking server {redact_url(uri)} answers /health with HTTP {status}; "
                                   "is MLFLOW_TRACKING_URI an MLflow server?")
-    _reachable.add(uri)
+    _ready.add(uri)
 
 
 def _create_local_store(uri: str) -> None:
