@@ -31,8 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from toolkit.demo.kinds import KINDS
+
 COLUMNS = (("swap_att_acc", "swap-att acc"), ("swap_att_itt", "swap-att ITT"), ("swap_att_tot", "swap-att TOT"),
-           ("retrieval_r5", "R@5"), ("zeroshot_top1", "zero-shot"), ("domain_acc", "domain"))
+           ("retrieval_r5", "R@5"), ("zeroshot_top1", "zero-shot"), ("domain_acc", "domain"),
+           # one column per composition kind: ITT on wordings kept out of training (issue #19)
+           *((f"kind_{kind}_itt", f"{kind} ITT, unseen wording") for kind in KINDS))
 
 
 def variants(config: Any) -> dict[str, Any]:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.demo.chain import WISE_ALPHAS, DemoSettings, run_demo, summarise
+from toolkit.demo.chain import KIND_TARGETS, WISE_ALPHAS, DemoSettings, run_demo, summarise
 from toolkit.demo.generate import GenerateConfig
+from toolkit.demo.kinds import KINDS
 
 
 @pytest.mark.slow
@@ -17,9 +18,10 @@ def test_demo_chain_runs_and_reuses_its_steps(tmp_path: Path) -> None:
     config.write_text('seed = 0\nbatch_size = 8\nmax_steps = 2\nlr = 1e-4\nmin_lr = 1e-6\nprogress = false\n')
     settings = DemoSettings(
         workspace=tmp_path / "ws", db_url=f"sqlite:///{tmp_path / 'demo.db'}", train_config=config,
-        generate=GenerateConfig(pretrain_images=0, domain_images=80, eval_two_object_images=12,
+        # seed 5: not the demo's seed 0, so no item of the demo's test sets is scored here
+        generate=GenerateConfig(seed=5, pretrain_images=0, domain_images=80, eval_two_object_images=12,
                                 zeroshot_images_per_class=1, validation_two_object_images=8,
-                                validation_zeroshot_images_per_class=1))
+                                validation_zeroshot_images_per_class=1, kind_items=6, validation_kind_items=4))
     import toolkit.demo.chain as chain
 
     scored_sets: list[Path] = []  # which held-out group each evaluation drew its sets from, in order
@@ -37,7 +39,13 @@ def test_demo_chain_runs_and_reuses_its_steps(tmp_path: Path) -> None:
     data = settings.workspace / "demo" / "data"
     assert scored_sets == [chain.paths_under(data).validation.root, chain.paths_under(data).test.root]
     assert set(summary["delta"]) == {"swap_att_acc", "swap_att_itt", "swap_att_tot", "retrieval_r5",
-                                     "zeroshot_top1", "domain_acc"}
+                                     "zeroshot_top1", "domain_acc", *(f"kind_{kind}_itt" for kind in KINDS)}
+    # every kind scored on its own items, and a target checked for each kind that has one
+    per_kind = json.loads((Path(summary["results_folder"]) / "results.json").read_text())["counts"]
+    base_counts = per_kind[str(settings.workspace / "demo" / "base")]
+    assert base_counts["sugarcrepe_pp_2"] == {"swap_att": 6, "replace_att": 6, "swap_obj": 6, "replace_rel": 6}
+    assert base_counts["sugarcrepe_pp_3"] == {"swap_att": 6}
+    assert {f"kind_{kind}_itt_gain>={target:g}" for kind, target in KIND_TARGETS.items()} <= set(summary["targets_met"])
     assert summary["delta"]["zeroshot_top1"] == pytest.approx(
         summary["candidate"]["zeroshot_top1"] - summary["base"]["zeroshot_top1"], abs=0.01)
     assert set(summary["delta_standard_error"]) == set(summary["delta"])
@@ -83,7 +91,8 @@ def test_demo_data_are_regenerated_when_their_settings_change(tmp_path: Path) ->
     def settings(zeroshot_per_class: int) -> DemoSettings:
         return DemoSettings(workspace=tmp_path / "ws", db_url="sqlite://", generate=GenerateConfig(
             pretrain_images=0, domain_images=4, eval_two_object_images=2, zeroshot_images_per_class=zeroshot_per_class,
-            validation_two_object_images=2, validation_zeroshot_images_per_class=1))
+            validation_two_object_images=2, validation_zeroshot_images_per_class=1, kind_items=1,
+            validation_kind_items=1))
 
     def zeroshot_images(paths: object) -> int:
         return len(json.loads(paths.test.zeroshot_labels.read_text())["images"])  # type: ignore[attr-defined]
@@ -99,3 +108,33 @@ def test_demo_data_are_regenerated_when_their_settings_change(tmp_path: Path) ->
     (first.root / "generation.json").write_text("not json")  # a damaged record is not trusted either
     assert zeroshot_images(_data(settings(2), said.append)) == 160
     assert sum("generating the demo domain" in line for line in said) == 3
+
+
+def test_kind_results_name_the_benchmarks_the_kinds_are_scored_as() -> None:
+    from toolkit.demo.chain import KIND_RESULTS, held_out_benchmarks
+    from toolkit.demo.generate import HeldOutPaths
+    from toolkit.eval.names import benchmark_keys
+
+    held_out = HeldOutPaths.under(Path("/held-out"))
+    specs = held_out_benchmarks(held_out)
+    keys = benchmark_keys([spec.split(":", 1)[0] for spec in specs])
+    name_of = {spec.split(":", 1)[1]: key.name for spec, key in zip(specs, keys, strict=True)}
+    assert {kind: benchmark for kind, (benchmark, _) in KIND_RESULTS.items()} == {
+        kind: name_of[str(held_out.kinds / ("three_object" if kind == "swap_att_three" else "two_object"))]
+        for kind in KINDS}
+
+
+def test_summary_checks_each_kind_against_its_own_target() -> None:
+    def model(gains: dict[str, float]) -> dict[str, object]:
+        two = {kind: {"itt": 50.0 + gains.get(kind, 0.0)} for kind in ("swap_att", "replace_att", "swap_obj",
+                                                                        "replace_rel")}
+        return {"sugarcrepe": {"swap_att": {"acc": 50.0}}, "sugarcrepe_pp": {"swap_att": {"itt": 0.0, "tot": 0.0}},
+                "retrieval": {"text_to_image": {"r5": 50.0}, "image_to_text": {"r5": 50.0}},
+                "zeroshot": {"all": {"top1": 80.0}}, "sugarcrepe_pp_2": two,
+                "sugarcrepe_pp_3": {"swap_att": {"itt": 50.0 + gains.get("swap_att_three", 0.0)}}}
+
+    gains = {"swap_att": 20.0, "swap_obj": 14.9, "replace_rel": 30.0, "swap_att_three": 10.0}
+    met = summarise({"b": model({}), "c": model(gains)}, "b", "c")["targets_met"]
+    assert {name: ok for name, ok in met.items() if name.startswith("kind_")} == {
+        "kind_swap_att_itt_gain>=20": True, "kind_swap_obj_itt_gain>=15": False,
+        "kind_replace_rel_itt_gain>=15": True, "kind_swap_att_three_itt_gain>=10": True}

@@ -30,7 +30,8 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     generate_demo_data(out, GenerateConfig(pretrain_images=32, domain_images=2, eval_two_object_images=12,
                                            zeroshot_images_per_class=1, validation_two_object_images=2,
-                                           validation_zeroshot_images_per_class=1))
+                                           validation_zeroshot_images_per_class=1, kind_items=1,
+                                           validation_kind_items=1))
     return out
 
 
@@ -44,7 +45,8 @@ def test_pretraining_loss_falls_and_the_saved_model_loads(demo_data: Path, tmp_p
     adapter = load_model(str(tmp_path / "base"))
     assert adapter.context_length == 32 and adapter.image_norm.size == 64
     results = evaluate_held_out(str(tmp_path / "base"), demo_data)
-    assert set(results) == {"sugarcrepe_pp", "sugarcrepe", "retrieval", "zeroshot"}
+    assert set(results) == {"sugarcrepe_pp", "sugarcrepe", "retrieval", "zeroshot",
+                            "sugarcrepe_pp_2", "sugarcrepe_pp_3"}  # the last two: the per-kind sets
     assert set(results["retrieval"]) == {"text_to_image", "image_to_text"}
     assert all(0.0 <= v <= 100.0 for per in results.values() for sub in per.values() for v in sub.values())
 

@@ -23,7 +23,7 @@ from toolkit.demo.scenes import Scene, SceneObject
 
 SMALL = GenerateConfig(seed=3, pretrain_images=6, domain_images=8, eval_two_object_images=6,
                        zeroshot_images_per_class=1, validation_two_object_images=4,
-                       validation_zeroshot_images_per_class=1)
+                       validation_zeroshot_images_per_class=1, kind_items=3, validation_kind_items=2)
 
 
 def _obj(colour: str, shape: str, x: float, y: float, size: str = "large") -> SceneObject:
@@ -55,8 +55,11 @@ def test_generated_folder_is_byte_identical_for_the_same_seed(generated: Path, t
     generate_demo_data(tmp_path / "again", SMALL)
     files = sorted(p.relative_to(generated) for p in generated.rglob("*") if p.is_file())
     # generation.json; pretrain and domain manifests with images; per held-out group (test, validation):
-    # two-object images, manifest and items in both public formats, zero-shot images and labels
-    assert len(files) == 1 + (1 + 6) + (1 + 8) + (6 + 3 + 80 + 1) + (4 + 3 + 80 + 1)
+    # two-object images, manifest and items in both public formats, zero-shot images and labels, and per
+    # composition kind its images and its items file
+    kind_files = {"test": 5 * SMALL.kind_items + 5, "validation": 5 * SMALL.validation_kind_items + 5}
+    assert len(files) == (1 + (1 + 6) + (1 + 8) + (6 + 3 + 80 + 1 + kind_files["test"])
+                          + (4 + 3 + 80 + 1 + kind_files["validation"]))
     for rel in files:
         assert (generated / rel).read_bytes() == (tmp_path / "again" / rel).read_bytes(), rel
 

@@ -21,6 +21,7 @@ from toolkit.catalog import open_store
 from toolkit.catalog.snapshot import create_snapshot
 from toolkit.core.config import IngestConfig
 from toolkit.demo.generate import GenerateConfig, GeneratedPaths, HeldOutPaths, generate_demo_data, paths_under
+from toolkit.demo.kinds import KINDS, kind_benchmarks
 from toolkit.demo.pretrain import PretrainConfig, copy_bundled_base, pretrain
 from toolkit.eval.benchmarks import load_benchmarks
 from toolkit.eval.domain_sets import create_domain_set
@@ -37,6 +38,8 @@ DOMAIN_GENERATORS = ("swap_within", "replace")
 WISE_ALPHAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 # What issue #6 asks of the demo, over the base, on held-out items (points).
 TARGETS = {"swap_att_gain": 15.0, "retrieval_r5_drop": 0.5, "zeroshot_drop": 1.0}
+# Issue #19: ITT gains per composition kind on wordings kept out of training (replace_att has no target).
+KIND_TARGETS = {"swap_att": 20.0, "swap_obj": 15.0, "replace_rel": 15.0, "swap_att_three": 10.0}
 
 
 @dataclass(frozen=True)
@@ -169,9 +172,20 @@ def blend_on_validation(settings: DemoSettings, inputs: DemoInputs, tuned: Path,
 
 
 def held_out_benchmarks(held_out: HeldOutPaths) -> list[str]:
-    """Generated held-out sets (test or validation), as `toolkit eval` benchmark specs (no catalog needed)."""
+    """Generated held-out sets (test or validation), as `toolkit eval` benchmark specs (no catalog needed).
+    The per-kind sets come last, so their results are named as KIND_RESULTS says."""
     return [f"sugarcrepe_pp:{held_out.swap_att.parent}", f"sugarcrepe:{held_out.swap_att_pairwise.parent}",
-            f"retrieval:{held_out.two_object_manifest}", f"zeroshot:{held_out.zeroshot_labels}"]
+            f"retrieval:{held_out.two_object_manifest}", f"zeroshot:{held_out.zeroshot_labels}",
+            *kind_benchmarks(held_out.kinds)]
+
+
+# Where each kind's SugarCrepe++ results land in a report: the held-out swap_att set is the first
+# sugarcrepe_pp benchmark, the kinds' two-object folder the second, their three-object folder the third
+# (toolkit.eval.names.benchmark_keys numbers repeats of a kind in order).
+KIND_RESULTS: dict[str, tuple[str, str]] = {
+    "swap_att": ("sugarcrepe_pp_2", "swap_att"), "replace_att": ("sugarcrepe_pp_2", "replace_att"),
+    "swap_obj": ("sugarcrepe_pp_2", "swap_obj"), "replace_rel": ("sugarcrepe_pp_2", "replace_rel"),
+    "swap_att_three": ("sugarcrepe_pp_3", "swap_att")}
 
 
 def benchmarks_for(data: GeneratedPaths, snapshot: str) -> list[str]:
@@ -200,6 +214,10 @@ def headline_metrics(per: dict[str, Any]) -> dict[str, float]:
     }
     if "domain" in per:
         figures["domain_acc"] = per["domain"]["all"]["acc"]
+    for kind in KINDS:
+        benchmark, subset = KIND_RESULTS[kind]
+        if subset in per.get(benchmark, {}):
+            figures[f"kind_{kind}_itt"] = per[benchmark][subset]["itt"]
     return figures
 
 
@@ -209,7 +227,8 @@ HEADLINE_ITEMS = {"swap_att_acc": [("sugarcrepe", "swap_att", "acc")],
                   "swap_att_tot": [("sugarcrepe_pp", "swap_att", "tot")],
                   "retrieval_r5": [("retrieval", "text_to_image", "r5"), ("retrieval", "image_to_text", "r5")],
                   "zeroshot_top1": [("zeroshot", "all", "top1")],
-                  "domain_acc": [("domain", "all", "acc")]}
+                  "domain_acc": [("domain", "all", "acc")],
+                  **{f"kind_{kind}_itt": [(*KIND_RESULTS[kind], "itt")] for kind in KINDS}}
 
 
 def headline_standard_errors(paired: dict[str, Any], candidate: str) -> dict[str, float]:
@@ -229,6 +248,8 @@ def summarise(results: dict[str, Any], base: str, candidate: str) -> dict[str, A
         "swap_att_gain>=15": delta["swap_att_acc"] >= TARGETS["swap_att_gain"],
         "retrieval_r5_drop<=0.5": delta["retrieval_r5"] >= -TARGETS["retrieval_r5_drop"],
         "zeroshot_drop<=1": delta["zeroshot_top1"] >= -TARGETS["zeroshot_drop"],
+        **{f"kind_{kind}_itt_gain>={target:g}": delta[f"kind_{kind}_itt"] >= target
+           for kind, target in KIND_TARGETS.items() if f"kind_{kind}_itt" in delta},
     }
     return {"base": before, "candidate": after, "delta": delta, "targets_met": checks}
 

@@ -8,6 +8,9 @@
     <out>/eval/two_object/sugarcrepe/     the same items in SugarCrepe's format (pairwise accuracy);
                                           its images/ is a link to ../images
     <out>/eval/zeroshot/labels.json       single objects with class labels (zero-shot classification)
+    <out>/eval/kinds/                     one held-out set per composition kind, in wordings training never
+                                          uses (toolkit.demo.kinds): two_object/{swap_att,replace_att,
+                                          swap_obj,replace_rel}.json, three_object/swap_att.json
     <out>/val/...                         the same kinds of set, smaller, from scenes of their own: for
                                           choosing settings (WiSE-FT's alpha), so eval/ is only ever reported
 
@@ -24,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.core.errors import InputError
-from toolkit.demo import scenes
+from toolkit.demo import kinds, scenes
 from toolkit.demo.scenes import Scene
 
 ZEROSHOT_TEMPLATES = (
@@ -53,6 +56,9 @@ class GenerateConfig:
     zeroshot_images_per_class: int = 25
     validation_two_object_images: int = 500
     validation_zeroshot_images_per_class: int = 25
+    # Items per composition kind (toolkit.demo.kinds; sizes decided in 193ffd4 before any scoring).
+    kind_items: int = kinds.TEST_ITEMS_PER_KIND
+    validation_kind_items: int = kinds.VALIDATION_ITEMS_PER_KIND
 
 
 @dataclass(frozen=True)
@@ -64,13 +70,15 @@ class HeldOutPaths:
     swap_att: Path
     swap_att_pairwise: Path
     zeroshot_labels: Path
+    kinds: Path  # toolkit.demo.kinds.write_kind_sets's folder
 
     @classmethod
     def under(cls, folder: Path) -> HeldOutPaths:
         return cls(root=folder, two_object_manifest=folder / "two_object" / "manifest.jsonl",
                    swap_att=folder / "two_object" / "swap_att.json",
                    swap_att_pairwise=folder / "two_object" / "sugarcrepe" / "swap_att.json",
-                   zeroshot_labels=folder / "zeroshot" / "labels.json")
+                   zeroshot_labels=folder / "zeroshot" / "labels.json",
+                   kinds=folder / "kinds")
 
 
 @dataclass(frozen=True)
@@ -233,15 +241,19 @@ def generate_demo_data(out: Path, config: GenerateConfig = GenerateConfig()) -> 
     write_captioned_set(paths.domain_manifest, config.domain_images,
                         lambda i: domain_scene(config.seed, i), config.image_size)
     counts = {"pretrain": config.pretrain_images, "domain": config.domain_images}
-    groups = {"test": (paths.test, config.eval_two_object_images, config.zeroshot_images_per_class),
+    groups = {"test": (paths.test, config.eval_two_object_images, config.zeroshot_images_per_class,
+                       config.kind_items),
               "validation": (paths.validation, config.validation_two_object_images,
-                             config.validation_zeroshot_images_per_class)}
-    for group, (held_out, two_objects, per_class) in groups.items():
+                             config.validation_zeroshot_images_per_class, config.validation_kind_items)}
+    for group, (held_out, two_objects, per_class, per_kind) in groups.items():
         two_object_stream, zeroshot_stream = STREAMS[group]
         counts[f"{group}_two_object"] = write_two_object_eval(held_out, config.seed, two_objects,
                                                               two_object_stream, config.image_size)
         counts[f"{group}_zeroshot"] = write_zeroshot_eval(held_out, config.seed, per_class, zeroshot_stream,
                                                           config.image_size)
+        for kind, count in kinds.write_kind_sets(held_out.kinds, config.seed, group, per_kind,
+                                                 config.image_size).items():
+            counts[f"{group}_{kind}"] = count
     summary = {"config": asdict(config), "counts": counts}
     (out / "generation.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return paths

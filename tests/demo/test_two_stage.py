@@ -1,0 +1,135 @@
+"""The two-stage demo base (toolkit.demo.two_stage): parse targets, captions, and a tiny seeded run."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from toolkit.adapters.loading import load_model
+from toolkit.demo import scenes
+from toolkit.demo.kinds import frames_in
+from toolkit.demo.scenes import Scene, SceneObject
+from toolkit.demo.two_stage import (
+    GRID,
+    StageAConfig,
+    StageBConfig,
+    TwoStageConfig,
+    base_scene,
+    build_two_stage_model,
+    parse_targets,
+    pretrain_two_stage,
+    scene_sentence,
+    shuffled_words,
+    stage_b_captions,
+)
+
+
+def _obj(colour: str, shape: str, x: float, y: float) -> SceneObject:
+    return SceneObject(colour, shape, "large", x, y, 0.15, scenes.COLOURS[colour])
+
+
+def test_parse_targets_put_each_object_in_its_grid_cell() -> None:
+    scene = Scene((_obj("red", "circle", 0.1, 0.9), _obj("blue", "star", 0.8, 0.2)), 40)
+    targets = parse_targets(scene)
+    bottom_left, top_right = (GRID - 1) * GRID + 0, 0 * GRID + (GRID - 1)
+    assert [i for i, c in enumerate(targets.colour) if c] == [top_right, bottom_left]
+    assert targets.colour[bottom_left] == 1 + list(scenes.COLOURS).index("red")
+    assert targets.shape[top_right] == 1 + scenes.SHAPES.index("star")
+    # the kinds present: red circle and blue star, and nothing else
+    n_shapes = len(scenes.SHAPES)
+    assert targets.kinds == sorted([list(scenes.COLOURS).index("red") * n_shapes + scenes.SHAPES.index("circle"),
+                                    list(scenes.COLOURS).index("blue") * n_shapes + scenes.SHAPES.index("star")])
+    # mirrored left to right, the cells move: the targets carry position, not only content
+    mirrored = Scene(tuple(SceneObject(o.colour, o.shape, o.size, 1 - o.x, o.y, o.radius, o.rgb)
+                           for o in scene.objects), 40)
+    assert parse_targets(mirrored).colour != targets.colour
+
+
+def test_shuffled_words_keep_the_words_and_lose_the_order() -> None:
+    sentence = "a red circle to the left of a blue square."
+    shuffled = [shuffled_words(sentence, random.Random(seed)) for seed in range(20)]
+    assert all(Counter(s.rstrip(".").split()) == Counter(sentence.rstrip(".").split()) for s in shuffled)
+    assert any(s != sentence for s in shuffled)
+
+
+def test_stage_b_captions_never_bind_and_never_use_a_test_frame() -> None:
+    captions = stage_b_captions(seed=0, count=400, shuffled_share=0.5)
+    assert [index for index, _ in captions] == list(range(400))
+    for index, caption in captions:
+        scene, rng = base_scene(0, index)
+        assert not frames_in(caption), caption
+        words = Counter(caption.rstrip(".").split())
+        in_order = scene_sentence(scene, rng)
+        # either the scene's sentence in some order, or alt text naming at most one object
+        assert words == Counter(in_order.rstrip(".").split()) or \
+            sum(obj.shape in words or obj.colour in words for obj in scene.objects) <= 1 or \
+            len(scene.objects) == 1
+
+
+def test_stage_a_sentences_use_training_frames_only() -> None:
+    for index in range(300):
+        scene, rng = base_scene(0, index)
+        assert not frames_in(scene_sentence(scene, rng))
+
+
+def test_transfer_keeps_the_bundled_image_tower_but_its_positions() -> None:
+    from toolkit.demo.pretrain import BUNDLED_BASE
+
+    adapter = build_two_stage_model(TwoStageConfig())
+    bundled = load_model(str(BUNDLED_BASE)).model.visual.state_dict()  # type: ignore[attr-defined]
+    own = adapter.model.visual.state_dict()
+    assert torch.equal(own["conv1.weight"], bundled["conv1.weight"])
+    assert torch.equal(own["transformer.resblocks.2.mlp.c_fc.weight"],
+                       bundled["transformer.resblocks.2.mlp.c_fc.weight"])
+    assert not torch.equal(own["positional_embedding"], bundled["positional_embedding"])
+    assert adapter.config["vision_cfg"]["pool_type"] == "avg"
+
+
+TINY = TwoStageConfig(scenes=96, threads=1, stage_a=StageAConfig(steps=12, batch_size=16, warmup_steps=2),
+                      stage_b=StageBConfig(steps=12, batch_size=32, warmup_steps=2))
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    out = tmp_path_factory.mktemp("two-stage") / "base"
+    return out, pretrain_two_stage(out, TINY)
+
+
+def test_a_tiny_run_saves_a_loadable_position_aware_model(tiny_base: tuple[Path, dict[str, object]]) -> None:
+    out, summary = tiny_base
+    adapter = load_model(str(out))
+    assert adapter.config["vision_cfg"]["pos_embed_type"] == "sin_cos_2d"  # type: ignore[attr-defined]
+    assert summary["recipe"] == "two-stage" and (out / "pretrain.json").is_file()
+    features = adapter.encode_text(adapter.tokenize(["a red circle above a blue square."]))
+    assert features.shape == (1, TINY.embed_dim)
+
+
+def test_stage_b_leaves_the_image_tower_as_stage_a_made_it(tmp_path: Path) -> None:
+    import toolkit.demo.two_stage as two_stage
+
+    seen: dict[str, dict[str, torch.Tensor]] = {}
+    real_stage_b = two_stage.stage_b
+
+    def recording(adapter, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen["before"] = {k: v.clone() for k, v in adapter.model.visual.state_dict().items()}
+        seen["text_before"] = {"token": adapter.model.token_embedding.weight.clone()}
+        losses = real_stage_b(adapter, *args, **kwargs)
+        seen["after"] = adapter.model.visual.state_dict()
+        seen["text_after"] = {"token": adapter.model.token_embedding.weight}
+        return losses
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(two_stage, "stage_b", recording)
+        pretrain_two_stage(tmp_path / "m", TINY)
+    assert all(torch.equal(seen["before"][k], seen["after"][k]) for k in seen["before"])
+    assert not torch.equal(seen["text_before"]["token"], seen["text_after"]["token"])  # a fresh text tower
+
+
+def test_same_config_same_weights(tiny_base: tuple[Path, dict[str, object]], tmp_path: Path) -> None:
+    out, _ = tiny_base
+    pretrain_two_stage(tmp_path / "again", TINY)
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()

@@ -1,0 +1,401 @@
+"""The demo's base in two stages (issue #19): an image tower that knows which colour sits on which shape and
+where each object stands, beside a text tower that reads captions as a bag of words, as in real CLIP.
+
+Why two stages: pretrained on alt text naming one object (`toolkit.demo.pretrain`), the image tower encodes
+binding on single images but no spatial relation, so no text-side training can teach relations (probe:
+bench/results/probe-image-tower.md). Real CLIP's image tower carries more composition than its text tower uses.
+
+Stage A (image tower): both towers learn together on whole-scene captions, half of the images as CLIC pairs
+(two scenes stacked top/bottom, squeezed into half-tiles by the training data path's own functions), with a
+parsing loss beside the contrastive one: linear heads on the normalised image embedding name, for each cell of
+a GRID x GRID grid over each scene (the whole image, or each half of a pair), the colour and the shape of the
+object centred there, and which colour-shape kinds the scene holds. The heads are dropped afterwards; they only
+make the embedding keep what the probes ask. The tower reads positions as fixed 2-D sin-cos codes and pools by
+averaging its patch tokens: with learned positions and class-token pooling, the same loss left relations at
+chance (58.9 / 57.0 left-of / above on the probes), with these it learns them.
+
+Stage B (text tower): the image tower frozen, a fresh text tower learns from single-object alt text and
+word-shuffled scene captions, so it cannot use word order: two-object captions read as a bag of words.
+
+Every random draw is seeded; the same config and thread count give the same weights.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from toolkit.adapters.open_clip_adapter import OpenClipAdapter, _build
+from toolkit.core.images import aspect_class
+from toolkit.data.tiles import half_tile_sizes, resize_half_tile
+from toolkit.demo import scenes
+from toolkit.demo.pretrain import (
+    BUNDLED_BASE,
+    DEMO_MODEL_CONFIG,
+    DEMO_MODEL_NAME,
+    MAX_LOGIT_SCALE,
+    _param_groups,
+    encode_text_trimmed,
+    trim_padding,
+)
+from toolkit.demo.scenes import Scene
+
+GRID = 4
+# Vision settings that make the tower position-aware (open_clip VisionTransformer options).
+POSITION_AWARE_VISION: dict[str, Any] = {"pos_embed_type": "sin_cos_2d", "pool_type": "avg"}
+COLOUR_NAMES: tuple[str, ...] = tuple(scenes.COLOURS)
+VIEWS: tuple[str, ...] = ("single", "top", "bottom")  # a whole image, or a half of a CLIC pair (wide aspect)
+
+
+def two_stage_model_config(embed_dim: int = 64) -> dict[str, Any]:
+    config: dict[str, Any] = json.loads(json.dumps(DEMO_MODEL_CONFIG))
+    config["embed_dim"] = embed_dim
+    config["vision_cfg"].update(POSITION_AWARE_VISION)
+    return config
+
+
+@dataclass(frozen=True)
+class StageAConfig:
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 1e-3
+    head_lr: float = 1e-2  # the heads read a unit-norm embedding whose position part starts tiny: at 1e-3 none learn
+    head_scale: float = 30.0  # logits = head(scale * embedding)
+    parse_weight: float = 1.0
+    pair_share: float = 0.5
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+
+
+@dataclass(frozen=True)
+class StageBConfig:
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 2e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    shuffled_share: float = 0.5  # the rest is single-object alt text
+
+
+@dataclass(frozen=True)
+class TwoStageConfig:
+    seed: int = 0
+    threads: int = 1
+    scenes: int = 20000
+    image_size: int = 64
+    embed_dim: int = 64
+    # Start the image tower from the bundled base's weights (all but positions, which become fixed codes);
+    # None trains it from a seeded random start.
+    init_from: str | None = str(BUNDLED_BASE)
+    stage_a: StageAConfig = field(default_factory=StageAConfig)
+    stage_b: StageBConfig = field(default_factory=StageBConfig)
+
+
+# ---- scenes, captions and parse targets (pure) -------------------------------------------------------
+
+def base_scene(seed: int, index: int) -> tuple[Scene, random.Random]:
+    """1-3 objects, from a stream of its own (never a domain, evaluation, probe or kind-set scene)."""
+    rng = scenes.scene_rng(seed, "pretrain-two-stage", index)
+    return scenes.sample_scene(rng, rng.choices((1, 2, 3), weights=(0.3, 0.4, 0.3))[0]), rng
+
+
+def scene_sentence(scene: Scene, rng: random.Random) -> str:
+    """One training-frame sentence for the whole scene: its one object, or its first two and their relation."""
+    if len(scene.objects) == 1:
+        return scenes.with_article(scene.objects[0].noun_phrase) + "."
+    return scenes.composition_sentence(scene.objects[0], scene.objects[1], rng)
+
+
+def shuffled_words(sentence: str, rng: random.Random) -> str:
+    """The sentence's words in a random order: what a bag-of-words reader sees of it."""
+    words = sentence.rstrip(".").split()
+    rng.shuffle(words)
+    return " ".join(words) + "."
+
+
+@dataclass(frozen=True)
+class ParseTargets:
+    colour: list[int]  # GRID*GRID cells, row-major: 0 = no object centred there, else 1 + colour index
+    shape: list[int]  # likewise, 1 + shape index
+    kinds: list[int]  # the colour-shape kinds present, as indices into colour x shape
+
+
+def parse_targets(scene: Scene) -> ParseTargets:
+    colour = [0] * (GRID * GRID)
+    shape = [0] * (GRID * GRID)
+    kinds = []
+    for obj in scene.objects:
+        cell = min(GRID - 1, int(obj.y * GRID)) * GRID + min(GRID - 1, int(obj.x * GRID))
+        colour[cell] = 1 + COLOUR_NAMES.index(obj.colour)
+        shape[cell] = 1 + scenes.SHAPES.index(obj.shape)
+        kinds.append(COLOUR_NAMES.index(obj.colour) * len(scenes.SHAPES) + scenes.SHAPES.index(obj.shape))
+    return ParseTargets(colour, shape, sorted(set(kinds)))
+
+
+# ---- tensors -----------------------------------------------------------------------------------------
+
+class ParseHeads(torch.nn.Module):
+    """Per view: cell colours, cell shapes and the kinds present, read linearly off the image embedding."""
+
+    def __init__(self, embed_dim: int) -> None:
+        super().__init__()
+        cells = GRID * GRID
+        self.colour = torch.nn.ModuleDict({v: torch.nn.Linear(embed_dim, cells * (1 + len(COLOUR_NAMES)))
+                                           for v in VIEWS})
+        self.shape = torch.nn.ModuleDict({v: torch.nn.Linear(embed_dim, cells * (1 + len(scenes.SHAPES)))
+                                          for v in VIEWS})
+        self.kinds = torch.nn.ModuleDict({v: torch.nn.Linear(embed_dim, len(COLOUR_NAMES) * len(scenes.SHAPES))
+                                          for v in VIEWS})
+
+    def loss(self, view: str, features: torch.Tensor, colour: torch.Tensor, shape: torch.Tensor,
+             kinds: torch.Tensor) -> torch.Tensor:
+        cells = GRID * GRID
+        colour_logits = self.colour[view](features).view(len(features) * cells, -1)
+        shape_logits = self.shape[view](features).view(len(features) * cells, -1)
+        fn = torch.nn.functional
+        return (fn.cross_entropy(colour_logits, colour.view(-1)) + fn.cross_entropy(shape_logits, shape.view(-1))
+                + fn.binary_cross_entropy_with_logits(self.kinds[view](features), kinds))
+
+
+@dataclass
+class SceneTensors:
+    single: torch.Tensor  # uint8 [N, 3, S, S]
+    top: torch.Tensor  # uint8 half-tiles as the top of a pair
+    bottom: torch.Tensor  # ... and as the bottom
+    colour: torch.Tensor  # long [N, GRID*GRID]
+    shape: torch.Tensor
+    kinds: torch.Tensor  # float [N, colours*shapes] multi-hot
+    sentences: list[str]
+
+
+def _png(image: Image.Image) -> io.BytesIO:
+    # Training decodes stored PNGs and squeezes them with resize_half_tile: go through the same bytes.
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    buffer.seek(0)
+    return buffer
+
+
+def _uint8(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def render_scenes(seed: int, count: int, image_size: int) -> SceneTensors:
+    (top_hw, bottom_hw) = half_tile_sizes(aspect_class(image_size, image_size), image_size)
+    singles, tops, bottoms, sentences = [], [], [], []
+    colour = torch.zeros(count, GRID * GRID, dtype=torch.long)
+    shape = torch.zeros(count, GRID * GRID, dtype=torch.long)
+    kinds = torch.zeros(count, len(COLOUR_NAMES) * len(scenes.SHAPES))
+    for i in range(count):
+        scene, rng = base_scene(seed, i)
+        image = scenes.render(scene, image_size)
+        singles.append(_uint8(image))
+        tops.append(_uint8(resize_half_tile(_png(image), *top_hw)))
+        bottoms.append(_uint8(resize_half_tile(_png(image), *bottom_hw)))
+        targets = parse_targets(scene)
+        colour[i] = torch.tensor(targets.colour)
+        shape[i] = torch.tensor(targets.shape)
+        kinds[i, targets.kinds] = 1.0
+        sentences.append(scene_sentence(scene, rng))
+    return SceneTensors(torch.stack(singles), torch.stack(tops), torch.stack(bottoms), colour, shape, kinds,
+                        sentences)
+
+
+def _normalise(images: torch.Tensor, adapter: OpenClipAdapter) -> torch.Tensor:
+    norm = adapter.image_norm
+    mean = torch.tensor(norm.mean).view(1, 3, 1, 1)
+    std = torch.tensor(norm.std).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+def _lr(step: int, steps: int, warmup: int, peak: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.5 * peak * (1 + np.cos(np.pi * progress))
+
+
+def build_two_stage_model(config: TwoStageConfig) -> OpenClipAdapter:
+    """A seeded position-aware model; with `init_from`, every image-tower weight that fits is copied over."""
+    torch.manual_seed(config.seed)
+    model_config = two_stage_model_config(config.embed_dim)
+    adapter = OpenClipAdapter(DEMO_MODEL_NAME, model_config, _build(DEMO_MODEL_NAME, model_config))
+    if config.init_from is not None:
+        from toolkit.adapters.loading import load_model
+
+        source_visual: torch.nn.Module = load_model(config.init_from).model.visual  # type: ignore[assignment]
+        visual: torch.nn.Module = adapter.model.visual  # type: ignore[assignment]
+        own = visual.state_dict()
+        copied = {name: tensor for name, tensor in source_visual.state_dict().items()
+                  if name in own and own[name].shape == tensor.shape and name != "positional_embedding"}
+        visual.load_state_dict(copied, strict=False)
+    return adapter
+
+
+def _shuffle_order(count: int, batch: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.randint(count, (batch,), generator=generator)
+
+
+def stage_a(adapter: OpenClipAdapter, data: SceneTensors, config: StageAConfig, seed: int,
+            on_step: Callable[[str, int, float], None] | None = None) -> list[float]:
+    """Both towers, contrastive + parsing loss, on single images and CLIC pairs."""
+    from open_clip.loss import ClipLoss
+
+    model = adapter.model
+    model.train()
+    heads = ParseHeads(int(adapter.config["embed_dim"]))
+    optimiser = torch.optim.AdamW(
+        [*_param_groups(model, config.weight_decay),
+         {"params": list(heads.parameters()), "weight_decay": 0.0, "head": True}],
+        lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+    generator = torch.Generator().manual_seed(seed)
+    tokens = adapter.tokenize(data.sentences)
+    loss_fn = ClipLoss()
+    count = len(data.sentences)
+    n_pairs = round(config.batch_size * config.pair_share)
+    n_single = config.batch_size - n_pairs
+    losses = []
+    for step in range(config.steps):
+        for group in optimiser.param_groups:
+            peak = config.head_lr if group.get("head") else config.lr
+            group["lr"] = _lr(step, config.steps, config.warmup_steps, peak)
+        single = _shuffle_order(count, n_single, generator)
+        first = _shuffle_order(count, n_pairs, generator)
+        second = _shuffle_order(count, n_pairs, generator)
+        pairs = torch.cat([data.top[first], data.bottom[second]], dim=2)
+        images = _normalise(torch.cat([data.single[single], pairs]), adapter)
+        features = adapter.encode_image(images)
+        pair_tokens = [adapter.tokenize([f"{data.sentences[i]} {data.sentences[j]}"])[0]
+                       for i, j in zip(first.tolist(), second.tolist(), strict=True)]
+        text = torch.cat([tokens[single], torch.stack(pair_tokens)]) if pair_tokens else tokens[single]
+        text_features = encode_text_trimmed(model, trim_padding(text))
+        loss = loss_fn(features, text_features, adapter.logit_scale.exp())
+        scaled = features * config.head_scale
+        parse = heads.loss("single", scaled[:n_single], data.colour[single], data.shape[single], data.kinds[single])
+        if n_pairs:
+            parse = parse + heads.loss("top", scaled[n_single:], data.colour[first], data.shape[first],
+                                       data.kinds[first])
+            parse = parse + heads.loss("bottom", scaled[n_single:], data.colour[second], data.shape[second],
+                                       data.kinds[second])
+        total = loss + config.parse_weight * parse
+        optimiser.zero_grad(set_to_none=True)
+        total.backward()
+        optimiser.step()
+        with torch.no_grad():
+            adapter.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        losses.append(float(total.detach()))
+        if on_step is not None:
+            on_step("A", step, losses[-1])
+    model.eval()
+    return losses
+
+
+def _fresh_text_tower(adapter: OpenClipAdapter, seed: int) -> None:
+    """Replace every text-side weight with a seeded fresh initialisation of the same architecture."""
+    torch.manual_seed(seed + 1)
+    fresh = _build(DEMO_MODEL_NAME, adapter.config)
+    own = adapter.model.state_dict()
+    text = {name: tensor for name, tensor in fresh.state_dict().items() if not name.startswith("visual.")}
+    own.update(text)
+    adapter.model.load_state_dict(own)
+
+
+def stage_b_captions(seed: int, count: int, shuffled_share: float) -> list[tuple[int, str]]:
+    """(scene index, caption): alt text naming one object, or the scene's sentence with its words shuffled."""
+    out = []
+    for i in range(count):
+        scene, rng = base_scene(seed, i)
+        sentence = scene_sentence(scene, rng)
+        caption_rng = scenes.scene_rng(seed, "pretrain-two-stage-text", i)
+        if caption_rng.random() < shuffled_share:
+            out.append((i, shuffled_words(sentence, caption_rng)))
+        else:
+            # alt text names the scene's first object; any object may be first
+            out.append((i, scenes.alt_text_caption(scene, caption_rng)))
+    return out
+
+
+def stage_b(adapter: OpenClipAdapter, data: SceneTensors, config: StageBConfig, seed: int,
+            on_step: Callable[[str, int, float], None] | None = None) -> list[float]:
+    """A fresh text tower against the frozen image tower's embeddings (computed once)."""
+    from open_clip.loss import ClipLoss
+
+    model = adapter.model
+    _fresh_text_tower(adapter, seed)
+    with torch.inference_mode():
+        image_features = torch.cat([adapter.encode_image(_normalise(data.single[i:i + 512], adapter))
+                                    for i in range(0, len(data.single), 512)])
+    image_features = image_features.clone()
+    captions = stage_b_captions(seed, len(data.sentences), config.shuffled_share)
+    tokens = adapter.tokenize([caption for _, caption in captions])
+    scene_of = torch.tensor([index for index, _ in captions])
+    text_params = [p for name, p in model.named_parameters() if not name.startswith("visual.")]
+    for name, param in model.named_parameters():
+        param.requires_grad_(not name.startswith("visual."))
+    decay = [p for p in text_params if p.ndim >= 2]
+    no_decay = [p for p in text_params if p.ndim < 2]
+    optimiser = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+    generator = torch.Generator().manual_seed(seed + 2)
+    loss_fn = ClipLoss()
+    model.train()
+    losses = []
+    for step in range(config.steps):
+        for group in optimiser.param_groups:
+            group["lr"] = _lr(step, config.steps, config.warmup_steps, config.lr)
+        batch = _shuffle_order(len(captions), config.batch_size, generator)
+        text_features = encode_text_trimmed(model, trim_padding(tokens[batch]))
+        loss = loss_fn(image_features[scene_of[batch]], text_features, adapter.logit_scale.exp())
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        with torch.no_grad():
+            adapter.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step("B", step, losses[-1])
+    for param in model.parameters():
+        param.requires_grad_(True)
+    model.eval()
+    return losses
+
+
+def pretrain_two_stage(out: Path, config: TwoStageConfig = TwoStageConfig(),
+                       on_step: Callable[[str, int, float], None] | None = None) -> dict[str, Any]:
+    """Both stages; saves a folder `load_model` reads (model.json + model.safetensors) plus pretrain.json."""
+    torch.set_num_threads(config.threads)
+    started = time.perf_counter()
+    data = render_scenes(config.seed, config.scenes, config.image_size)
+    render_s = time.perf_counter() - started
+    adapter = build_two_stage_model(config)
+    started = time.perf_counter()
+    losses_a = stage_a(adapter, data, config.stage_a, config.seed, on_step)
+    stage_a_s = time.perf_counter() - started
+    started = time.perf_counter()
+    losses_b = stage_b(adapter, data, config.stage_b, config.seed, on_step)
+    stage_b_s = time.perf_counter() - started
+    out.mkdir(parents=True, exist_ok=True)
+    card = adapter.save(out)
+    (out / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    (out / f"{DEMO_MODEL_NAME}.json").write_text(json.dumps(adapter.config, indent=2) + "\n", encoding="utf-8")
+    summary = {"recipe": "two-stage", "config": asdict(config), "render_seconds": round(render_s, 2),
+               "stage_a_seconds": round(stage_a_s, 2), "stage_b_seconds": round(stage_b_s, 2),
+               "stage_a_loss_every_50_steps": _every(losses_a, 50),
+               "stage_b_loss_every_50_steps": _every(losses_b, 50)}
+    (out / "pretrain.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def _every(values: Sequence[float], k: int) -> list[float]:
+    return [round(v, 4) for v in values[::k]]
