@@ -64,7 +64,8 @@ def main() -> None:
 
     summary = pretrain_two_stage(out, config, on_step=progress)
     torch.set_num_threads(args.threads)
-    probe_config = ProbeConfig() if args.full else ProbeConfig(combinations=4, train_items=300, test_items=200)
+    probe_config = ProbeConfig(render_size=config.image_size) if args.full else ProbeConfig(
+        combinations=4, train_items=300, test_items=200, render_size=config.image_size)
     adapter = load_model(str(out))
     probes = run_probes(adapter, probe_config, say=lambda line: print(f"[{args.name}] {line}", flush=True))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import run_toolkit
 from toolkit.cli import demo as demo_cli
 from toolkit.core.errors import EXIT_BAD_INPUT
@@ -23,10 +25,24 @@ def test_generate_writes_the_sets_and_refuses_a_used_folder(tmp_path: Path) -> N
 
 
 def test_pretrain_on_a_missing_folder_says_what_to_run(tmp_path: Path) -> None:
-    args = ["demo", "pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "m")]
+    args = ["demo", "pretrain", "--recipe", "alt-text", "--data", str(tmp_path), "--out", str(tmp_path / "m")]
     result = run_toolkit(args)
     assert result.exit_code == EXIT_BAD_INPUT
     assert "toolkit demo generate" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    (["--data", "d"], "settings of --recipe alt-text"),  # the two-stage recipe renders its own scenes
+    (["--recipe", "alt-text", "--init", "m0"], "--init is a setting of the two-stage recipe"),
+    (["--recipe", "alt-text"], "pass --data DIR"),
+    (["--recipe", "alt_text"], "--recipe must be two-stage or alt-text"),
+])
+def test_pretrain_options_that_do_not_fit_the_recipe_are_refused(tmp_path: Path, extra: list[str],
+                                                                  says: str) -> None:
+    result = run_toolkit(["demo", "pretrain", "--out", str(tmp_path / "m"), *extra])
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert says in " ".join(result.output.split())
+    assert not (tmp_path / "m").exists()
 
 
 def test_headline_table_keeps_quarter_points_and_marks_missing_errors() -> None:

@@ -76,11 +76,11 @@ def test_stage_a_sentences_use_training_frames_only() -> None:
         assert not frames_in(scene_sentence(scene, rng))
 
 
-def test_transfer_keeps_the_bundled_image_tower_but_its_positions() -> None:
-    from toolkit.demo.pretrain import BUNDLED_BASE
+def test_transfer_keeps_the_alt_text_image_tower_but_its_positions() -> None:
+    from toolkit.demo.pretrain import ALT_TEXT_BASE
 
     adapter = build_two_stage_model(TwoStageConfig())
-    bundled = load_model(str(BUNDLED_BASE)).model.visual.state_dict()  # type: ignore[attr-defined]
+    bundled = load_model(str(ALT_TEXT_BASE)).model.visual.state_dict()  # type: ignore[attr-defined]
     own = adapter.model.visual.state_dict()
     assert torch.equal(own["conv1.weight"], bundled["conv1.weight"])
     assert torch.equal(own["transformer.resblocks.2.mlp.c_fc.weight"],

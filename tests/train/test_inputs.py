@@ -120,6 +120,7 @@ def test_a_checkpoint_without_the_base_hash_is_refused_not_trusted(tiny_open_cli
     ('frozen_text = [""]', "frozen_text must be a list of non-empty strings"),
     ("[loss]\nuni = inf", "loss weights must be finite numbers >= 0"),
     ("[lora]\nalpha = nan", "lora.alpha must be a finite number > 0, got nan"),
+    ("mix_generators = 1", "mix_generators must be true or false, got 1"),
     ("[lora]\nrank = -1", "lora.rank must be an integer >= 0"),
     ("[lora]\nrank = true", "lora.rank must be an integer >= 0"),
     ("[lora]\ndropout = 1.0", "lora.dropout must be a number in [0, 1)"),
@@ -233,3 +234,11 @@ def test_a_non_finite_loss_stops_before_the_step_and_keeps_the_checkpoint(tiny_o
     assert checkpoint.read_bytes() == tracker.checkpoint_bytes  # the step-2 checkpoint, untouched
     assert load_checkpoint(checkpoint)["resume"]["global_step"] == 2
     assert not out.exists()
+
+
+def test_mix_generators_reaches_the_samples() -> None:
+    from toolkit.train.job import sample_config
+
+    mixed = TrainConfig.from_dict({"generators": ["swap_within", "replace"], "mix_generators": True})
+    assert sample_config(mixed).mix_generators is True
+    assert sample_config(TrainConfig.from_dict({})).mix_generators is False

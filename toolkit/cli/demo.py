@@ -1,7 +1,8 @@
 """`toolkit demo ...`: the generated compositional domain and its small base CLIP.
 
     toolkit demo generate --out DIR           scenes, manifests and held-out evaluation files
-    toolkit demo pretrain --data DIR --out M  pretrain the base CLIP on DIR/pretrain (alt-text captions)
+    toolkit demo pretrain --out M             pretrain the base CLIP (two stages, from the alt-text model)
+    toolkit demo pretrain --recipe alt-text --data DIR --out M   the alt-text model it starts from
     toolkit demo base --out M                 copy the committed base CLIP instead (same recipe, prebuilt)
     toolkit demo evaluate --data DIR --model M   swap-attribute, two-object retrieval, zero-shot
 """
@@ -45,31 +46,59 @@ def generate(
 
 @demo_app.command("pretrain")
 def pretrain(
-    data: Annotated[Path, typer.Option("--data", help="Folder written by `toolkit demo generate`.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the base model (a MODEL for other verbs).")],
-    steps: Annotated[int | None, typer.Option(help="Optimiser steps (default: the committed base's).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Image–caption pairs per step (default: the "
-                                                        "committed base's).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for initialisation and batch order.")] = 0,
+    recipe: Annotated[str, typer.Option(help="two-stage: the demo base (image tower that knows binding and "
+                                             "relations, bag-of-words text tower), started from --init; "
+                                             "alt-text: the model it starts from, on DIR/pretrain.")] = "two-stage",
+    data: Annotated[Path | None, typer.Option("--data", help="Folder written by `toolkit demo generate` "
+                                                             "(alt-text recipe).")] = None,
+    init: Annotated[Path | None, typer.Option("--init", help="two-stage: the alt-text model to start from "
+                                                             "(default: the committed one).")] = None,
+    steps: Annotated[int | None, typer.Option(help="alt-text: optimiser steps (default: the committed "
+                                                   "model's).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="alt-text: image–caption pairs per step (default: the "
+                                                        "committed model's).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation, scenes and batch order.")] = 0,
     json_output: JsonOption = False,
 ) -> None:
-    """Pretrain the demo's base CLIP (both towers, symmetric contrastive loss) on DIR/pretrain."""
+    """Pretrain the demo's base CLIP. Unset options keep the committed models' recipes, so the defaults
+    rebuild `toolkit/demo/base` (two-stage) and `toolkit/demo/base-alt-text` (alt-text, with --data)."""
     from rich.progress import Progress
 
-    from toolkit.demo.pretrain import PretrainConfig
-    from toolkit.demo.pretrain import pretrain as run_pretrain
+    from toolkit.core.errors import InputError
 
-    # Unset options keep PretrainConfig's defaults: the recipe of the committed base.
-    config = PretrainConfig(seed=seed)
-    config = replace(config, steps=steps or config.steps, batch_size=batch_size or config.batch_size)
-    steps = config.steps
+    if recipe not in ("two-stage", "alt-text"):
+        raise InputError(f"--recipe must be two-stage or alt-text, got {recipe!r}")
+    if recipe == "two-stage" and (data, steps, batch_size) != (None, None, None):
+        raise InputError("--data, --steps and --batch-size are settings of --recipe alt-text; the two-stage "
+                         "recipe renders its own scenes")
+    if recipe == "alt-text" and init is not None:
+        raise InputError("--init is a setting of the two-stage recipe; the alt-text recipe starts from scratch")
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("pretraining", total=steps)
+        task = progress.add_task("pretraining", total=None)
 
-        def on_step(step: int, loss: float) -> None:
-            progress.update(task, completed=step + 1, description=f"pretraining (loss {loss:.3f})")
+        def on_step(step: int, loss: float, stage: str = "") -> None:
+            progress.update(task, completed=step + 1, description=f"pretraining {stage} (loss {loss:.3f})")
 
-        summary = run_pretrain(data, out, config, on_step=on_step)
+        if recipe == "two-stage":
+            from toolkit.demo.two_stage import TwoStageConfig, pretrain_two_stage
+
+            config = TwoStageConfig(seed=seed)
+            if init is not None:
+                config = replace(config, init_from=str(init))
+            summary = pretrain_two_stage(out, config, on_step=lambda stage, step, loss: on_step(step, loss, stage))
+            print_result({"model": str(out), **{k: v for k, v in summary.items() if k.endswith("seconds")}},
+                         json_output)
+            return
+        from toolkit.demo.pretrain import PretrainConfig
+        from toolkit.demo.pretrain import pretrain as run_pretrain
+
+        if data is None:
+            raise InputError("--recipe alt-text reads DIR/pretrain: pass --data DIR (from `toolkit demo "
+                             "generate`)")
+        alt = PretrainConfig(seed=seed)
+        alt = replace(alt, steps=steps or alt.steps, batch_size=batch_size or alt.batch_size)
+        summary = run_pretrain(data, out, alt, on_step=on_step)
     print_result({"model": str(out), "train_seconds": summary["train_seconds"],
                   "first_loss": summary["first_loss"], "final_loss": summary["final_loss"]}, json_output)
 

@@ -40,7 +40,7 @@ from toolkit.core.images import aspect_class
 from toolkit.data.tiles import half_tile_sizes, resize_half_tile
 from toolkit.demo import scenes
 from toolkit.demo.pretrain import (
-    BUNDLED_BASE,
+    ALT_TEXT_BASE,
     DEMO_MODEL_CONFIG,
     DEMO_MODEL_NAME,
     MAX_LOGIT_SCALE,
@@ -57,10 +57,10 @@ COLOUR_NAMES: tuple[str, ...] = tuple(scenes.COLOURS)
 VIEWS: tuple[str, ...] = ("single", "top", "bottom")  # a whole image, or a half of a CLIC pair (wide aspect)
 
 
-def two_stage_model_config(embed_dim: int = 64) -> dict[str, Any]:
+def two_stage_model_config(embed_dim: int = 64, image_size: int = 64, patch_size: int = 8) -> dict[str, Any]:
     config: dict[str, Any] = json.loads(json.dumps(DEMO_MODEL_CONFIG))
     config["embed_dim"] = embed_dim
-    config["vision_cfg"].update(POSITION_AWARE_VISION)
+    config["vision_cfg"].update(POSITION_AWARE_VISION, image_size=image_size, patch_size=patch_size)
     return config
 
 
@@ -92,11 +92,13 @@ class TwoStageConfig:
     seed: int = 0
     threads: int = 1
     scenes: int = 20000
-    image_size: int = 64
+    image_size: int = 64  # the scenes are rendered at this size and the model reads it
+    patch_size: int = 8
     embed_dim: int = 64
-    # Start the image tower from the bundled base's weights (all but positions, which become fixed codes);
+    # Start the image tower from the alt-text model's weights (all but positions, which become fixed codes):
+    # it already tells colours and shapes apart, which a random start does not learn to bind here.
     # None trains it from a seeded random start.
-    init_from: str | None = str(BUNDLED_BASE)
+    init_from: str | None = str(ALT_TEXT_BASE)
     stage_a: StageAConfig = field(default_factory=StageAConfig)
     stage_b: StageBConfig = field(default_factory=StageBConfig)
 
@@ -228,7 +230,7 @@ def _lr(step: int, steps: int, warmup: int, peak: float) -> float:
 def build_two_stage_model(config: TwoStageConfig) -> OpenClipAdapter:
     """A seeded position-aware model; with `init_from`, every image-tower weight that fits is copied over."""
     torch.manual_seed(config.seed)
-    model_config = two_stage_model_config(config.embed_dim)
+    model_config = two_stage_model_config(config.embed_dim, config.image_size, config.patch_size)
     adapter = OpenClipAdapter(DEMO_MODEL_NAME, model_config, _build(DEMO_MODEL_NAME, model_config))
     if config.init_from is not None:
         from toolkit.adapters.loading import load_model
@@ -238,6 +240,13 @@ def build_two_stage_model(config: TwoStageConfig) -> OpenClipAdapter:
         own = visual.state_dict()
         copied = {name: tensor for name, tensor in source_visual.state_dict().items()
                   if name in own and own[name].shape == tensor.shape and name != "positional_embedding"}
+        kernel = source_visual.state_dict()["conv1.weight"]
+        if "conv1.weight" not in copied and kernel.shape[:2] == own["conv1.weight"].shape[:2]:
+            # A larger patch over a proportionally larger image: the kernel resized and scaled by the area
+            # ratio responds to the upsampled image as the old one did to the original.
+            size = own["conv1.weight"].shape[-2:]
+            resized = torch.nn.functional.interpolate(kernel, size=size, mode="bilinear", align_corners=False)
+            copied["conv1.weight"] = resized * (kernel.shape[-1] * kernel.shape[-2]) / (size[0] * size[1])
         visual.load_state_dict(copied, strict=False)
     return adapter
 

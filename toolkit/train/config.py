@@ -99,6 +99,9 @@ class TrainConfig:
     log_every: int = 10
     progress: bool = True
     generators: tuple[str, ...] = ("swap_across",)  # hard-negative generators (toolkit.negatives.generators)
+    # false: tried in the order listed (the first that applies makes the negative, the rest are fallbacks);
+    # true: in a fresh random order per sample, so each kind of negative leads equally often.
+    mix_generators: bool = False
     # false: no concatenation (the paper's ablation): single images, texts [c1, c1, e1, e2, n(c1)] with a
     # within-caption negative (swap_within / replace), so L_uni is zero. The reference recipe is true.
     concatenate: bool = True
@@ -132,7 +135,7 @@ class TrainConfig:
                 + [(_is_finite(getattr(self, k)), f"{k} must be a finite number, got {getattr(self, k)!r}")
                    for k in numbers]
                 + [(isinstance(getattr(self, k), bool), f"{k} must be true or false, got {getattr(self, k)!r}")
-                   for k in ("alternate_plain_steps", "progress", "concatenate", "compile_text")]
+                   for k in ("alternate_plain_steps", "progress", "concatenate", "compile_text", "mix_generators")]
                 + [(isinstance(getattr(self, k), str), f"{k} must be a string, got {getattr(self, k)!r}")
                    for k in ("precision", "device", "tiles", "anchor_texts")]
                 + [(isinstance(self.loss, ClicLossWeights), "loss must be a table of loss settings"),

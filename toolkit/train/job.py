@@ -66,6 +66,12 @@ def check_destination(out: Path) -> None:
         return
 
 
+def sample_config(config: TrainConfig) -> SampleConfig:
+    """How the training config assembles each sample's texts."""
+    return SampleConfig(generators=config.generators, concatenate=config.concatenate,
+                        mix_generators=config.mix_generators)
+
+
 def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConfig, db_url: str, *,
                       resume: bool = False, track: bool = True, workspace: Path | None = None) -> TrainResult:
     """Fine-tune `base` on a catalog snapshot's train split; writes `out` only when finished.
@@ -88,7 +94,7 @@ def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConf
                if config.anchor_weight > 0 else [])
     tile_cache = resolve_tile_cache(config.tiles, workspace_dir(workspace), snapshot_hash,
                                    adapter.image_norm.size, {r.sha256 for r in records})
-    samples = SampleConfig(generators=config.generators, concatenate=config.concatenate)
+    samples = sample_config(config)
     source = CatalogBatchSource(records, adapter, config.batch_size, config.seed, dist_utils.rank(),
                                 dist_utils.world_size(), config.num_workers, snapshot_hash, samples,
                                 excluded=sorted(excluded),
