@@ -19,7 +19,7 @@ import json
 import os
 import subprocess
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,9 @@ def main() -> None:
         def say(line: str, name: str = str(folder)) -> None:
             print(f"[{name}] {line}", flush=True)
 
-        results[str(folder)] = run_probes(adapter, config, say=say)
+        # Scenes rendered at the model's input size, as the demo stores them for it (64 px for the alt-text
+        # model, 128 px for the two-stage base): each model is probed on the images it would be shown.
+        results[str(folder)] = run_probes(adapter, replace(config, render_size=adapter.image_norm.size), say=say)
         seconds[str(folder)] = round(time.perf_counter() - t0, 1)
     wall = round(time.perf_counter() - started, 1)
     load_after = os.getloadavg()

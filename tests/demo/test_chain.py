@@ -57,6 +57,13 @@ def test_demo_chain_runs_and_reuses_its_steps(tmp_path: Path) -> None:
     assert zeroshot["items"] == 80 and zeroshot["delta"] == pytest.approx(
         summary["trained_unblended"]["zeroshot_top1"] - summary["base"]["zeroshot_top1"], abs=0.01)
     assert any("CLIC training" in line for line in said)
+    # the half-tiles were made once, in the demo's workspace, where training looks for them
+    from toolkit.adapters.loading import load_model
+    from toolkit.data.tiles import find_tile_index
+
+    size = load_model(str(settings.workspace / "demo" / "base")).image_norm.size
+    snapshot = json.loads((candidate / "summary.json").read_text())["snapshot"]
+    assert find_tile_index(settings.workspace, snapshot, size) is not None
     # WiSE-FT: every blend scored on the validation sets; the reported candidate is the chosen blend.
     wise = summary["wise_ft"]
     assert set(wise["validation"]) == {"base", *(f"{a:g}" for a in WISE_ALPHAS)}

@@ -25,16 +25,16 @@ def test_generate_writes_the_sets_and_refuses_a_used_folder(tmp_path: Path) -> N
 
 
 def test_pretrain_on_a_missing_folder_says_what_to_run(tmp_path: Path) -> None:
-    args = ["demo", "pretrain", "--recipe", "alt-text", "--data", str(tmp_path), "--out", str(tmp_path / "m")]
+    args = ["demo", "pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "m")]
     result = run_toolkit(args)
     assert result.exit_code == EXIT_BAD_INPUT
     assert "toolkit demo generate" in " ".join(result.output.split())
 
 
 @pytest.mark.parametrize(("extra", "says"), [
-    (["--data", "d"], "settings of --recipe alt-text"),  # the two-stage recipe renders its own scenes
-    (["--recipe", "alt-text", "--init", "m0"], "--init is a setting of the two-stage recipe"),
-    (["--recipe", "alt-text"], "pass --data DIR"),
+    (["--recipe", "two-stage", "--data", "d"], "settings of --recipe alt-text"),  # it renders its own scenes
+    (["--init", "m0", "--data", "d"], "--init is a setting of the two-stage recipe"),
+    ([], "pass --data DIR"),
     (["--recipe", "alt_text"], "--recipe must be two-stage or alt-text"),
 ])
 def test_pretrain_options_that_do_not_fit_the_recipe_are_refused(tmp_path: Path, extra: list[str],

@@ -77,19 +77,27 @@ def test_stage_a_sentences_use_training_frames_only() -> None:
 
 
 def test_transfer_keeps_the_alt_text_image_tower_but_its_positions() -> None:
-    from toolkit.demo.pretrain import ALT_TEXT_BASE
+    from toolkit.demo.pretrain import BUNDLED_BASE
 
     adapter = build_two_stage_model(TwoStageConfig())
-    bundled = load_model(str(ALT_TEXT_BASE)).model.visual.state_dict()  # type: ignore[attr-defined]
+    bundled = load_model(str(BUNDLED_BASE)).model.visual.state_dict()  # type: ignore[attr-defined]
     own = adapter.model.visual.state_dict()
-    assert torch.equal(own["conv1.weight"], bundled["conv1.weight"])
     assert torch.equal(own["transformer.resblocks.2.mlp.c_fc.weight"],
                        bundled["transformer.resblocks.2.mlp.c_fc.weight"])
+    # 16 px patches of a 128 px image from 8 px patches of a 64 px one: the kernel resized, and on an image
+    # upsampled 2x it answers about as the old kernel did on the original
+    assert own["conv1.weight"].shape == (64, 3, 16, 16)
+    image = torch.rand(1, 3, 8, 8)
+    old = torch.nn.functional.conv2d(image, bundled["conv1.weight"])
+    new = torch.nn.functional.conv2d(torch.nn.functional.interpolate(image, scale_factor=2, mode="bilinear",
+                                                                     align_corners=False), own["conv1.weight"])
+    assert torch.nn.functional.cosine_similarity(old.flatten(), new.flatten(), dim=0) > 0.9
     assert not torch.equal(own["positional_embedding"], bundled["positional_embedding"])
     assert adapter.config["vision_cfg"]["pool_type"] == "avg"
 
 
-TINY = TwoStageConfig(scenes=96, threads=1, stage_a=StageAConfig(steps=12, batch_size=16, warmup_steps=2),
+TINY = TwoStageConfig(scenes=96, threads=1, image_size=64, patch_size=8, embed_dim=64,
+                      stage_a=StageAConfig(steps=12, batch_size=16, warmup_steps=2),
                       stage_b=StageBConfig(steps=12, batch_size=32, warmup_steps=2))
 
 
@@ -133,3 +141,19 @@ def test_same_config_same_weights(tiny_base: tuple[Path, dict[str, object]], tmp
     out, _ = tiny_base
     pretrain_two_stage(tmp_path / "again", TINY)
     assert (tmp_path / "again" / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+
+
+def test_the_committed_two_stage_model_is_the_recipe_at_its_defaults() -> None:
+    import json
+    from dataclasses import asdict
+
+    from toolkit.demo.pretrain import TWO_STAGE_BASE
+
+    recorded = json.loads((TWO_STAGE_BASE / "pretrain.json").read_text())["config"]
+    defaults = json.loads(json.dumps(asdict(TwoStageConfig())))
+    # made with `toolkit demo pretrain --recipe two-stage` when the alt-text base lived in another folder
+    recorded.pop("init_from"), defaults.pop("init_from")
+    assert recorded == defaults
+    adapter = load_model(str(TWO_STAGE_BASE))
+    assert adapter.image_norm.size == 128
+    assert adapter.config["vision_cfg"]["pool_type"] == "avg"  # type: ignore[attr-defined]

@@ -1,8 +1,8 @@
 """`toolkit demo ...`: the generated compositional domain and its small base CLIP.
 
     toolkit demo generate --out DIR           scenes, manifests and held-out evaluation files
-    toolkit demo pretrain --out M             pretrain the base CLIP (two stages, from the alt-text model)
-    toolkit demo pretrain --recipe alt-text --data DIR --out M   the alt-text model it starts from
+    toolkit demo pretrain --data DIR --out M  pretrain the base CLIP on DIR/pretrain (alt-text captions)
+    toolkit demo pretrain --recipe two-stage --out M   the two-stage model of issue #19, from the base
     toolkit demo base --out M                 copy the committed base CLIP instead (same recipe, prebuilt)
     toolkit demo evaluate --data DIR --model M   swap-attribute, two-object retrieval, zero-shot
 """
@@ -47,13 +47,13 @@ def generate(
 @demo_app.command("pretrain")
 def pretrain(
     out: Annotated[Path, typer.Option("--out", help="Folder for the base model (a MODEL for other verbs).")],
-    recipe: Annotated[str, typer.Option(help="two-stage: the demo base (image tower that knows binding and "
-                                             "relations, bag-of-words text tower), started from --init; "
-                                             "alt-text: the model it starts from, on DIR/pretrain.")] = "two-stage",
+    recipe: Annotated[str, typer.Option(help="alt-text: the demo base, on DIR/pretrain; two-stage: an image "
+                                             "tower that knows binding and relations with a bag-of-words "
+                                             "text tower, started from --init (issue #19).")] = "alt-text",
     data: Annotated[Path | None, typer.Option("--data", help="Folder written by `toolkit demo generate` "
                                                              "(alt-text recipe).")] = None,
     init: Annotated[Path | None, typer.Option("--init", help="two-stage: the alt-text model to start from "
-                                                             "(default: the committed one).")] = None,
+                                                             "(default: the committed base).")] = None,
     steps: Annotated[int | None, typer.Option(help="alt-text: optimiser steps (default: the committed "
                                                    "model's).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="alt-text: image–caption pairs per step (default: the "
@@ -62,7 +62,7 @@ def pretrain(
     json_output: JsonOption = False,
 ) -> None:
     """Pretrain the demo's base CLIP. Unset options keep the committed models' recipes, so the defaults
-    rebuild `toolkit/demo/base` (two-stage) and `toolkit/demo/base-alt-text` (alt-text, with --data)."""
+    rebuild `toolkit/demo/base` (alt-text, with --data) and `toolkit/demo/base-two-stage` (two-stage)."""
     from rich.progress import Progress
 
     from toolkit.core.errors import InputError

@@ -17,13 +17,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolkit.adapters.loading import load_model
 from toolkit.catalog import open_store
 from toolkit.catalog.snapshot import create_snapshot
 from toolkit.core.config import IngestConfig
+from toolkit.data.tiles import find_tile_index, prepare_tiles
 from toolkit.demo.generate import GenerateConfig, GeneratedPaths, HeldOutPaths, generate_demo_data, paths_under
 from toolkit.demo.kinds import KINDS, kind_benchmarks
 from toolkit.demo.pretrain import PretrainConfig, copy_bundled_base, pretrain
-from toolkit.demo.two_stage import TwoStageConfig, pretrain_two_stage
 from toolkit.eval.benchmarks import load_benchmarks
 from toolkit.eval.domain_sets import create_domain_set
 from toolkit.eval.evaluate import evaluate
@@ -87,12 +88,8 @@ def _base(settings: DemoSettings, data: GeneratedPaths, say: Callable[[str], Non
     if (base / "model.json").is_file():
         return base
     if settings.pretrain:
-        alt_text = settings.workspace / "demo" / "base-alt-text-pretrained"
-        if not (alt_text / "model.json").is_file():
-            say("pretraining a CLIP on alt text (both towers; about 20 minutes on one core)")
-            pretrain(data.root, alt_text, PretrainConfig())
-        say("pretraining the base in two stages from it (image tower, then a fresh text tower)")
-        pretrain_two_stage(base, TwoStageConfig(init_from=str(alt_text)))
+        say("pretraining the base CLIP (both towers, alt-text captions; several minutes)")
+        pretrain(data.root, base, PretrainConfig())
     else:
         say("using the committed base CLIP (reproduce it with --pretrain)")
         copy_bundled_base(base)
@@ -122,11 +119,28 @@ class DemoInputs:
     snapshot: str  # content hash of the ingested domain
 
 
+def _tiles(settings: DemoSettings, base: Path, snapshot: str, say: Callable[[str], None]) -> None:
+    """The snapshot's CLIC half-tiles, made once (`toolkit data prepare`): training then reads each tile
+    instead of decoding and squeezing its image every epoch (the same pixels, far fewer CPU-seconds)."""
+    size = load_model(str(base)).image_norm.size
+    if find_tile_index(settings.workspace, snapshot, size) is not None:
+        return
+    store = open_store(settings.db_url)
+    try:
+        say(f"preparing the snapshot's {size} px half-tiles once (training reads them)")
+        prepare_tiles(store, snapshot, size, settings.workspace, fmt="npy")
+    finally:
+        store.close()
+
+
 def prepare(settings: DemoSettings, say: Callable[[str], None] = print) -> DemoInputs:
-    """Everything before training: the generated domain, the base model, the catalog and its test set."""
+    """Everything before training: the generated domain, the base model, the catalog and its test set, the
+    training tiles."""
     data = _data(settings, say)
     base = _base(settings, data, say)
-    return DemoInputs(data, base, _catalog(settings, data, say))
+    snapshot = _catalog(settings, data, say)
+    _tiles(settings, base, snapshot, say)
+    return DemoInputs(data, base, snapshot)
 
 
 def train_candidate(settings: DemoSettings, inputs: DemoInputs, config: TrainConfig, label: str,
@@ -140,7 +154,8 @@ def train_candidate(settings: DemoSettings, inputs: DemoInputs, config: TrainCon
         return out
     say(f"{label}: training the text tower -> {out}")
     resume = (out.parent / f"{out.name}.partial").exists()
-    train_on_snapshot(str(inputs.base), inputs.snapshot, out, config, settings.db_url, resume=resume)
+    train_on_snapshot(str(inputs.base), inputs.snapshot, out, config, settings.db_url, resume=resume,
+                      workspace=settings.workspace)
     return out
 
 
@@ -274,6 +289,7 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
     evaluation = evaluate_and_track(models, specs, db=settings.db_url, out=out)
     report, paired, run_id = evaluation.report, evaluation.paired, evaluation.run_id
     summary = {"evaluation_run": run_id, "results_folder": str(out), "trained": str(tuned),
+               "snapshot": inputs.snapshot,
                "wise_ft": {"alpha": blend.alpha, "confidence_z": blend.confidence_z,
                            "validation": blend.validation, "validation_standard_errors": blend.standard_errors},
                **summarise(report.results, str(base), str(candidate)),

@@ -47,7 +47,7 @@ VALIDATION_ITEMS_PER_KIND = 750
 # Sentence frames of the domain training captions (toolkit.demo.scenes.domain_sentences), for the check that
 # no test frame occurs in them. {a}/{b}: "a red circle"; {the_a}/{the_b}: "the red circle"; {rel}: a relation.
 TRAIN_FRAMES: tuple[str, ...] = (
-    "{a} {rel} {b}.", "there is {a} {rel} {b}.", "{a} and {b}.", "{a}, {b} and {c}.",
+    "{a} {rel} {b}.", "there is {a} {rel} {b}.", "{a} and {b}.",
     "the {shape} is {colour}.", "the {noun} is {size}.", "{the_a} is {rel} {the_b}.",
     "there are {count} shapes on a dark background.",
 )

@@ -1,6 +1,5 @@
-"""Pretrain a CLIP on the demo's alt-text corpus: both towers, plain symmetric contrastive loss. This is the
-first step of the demo base's recipe (`toolkit.demo.two_stage` starts its image tower from it); the result
-is committed as `toolkit/demo/base-alt-text/`.
+"""Pretrain the demo's base CLIP on the alt-text corpus: both towers, plain symmetric contrastive loss.
+(`toolkit.demo.two_stage` starts its image tower from this model.)
 
 Recipe in brief:
 - Architecture: `DEMO_MODEL_CONFIG`, an open_clip custom model config: a 3-layer ViT (width 64) on
@@ -44,13 +43,12 @@ DEMO_MODEL_CONFIG: dict[str, Any] = {
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
 }
 MAX_LOGIT_SCALE = math.log(100.0)
-# The committed alt-text model: `pretrain` with `PretrainConfig()` on `generate_demo_data` with
-# `GenerateConfig()`, 1 torch thread. A folder `load_model` reads (model.json + model.safetensors) plus
-# pretrain.json.
-ALT_TEXT_BASE = Path(__file__).parent / "base-alt-text"
-# The committed demo base: `toolkit.demo.two_stage.pretrain_two_stage` with `TwoStageConfig()`, started from
-# ALT_TEXT_BASE (issue #19: an image tower that carries binding and relations, a bag-of-words text tower).
+# The committed base: `pretrain` with `PretrainConfig()` on `generate_demo_data` with `GenerateConfig()`,
+# 1 torch thread. A folder `load_model` reads (model.json + model.safetensors) plus pretrain.json.
 BUNDLED_BASE = Path(__file__).parent / "base"
+# The committed two-stage model (issue #19, not the demo's base yet): `toolkit.demo.two_stage` with
+# `TwoStageConfig()`, its image tower started from BUNDLED_BASE.
+TWO_STAGE_BASE = Path(__file__).parent / "base-two-stage"
 
 
 @dataclass(frozen=True)

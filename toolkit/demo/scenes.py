@@ -237,23 +237,12 @@ def composition_sentence(a: SceneObject, b: SceneObject, rng: random.Random) -> 
     return template.format(a=pa, b=pb, rel=rel)
 
 
-def three_object_sentence(a: SceneObject, b: SceneObject, c: SceneObject, rng: random.Random) -> str:
-    """Three objects with their attributes in one sentence (what three-object binding is learned from)."""
-    return f"{_phrase(a, rng.random() < 0.3)}, {_phrase(b, rng.random() < 0.3)} and {_phrase(c, rng.random() < 0.3)}."
-
-
-THREE_OBJECT_FIRST_SHARE = 0.5  # of scenes with three objects or more: the main sentence names three of them
-
-
 def domain_sentences(scene: Scene, rng: random.Random) -> list[str]:
     """Several sentences: [main composition, then extra positives in random order]."""
     objects = scene.objects
     if len(objects) < 2:
         raise ValueError("domain captions describe a composition: a scene needs at least two objects")
-    if len(objects) >= 3 and rng.random() < THREE_OBJECT_FIRST_SHARE:
-        first = three_object_sentence(objects[0], objects[1], objects[2], rng)
-    else:
-        first = composition_sentence(objects[0], objects[1], rng)
+    first = composition_sentence(objects[0], objects[1], rng)
     extra: list[str] = []
     for obj in objects:
         extra.append(f"the {obj.shape} is {obj.colour}.")

@@ -40,7 +40,7 @@ from toolkit.core.images import aspect_class
 from toolkit.data.tiles import half_tile_sizes, resize_half_tile
 from toolkit.demo import scenes
 from toolkit.demo.pretrain import (
-    ALT_TEXT_BASE,
+    BUNDLED_BASE,
     DEMO_MODEL_CONFIG,
     DEMO_MODEL_NAME,
     MAX_LOGIT_SCALE,
@@ -66,7 +66,7 @@ def two_stage_model_config(embed_dim: int = 64, image_size: int = 64, patch_size
 
 @dataclass(frozen=True)
 class StageAConfig:
-    steps: int = 3000
+    steps: int = 5000
     batch_size: int = 128
     lr: float = 1e-3
     head_lr: float = 1e-2  # the heads read a unit-norm embedding whose position part starts tiny: at 1e-3 none learn
@@ -92,13 +92,15 @@ class TwoStageConfig:
     seed: int = 0
     threads: int = 1
     scenes: int = 20000
-    image_size: int = 64  # the scenes are rendered at this size and the model reads it
-    patch_size: int = 8
-    embed_dim: int = 64
+    # 128 px in 16 px patches: the same 8 x 8 tokens as the alt-text model's 64 / 8, with the detail that
+    # tells shapes apart in the squeezed halves of CLIC pairs (probes: bench/results/demo-base-two-stage.jsonl)
+    image_size: int = 128
+    patch_size: int = 16
+    embed_dim: int = 128
     # Start the image tower from the alt-text model's weights (all but positions, which become fixed codes):
     # it already tells colours and shapes apart, which a random start does not learn to bind here.
     # None trains it from a seeded random start.
-    init_from: str | None = str(ALT_TEXT_BASE)
+    init_from: str | None = str(BUNDLED_BASE)
     stage_a: StageAConfig = field(default_factory=StageAConfig)
     stage_b: StageBConfig = field(default_factory=StageBConfig)
 
