@@ -1,5 +1,7 @@
-"""The demo's base in two stages (issue #19): an image tower that knows which colour sits on which shape and
+"""A demo base in two stages (issue #19): an image tower that knows which colour sits on which shape and
 where each object stands, beside a text tower that reads captions as a bag of words, as in real CLIP.
+Committed as `toolkit/demo/base-two-stage` (not yet the demo's base: CLIC trained on it has not yet gained;
+probes in bench/results/probe-image-tower-two-stage.md).
 
 Why two stages: pretrained on alt text naming one object (`toolkit.demo.pretrain`), the image tower encodes
 binding on single images but no spatial relation, so no text-side training can teach relations (probe:
@@ -195,7 +197,7 @@ def _uint8(image: Image.Image) -> torch.Tensor:
 
 
 def render_scenes(seed: int, count: int, image_size: int) -> SceneTensors:
-    (top_hw, bottom_hw) = half_tile_sizes(aspect_class(image_size, image_size), image_size)
+    top_hw, bottom_hw = half_tile_sizes(aspect_class(image_size, image_size), image_size)
     singles, tops, bottoms, sentences = [], [], [], []
     colour = torch.zeros(count, GRID * GRID, dtype=torch.long)
     shape = torch.zeros(count, GRID * GRID, dtype=torch.long)
@@ -253,7 +255,8 @@ def build_two_stage_model(config: TwoStageConfig) -> OpenClipAdapter:
     return adapter
 
 
-def _shuffle_order(count: int, batch: int, generator: torch.Generator) -> torch.Tensor:
+def _draw(count: int, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """`batch` indices into `count` rows, with replacement."""
     return torch.randint(count, (batch,), generator=generator)
 
 
@@ -280,15 +283,16 @@ def stage_a(adapter: OpenClipAdapter, data: SceneTensors, config: StageAConfig, 
         for group in optimiser.param_groups:
             peak = config.head_lr if group.get("head") else config.lr
             group["lr"] = _lr(step, config.steps, config.warmup_steps, peak)
-        single = _shuffle_order(count, n_single, generator)
-        first = _shuffle_order(count, n_pairs, generator)
-        second = _shuffle_order(count, n_pairs, generator)
+        single = _draw(count, n_single, generator)
+        first = _draw(count, n_pairs, generator)
+        second = _draw(count, n_pairs, generator)
         pairs = torch.cat([data.top[first], data.bottom[second]], dim=2)
         images = _normalise(torch.cat([data.single[single], pairs]), adapter)
         features = adapter.encode_image(images)
-        pair_tokens = [adapter.tokenize([f"{data.sentences[i]} {data.sentences[j]}"])[0]
-                       for i, j in zip(first.tolist(), second.tolist(), strict=True)]
-        text = torch.cat([tokens[single], torch.stack(pair_tokens)]) if pair_tokens else tokens[single]
+        # a pair's caption is its two scenes' sentences, top first, as CLIC joins them
+        pair_captions = [f"{data.sentences[i]} {data.sentences[j]}"
+                         for i, j in zip(first.tolist(), second.tolist(), strict=True)]
+        text = torch.cat([tokens[single], adapter.tokenize(pair_captions)]) if pair_captions else tokens[single]
         text_features = encode_text_trimmed(model, trim_padding(text))
         loss = loss_fn(features, text_features, adapter.logit_scale.exp())
         scaled = features * config.head_scale
@@ -365,7 +369,7 @@ def stage_b(adapter: OpenClipAdapter, data: SceneTensors, config: StageBConfig, 
     for step in range(config.steps):
         for group in optimiser.param_groups:
             group["lr"] = _lr(step, config.steps, config.warmup_steps, config.lr)
-        batch = _shuffle_order(len(captions), config.batch_size, generator)
+        batch = _draw(len(captions), config.batch_size, generator)
         text_features = encode_text_trimmed(model, trim_padding(tokens[batch]))
         loss = loss_fn(image_features[scene_of[batch]], text_features, adapter.logit_scale.exp())
         optimiser.zero_grad(set_to_none=True)
