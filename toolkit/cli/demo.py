@@ -4,7 +4,7 @@
     toolkit demo pretrain --data DIR --out M  pretrain the base CLIP on DIR/pretrain (alt-text captions)
     toolkit demo pretrain --recipe two-stage --out M   the two-stage model of issue #19, from the base
     toolkit demo base --out M                 copy the committed base CLIP instead (same recipe, prebuilt)
-    toolkit demo evaluate --data DIR --model M   swap-attribute, two-object retrieval, zero-shot
+    toolkit demo evaluate --data DIR --model M   swap-attribute, two-object retrieval, zero-shot, per kind
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ def evaluate(
     model: Annotated[str, typer.Option("--model", help="MODEL spec or folder (see `toolkit --help`).")],
     json_output: JsonOption = False,
 ) -> None:
-    """Score MODEL on the held-out demo sets: swap-attribute, two-object retrieval, zero-shot.
+    """Score MODEL on the held-out demo sets: swap-attribute, two-object retrieval, zero-shot, and one set per
+    composition kind in wordings kept out of training.
 
     The same scores `toolkit eval` computes; this only fills in the benchmark specs for a demo folder.
     """
