@@ -23,7 +23,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,13 +146,32 @@ def lr_at(step: int, config: PretrainConfig) -> float:
     return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def _param_groups(named_parameters: Iterable[tuple[str, torch.nn.Parameter]],
+                  weight_decay: float) -> list[dict[str, Any]]:
     """No decay on gains, biases, embeddings' scale-free params and the temperature (1-D tensors)."""
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
-    for name, param in model.named_parameters():
+    for name, param in named_parameters:
         (no_decay if param.ndim < 2 or "logit_scale" in name else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def optimiser_step(optimiser: torch.optim.Optimizer, loss: torch.Tensor, adapter: OpenClipAdapter) -> float:
+    """One step on `loss`, then the temperature clamped at ln(100); returns the loss."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    optimiser.step()
+    with torch.no_grad():
+        adapter.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+    return float(loss.detach())
+
+
+def save_demo_model(adapter: OpenClipAdapter, out: Path, model_config: dict[str, Any]) -> None:
+    """The folder `load_model` reads: weights, model.json and the open_clip config beside them."""
+    out.mkdir(parents=True, exist_ok=True)
+    card = adapter.save(out)
+    (out / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    (out / f"{DEMO_MODEL_NAME}.json").write_text(json.dumps(model_config, indent=2) + "\n", encoding="utf-8")
 
 
 def build_demo_model(config: PretrainConfig) -> OpenClipAdapter:
@@ -181,7 +200,7 @@ def pretrain(
     model = adapter.model
     model.train()
     loss_fn = ClipLoss()
-    optimiser = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr,
+    optimiser = torch.optim.AdamW(_param_groups(model.named_parameters(), config.weight_decay), lr=config.lr,
                                   betas=(0.9, 0.98), eps=1e-6)
     order = torch.Generator().manual_seed(config.seed)
     losses: list[float] = []
@@ -192,23 +211,14 @@ def pretrain(
         batch = torch.randint(len(rows), (min(config.batch_size, len(rows)),), generator=order)
         image_features = adapter.encode_image(normalise(images[batch], adapter))
         text_features = encode_text_trimmed(model, trim_padding(tokens[batch]))
-        loss = loss_fn(image_features, text_features, adapter.logit_scale.exp())
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        with torch.no_grad():
-            adapter.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-        losses.append(float(loss.detach()))
+        losses.append(optimiser_step(optimiser, loss_fn(image_features, text_features, adapter.logit_scale.exp()),
+                                     adapter))
         if on_step is not None:
             on_step(step, losses[-1])
     train_s = time.perf_counter() - started
     model.eval()
 
-    out.mkdir(parents=True, exist_ok=True)
-    card = adapter.save(out)
-    (out / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    (out / f"{DEMO_MODEL_NAME}.json").write_text(json.dumps(config.model_config, indent=2) + "\n",
-                                                 encoding="utf-8")
+    save_demo_model(adapter, out, config.model_config)
     summary = {"config": asdict(config), "images": len(rows), "load_seconds": round(load_s, 2),
                "train_seconds": round(train_s, 2), "first_loss": losses[0], "final_loss": losses[-1],
                "loss_every_10_steps": losses[::10]}

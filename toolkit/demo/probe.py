@@ -201,13 +201,14 @@ def pair_aspect(render_size: int) -> str:
 
 # ---- images as the model sees them ------------------------------------------------------------------
 
-def _png(image: Image.Image) -> io.BytesIO:
-    # Training decodes stored PNGs (lossless) and resizes them with resize_half_tile; going through a PNG in
-    # memory runs that very function on the very bytes.
+def half_tile(image: Image.Image, height: int, width: int) -> Image.Image:
+    """`image` squeezed into a CLIC half-tile as training squeezes its stored PNG: training decodes stored
+    PNGs (lossless) and resizes them with resize_half_tile; going through a PNG in memory runs that very
+    function on the very bytes."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     buffer.seek(0)
-    return buffer
+    return resize_half_tile(buffer, height, width)
 
 
 def single_view(image: Image.Image, norm: ImageNorm) -> torch.Tensor:
@@ -222,7 +223,7 @@ def single_view(image: Image.Image, norm: ImageNorm) -> torch.Tensor:
 
 def pair_view(first: Image.Image, second: Image.Image, aspect: str, norm: ImageNorm) -> torch.Tensor:
     """Two images as one CLIC training image: `first` in the top (wide) or left (tall) half. [3, S, S]"""
-    tiles = [tile_tensor(resize_half_tile(_png(image), height, width))
+    tiles = [tile_tensor(half_tile(image, height, width))
              for image, (height, width) in zip((first, second), half_tile_sizes(aspect, norm.size), strict=True)]
     return compose_pair(tiles[0], tiles[1], aspect, norm)
 

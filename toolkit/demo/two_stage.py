@@ -24,7 +24,6 @@ Every random draw is seeded; the same config and thread count give the same weig
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import time
@@ -39,17 +38,20 @@ from PIL import Image
 
 from toolkit.adapters.open_clip_adapter import OpenClipAdapter, _build
 from toolkit.core.images import aspect_class
-from toolkit.data.tiles import half_tile_sizes, resize_half_tile
+from toolkit.data.tiles import half_tile_sizes
 from toolkit.demo import scenes
 from toolkit.demo.pretrain import (
     BUNDLED_BASE,
     DEMO_MODEL_CONFIG,
     DEMO_MODEL_NAME,
-    MAX_LOGIT_SCALE,
     _param_groups,
     encode_text_trimmed,
+    normalise,
+    optimiser_step,
+    save_demo_model,
     trim_padding,
 )
+from toolkit.demo.probe import half_tile
 from toolkit.demo.scenes import Scene
 
 GRID = 4
@@ -184,14 +186,6 @@ class SceneTensors:
     sentences: list[str]
 
 
-def _png(image: Image.Image) -> io.BytesIO:
-    # Training decodes stored PNGs and squeezes them with resize_half_tile: go through the same bytes.
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    buffer.seek(0)
-    return buffer
-
-
 def _uint8(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
@@ -206,8 +200,8 @@ def render_scenes(seed: int, count: int, image_size: int) -> SceneTensors:
         scene, rng = base_scene(seed, i)
         image = scenes.render(scene, image_size)
         singles.append(_uint8(image))
-        tops.append(_uint8(resize_half_tile(_png(image), *top_hw)))
-        bottoms.append(_uint8(resize_half_tile(_png(image), *bottom_hw)))
+        tops.append(_uint8(half_tile(image, *top_hw)))
+        bottoms.append(_uint8(half_tile(image, *bottom_hw)))
         targets = parse_targets(scene)
         colour[i] = torch.tensor(targets.colour)
         shape[i] = torch.tensor(targets.shape)
@@ -215,13 +209,6 @@ def render_scenes(seed: int, count: int, image_size: int) -> SceneTensors:
         sentences.append(scene_sentence(scene, rng))
     return SceneTensors(torch.stack(singles), torch.stack(tops), torch.stack(bottoms), colour, shape, kinds,
                         sentences)
-
-
-def _normalise(images: torch.Tensor, adapter: OpenClipAdapter) -> torch.Tensor:
-    norm = adapter.image_norm
-    mean = torch.tensor(norm.mean).view(1, 3, 1, 1)
-    std = torch.tensor(norm.std).view(1, 3, 1, 1)
-    return (images.float() / 255.0 - mean) / std
 
 
 def _lr(step: int, steps: int, warmup: int, peak: float) -> float:
@@ -269,7 +256,7 @@ def stage_a(adapter: OpenClipAdapter, data: SceneTensors, config: StageAConfig, 
     model.train()
     heads = ParseHeads(int(adapter.config["embed_dim"]))
     optimiser = torch.optim.AdamW(
-        [*_param_groups(model, config.weight_decay),
+        [*_param_groups(model.named_parameters(), config.weight_decay),
          {"params": list(heads.parameters()), "weight_decay": 0.0, "head": True}],
         lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
     generator = torch.Generator().manual_seed(seed)
@@ -287,7 +274,7 @@ def stage_a(adapter: OpenClipAdapter, data: SceneTensors, config: StageAConfig, 
         first = _draw(count, n_pairs, generator)
         second = _draw(count, n_pairs, generator)
         pairs = torch.cat([data.top[first], data.bottom[second]], dim=2)
-        images = _normalise(torch.cat([data.single[single], pairs]), adapter)
+        images = normalise(torch.cat([data.single[single], pairs]), adapter)
         features = adapter.encode_image(images)
         # a pair's caption is its two scenes' sentences, top first, as CLIC joins them
         pair_captions = [f"{data.sentences[i]} {data.sentences[j]}"
@@ -302,13 +289,7 @@ def stage_a(adapter: OpenClipAdapter, data: SceneTensors, config: StageAConfig, 
                                        data.kinds[first])
             parse = parse + heads.loss("bottom", scaled[n_single:], data.colour[second], data.shape[second],
                                        data.kinds[second])
-        total = loss + config.parse_weight * parse
-        optimiser.zero_grad(set_to_none=True)
-        total.backward()
-        optimiser.step()
-        with torch.no_grad():
-            adapter.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-        losses.append(float(total.detach()))
+        losses.append(optimiser_step(optimiser, loss + config.parse_weight * parse, adapter))
         if on_step is not None:
             on_step("A", step, losses[-1])
     model.eval()
@@ -348,20 +329,17 @@ def stage_b(adapter: OpenClipAdapter, data: SceneTensors, config: StageBConfig, 
     model = adapter.model
     _fresh_text_tower(adapter, seed)
     with torch.inference_mode():
-        image_features = torch.cat([adapter.encode_image(_normalise(data.single[i:i + 512], adapter))
+        image_features = torch.cat([adapter.encode_image(normalise(data.single[i:i + 512], adapter))
                                     for i in range(0, len(data.single), 512)])
     image_features = image_features.clone()
     captions = stage_b_captions(seed, len(data.sentences), config.shuffled_share)
     tokens = adapter.tokenize([caption for _, caption in captions])
     scene_of = torch.tensor([index for index, _ in captions])
-    text_params = [p for name, p in model.named_parameters() if not name.startswith("visual.")]
+    text_side = [(name, p) for name, p in model.named_parameters() if not name.startswith("visual.")]
     for name, param in model.named_parameters():
         param.requires_grad_(not name.startswith("visual."))
-    decay = [p for p in text_params if p.ndim >= 2]
-    no_decay = [p for p in text_params if p.ndim < 2]
-    optimiser = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+    optimiser = torch.optim.AdamW(_param_groups(text_side, config.weight_decay), lr=config.lr, betas=(0.9, 0.98),
+                                  eps=1e-6)
     generator = torch.Generator().manual_seed(seed + 2)
     loss_fn = ClipLoss()
     model.train()
@@ -371,13 +349,8 @@ def stage_b(adapter: OpenClipAdapter, data: SceneTensors, config: StageBConfig, 
             group["lr"] = _lr(step, config.steps, config.warmup_steps, config.lr)
         batch = _draw(len(captions), config.batch_size, generator)
         text_features = encode_text_trimmed(model, trim_padding(tokens[batch]))
-        loss = loss_fn(image_features[scene_of[batch]], text_features, adapter.logit_scale.exp())
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        with torch.no_grad():
-            adapter.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-        losses.append(float(loss.detach()))
+        losses.append(optimiser_step(
+            optimiser, loss_fn(image_features[scene_of[batch]], text_features, adapter.logit_scale.exp()), adapter))
         if on_step is not None:
             on_step("B", step, losses[-1])
     for param in model.parameters():
@@ -400,10 +373,7 @@ def pretrain_two_stage(out: Path, config: TwoStageConfig = TwoStageConfig(),
     started = time.perf_counter()
     losses_b = stage_b(adapter, data, config.stage_b, config.seed, on_step)
     stage_b_s = time.perf_counter() - started
-    out.mkdir(parents=True, exist_ok=True)
-    card = adapter.save(out)
-    (out / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    (out / f"{DEMO_MODEL_NAME}.json").write_text(json.dumps(adapter.config, indent=2) + "\n", encoding="utf-8")
+    save_demo_model(adapter, out, adapter.config)
     summary = {"recipe": "two-stage", "config": asdict(config), "render_seconds": round(render_s, 2),
                "stage_a_seconds": round(stage_a_s, 2), "stage_b_seconds": round(stage_b_s, 2),
                "stage_a_loss_every_50_steps": _every(losses_a, 50),
