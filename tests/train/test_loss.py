@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from toolkit.train.loss import ClicLoss, ClicLossWeights, ClipLoss
+from toolkit.train.loss import ClicLoss, ClicLossWeights, ClipLoss, hard_negative_accuracy
 
 # Two images and 2-D unit embeddings given as angles (degrees): similarity = cos(a - b).
 IMAGES = [0.0, 90.0]
@@ -79,6 +79,19 @@ def test_terms_can_be_switched_off_and_reweighted() -> None:
     assert total.item() == pytest.approx(2.0 * expected["cont"], rel=1e-9)
     with pytest.raises(ValueError, match="at least one"):
         ClicLossWeights(use_cont=False, use_sneg=False, use_uni=False)
+
+
+def test_hard_negative_accuracy_counts_positives_closer_than_their_negative() -> None:
+    images, texts, _ = features()
+    beaten = [sim(img, TEXTS[name][j]) > sim(img, TEXTS["n"][j])
+              for name in ("p1", "p2", "p3", "p4") for j, img in enumerate(IMAGES)]
+    # p4 loses for both images and p3 for the second (90 degrees off against the negative's 45): 5 of 8.
+    assert sum(beaten) == 5
+    assert hard_negative_accuracy(images, texts).item() == pytest.approx(5 / 8)
+    # The negative moved onto the images themselves: no positive is strictly closer.
+    on_images = texts.clone()
+    on_images[8:] = images
+    assert hard_negative_accuracy(images, on_images).item() == 0.0
 
 
 def test_clic_rejects_wrong_layout() -> None:

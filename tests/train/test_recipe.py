@@ -54,7 +54,8 @@ def test_vision_frozen_text_trained_output_loadable(tiny_open_clip_spec: str, tm
     # Steps alternate: 0 and 2 are CLIC steps, 1 and 3 plain CLIP steps.
     assert [sorted(k for k in m if k.startswith("loss/")) for _, m in tracker.metrics] == [
         ["loss/clic"], ["loss/plain"], ["loss/clic"], ["loss/plain"]]
-    assert {"clic/cont", "clic/sneg", "clic/uni"} <= set(tracker.metrics[0][1])
+    assert {"clic/cont", "clic/sneg", "clic/uni", "clic/hard_negative_accuracy"} <= set(tracker.metrics[0][1])
+    assert "plain/hard_negative_accuracy" not in tracker.metrics[1][1]
     assert tracker.params[0]["base"] == tiny_open_clip_spec
 
     reloaded = load_model(str(out))
@@ -209,6 +210,17 @@ def test_gradient_accumulation_steps_and_kinds(tiny_open_clip_spec: str, tmp_pat
     assert result.global_step == 2
     assert [(step, sorted(k for k in m if k.startswith("loss/"))) for step, m in tracker.metrics] == [
         (1, ["loss/clic"]), (2, ["loss/plain"])]
+
+
+def test_every_kind_is_logged_when_log_every_falls_on_one_kind(tiny_open_clip_spec: str, tmp_path: Path) -> None:
+    # Kinds alternate and log_every is even: each logging step also logs the other kind's latest step, at
+    # its own step number (alone, the logging steps would all be plain ones and MLflow would show no CLIC loss).
+    adapter = load_model(tiny_open_clip_spec)
+    tracker = RecordingTracker()
+    run_training(tiny_train_config(max_steps=6, log_every=4), adapter,
+                 SyntheticBatchSource(32, 4, 32, adapter.tokenize), tmp_path / "run", tracker=tracker)
+    assert [(step, sorted(k for k in m if k.startswith("loss/"))) for step, m in tracker.metrics] == [
+        (3, ["loss/clic"]), (4, ["loss/plain"]), (5, ["loss/clic"]), (6, ["loss/plain"])]
 
 
 def test_torch_weight_files_are_read_safely_and_mismatches_listed(tiny_open_clip_spec: str, tmp_path: Path) -> None:

@@ -129,6 +129,15 @@ class ClipLoss(nn.Module):
         return total, {"clip": total}
 
 
+def hard_negative_accuracy(image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+    """Share of (image, positive set) pairs in a CLIC batch (laid out as for `ClicLoss`) whose positive is
+    closer to the image than the image's hard negative: whether training separates the negatives it is shown,
+    which the loss alone does not say (a falling loss may only be the contrastive term). Not differentiable."""
+    batch = image_features.shape[0]
+    similarity = (text_features.detach().view(TEXTS_PER_IMAGE, batch, -1) * image_features.detach()).sum(dim=-1)
+    return (similarity[:NUM_POSITIVE_SETS] > similarity[NUM_POSITIVE_SETS]).float().mean()
+
+
 def anchor_loss(trained: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     r"""Anchor distillation against forgetting (toolkit.train.anchors): for K anchor texts,
 

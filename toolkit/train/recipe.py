@@ -64,7 +64,7 @@ from toolkit.train.checkpoint import (
     set_rng_state,
 )
 from toolkit.train.config import ConfigError, TrainConfig
-from toolkit.train.loss import ClicLoss, ClipLoss, anchor_loss
+from toolkit.train.loss import ClicLoss, ClipLoss, anchor_loss, hard_negative_accuracy
 
 __all__ = ["ClicRecipe", "RunTracker", "TrainConfig", "TrainResult", "TrainingDivergedError",
            "compiled_text_encoder", "run_training", "work_dir_for"]
@@ -278,6 +278,8 @@ class ClicRecipe:
             text_features, trained = self.text_tower(tokens, anchors)
             loss_fn = self.clic_loss if kind == CLIC else self.clip_loss
             loss, terms = loss_fn(image_features.float(), text_features.float(), self.adapter.logit_scale)
+            if kind == CLIC:
+                terms["hard_negative_accuracy"] = hard_negative_accuracy(image_features, text_features)
             if trained is not None:
                 terms["anchor"] = anchor_loss(trained.float(), self.anchor_base[picked])
                 loss = loss + self.config.anchor_weight * terms["anchor"]
@@ -287,6 +289,7 @@ class ClicRecipe:
         cfg = self.config
         stop_at = self.total_steps
         metrics: dict[str, float] = {}
+        unlogged: dict[str, tuple[int, dict[str, float]]] = {}  # kind -> its latest step not yet logged
         samples, started = 0, time.perf_counter()
         accum_left = cfg.grad_accum
         non_finite = torch.zeros((), device=self.device)  # micro-batches of this step with a NaN/inf loss
@@ -319,9 +322,14 @@ class ClicRecipe:
                            "logit_scale": float(self.adapter.logit_scale.detach().exp()),
                            "samples_per_s": samples / max(time.perf_counter() - started, 1e-9)}
                 progress(self.global_step, metrics)
+                # Each kind's latest step is logged at a logging step: with alternating kinds and an even
+                # log_every, logging only the step that falls on it would never show the CLIC steps.
+                unlogged[kind] = (self.global_step, metrics)
                 if self.tracker is not None and dist_utils.is_main_process() and (
                         self.global_step % cfg.log_every == 0 or self.global_step == stop_at):
-                    self.tracker.log_metrics(metrics, self.global_step)
+                    for logged_step, logged in sorted(unlogged.values(), key=lambda entry: entry[0]):
+                        self.tracker.log_metrics(logged, logged_step)
+                    unlogged.clear()
                 if self.global_step % cfg.checkpoint_every == 0 or self.global_step == stop_at:
                     self._save_checkpoint()
         return TrainResult(self._save_model(), self.global_step, metrics)
