@@ -8,7 +8,10 @@ For each model (default: the committed demo base, toolkit/demo/base) and each ta
 K attribute combinations get one logistic-regression probe each on the L2-normalised image embedding; the
 table gives the test accuracy (%) mean over the K probes ± its standard error. `pair` is the mean of the
 probed scene in the first (top) and the second (bottom) half of the concatenated training image; both
-halves are in the second table and in the JSON. Several --model folders are reported side by side.
+halves are in the second table and in the JSON. The third table is the cosine gap between the classes'
+mean embeddings: accuracy on standardised features says the property is there, the gap says how much of
+the embedding it takes, which bounds what a text tower can read at its logit scale. Several --model folders
+are reported side by side.
 One torch thread; 378 s for one model at the default sizes on the 2-core dev machine shared with other jobs.
 """
 
@@ -31,7 +34,8 @@ def _cell(figures: dict[str, Any]) -> str:
 
 
 def markdown_tables(results: dict[str, dict[str, Any]], tasks: list[str]) -> str:
-    """Rows = models; columns = task × {single, pair}; then the two halves of the pair per task."""
+    """Rows = models; columns = task × {single, pair}; then the two halves of the pair per task; then the
+    class gaps."""
     head = "| model | " + " | ".join(f"{task} single | {task} pair" for task in tasks) + " |"
     lines = [head, "|" + "---|" * (1 + 2 * len(tasks))]
     for model, per_task in results.items():
@@ -43,7 +47,19 @@ def markdown_tables(results: dict[str, dict[str, Any]], tasks: list[str]) -> str
         cells = [f"{_cell(per_task[t]['views']['pair_first'])} | {_cell(per_task[t]['views']['pair_second'])}"
                  for t in tasks]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    lines += ["", "Distance between the two classes' mean unit image embeddings (`class_gap`, test scenes), the most "
+              "a unit text embedding's cosine with the image can move by reading the property:", "",
+              "| model | " + " | ".join(f"{task} single | {task} pair" for task in tasks) + " |",
+              "|" + "---|" * (1 + 2 * len(tasks))]
+    for model, per_task in results.items():
+        cells = [" | ".join(_gap_cell(per_task[t]["views"][view]["cosine_gap"]) for view in ("single", "pair"))
+                 for t in tasks]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _gap_cell(figures: dict[str, Any]) -> str:
+    return f"{figures['mean']:.3f} ± {figures['standard_error']:.3f}"
 
 
 def _commit() -> str:

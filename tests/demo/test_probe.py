@@ -136,6 +136,22 @@ def test_mean_and_standard_error() -> None:
     assert mean == 50.0 and se == pytest.approx(10.0 / 3 ** 0.5)
 
 
+def test_class_gap_is_the_distance_between_class_means_in_raw_units() -> None:
+    features = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.8, 0.6]])
+    labels = torch.tensor([True, True, False, False])
+    # class means (0.8, 0.4) and (0.4, 0.8): 0.4 * sqrt(2) apart
+    assert probe.class_gap(features, labels) == pytest.approx(0.4 * 2 ** 0.5)
+    # A label that a standardised probe reads perfectly but that moves the unit embedding by 0.01 only: the
+    # gap reports the 0.01, which is what bounds a text tower dotting against the raw embedding.
+    generator = torch.Generator().manual_seed(3)
+    y = torch.arange(400) % 2 == 0
+    # each scene twice, once per class, so the classes differ in the first coordinate only
+    x = torch.nn.functional.normalize(torch.randn(200, 16, generator=generator), dim=-1).repeat_interleave(2, 0)
+    x[:, 0] = torch.where(y, 0.005, -0.005)
+    assert probe.class_gap(x, y) == pytest.approx(0.01, rel=1e-6)
+    assert probe.probe_accuracy(x[:200], y[:200], x[200:], y[200:]) == 1.0
+
+
 def test_run_probes_on_a_tiny_random_model() -> None:
     from toolkit.demo.pretrain import PretrainConfig, build_demo_model
 
@@ -149,3 +165,6 @@ def test_run_probes_on_a_tiny_random_model() -> None:
     assert all(len(v["per_combination"]) == 2 and 0 <= v["mean"] <= 100 for v in views.values())
     assert views["pair"]["per_combination"] == [(a + b) / 2 for a, b in zip(
         views["pair_first"]["per_combination"], views["pair_second"]["per_combination"], strict=True)]
+    gaps = {view: figures["cosine_gap"]["per_combination"] for view, figures in views.items()}
+    assert all(len(g) == 2 and all(0 <= v <= 2 for v in g) for g in gaps.values())
+    assert gaps["pair"] == [(a + b) / 2 for a, b in zip(gaps["pair_first"], gaps["pair_second"], strict=True)]

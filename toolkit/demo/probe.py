@@ -29,6 +29,7 @@ from __future__ import annotations
 import io
 import math
 import random
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -300,12 +301,18 @@ def probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
 
 def mean_and_standard_error(values: Sequence[float]) -> tuple[float, float]:
     """Mean over combinations and its standard error (sample std / sqrt(K); 0 for one value)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, 0.0
-    variance = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(variance / n)
+    if len(values) < 2:
+        return statistics.fmean(values), 0.0
+    return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
+
+
+def class_gap(features: torch.Tensor, labels: torch.Tensor) -> float:
+    """Distance between the two classes' mean unit embeddings: the most a unit-length text embedding can
+    change its cosine similarity with the image, on average, by reading the property. The probes standardise
+    each feature, so they find a property that takes a tiny share of the embedding; the text tower dots
+    against the raw embedding at one logit scale, so what CLIC can teach it is bounded by this gap."""
+    positive = labels.bool()
+    return float((features[positive].double().mean(0) - features[~positive].double().mean(0)).norm())
 
 
 # ---- a whole run ------------------------------------------------------------------------------------
@@ -313,13 +320,15 @@ def mean_and_standard_error(values: Sequence[float]) -> tuple[float, float]:
 def run_probes(adapter: ClipAdapter, config: ProbeConfig = ProbeConfig(),
                say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Every task × view for one model: per-combination test accuracies (points), their mean and standard
-    error, and `pair` = the mean of the two halves per combination."""
+    error, the same for the test split's `class_gap` (`cosine_gap`), and `pair` = the mean of the two halves
+    per combination."""
     norm = adapter.image_norm
     aspect = pair_aspect(config.render_size)
     results: dict[str, Any] = {}
     for task in config.tasks:
         combos = combinations(task, config.seed, config.combinations)
         per_view: dict[str, list[float]] = {view: [] for view in VIEWS}
+        gaps: dict[str, list[float]] = {view: [] for view in VIEWS}
         for k, combo in enumerate(combos):
             train = probe_items(task, combo, k, config.seed, "train", config.train_items)
             test = probe_items(task, combo, k, config.seed, "test", config.test_items)
@@ -330,16 +339,20 @@ def run_probes(adapter: ClipAdapter, config: ProbeConfig = ProbeConfig(),
                 test_x = embed(adapter, view_images(test, view, norm, config.render_size, aspect), config.batch_size)
                 accuracy = probe_accuracy(train_x, train_y, test_x, test_y, config.l2, config.max_iter)
                 per_view[view].append(100.0 * accuracy)
+                gaps[view].append(class_gap(test_x, test_y))
             if say is not None:
                 say(f"{task} {combo.name}: " + ", ".join(f"{v} {per_view[v][-1]:.1f}" for v in VIEWS))
-        per_view["pair"] = [(a + b) / 2 for a, b in zip(per_view["pair_first"], per_view["pair_second"],
-                                                           strict=True)]
+        for figures in (per_view, gaps):
+            figures["pair"] = [(a + b) / 2 for a, b in zip(figures["pair_first"], figures["pair_second"],
+                                                            strict=True)]
         results[task] = {
             "combinations": [combo.name for combo in combos],
-            "views": {view: {"mean": mean_and_standard_error(accs)[0],
-                             "standard_error": mean_and_standard_error(accs)[1],
-                             "per_combination": accs}
+            "views": {view: {**_summary(accs), "cosine_gap": _summary(gaps[view])}
                       for view, accs in per_view.items()},
         }
     return results
 
+
+def _summary(values: list[float]) -> dict[str, Any]:
+    mean, standard_error = mean_and_standard_error(values)
+    return {"mean": mean, "standard_error": standard_error, "per_combination": values}
