@@ -15,6 +15,7 @@ from toolkit.demo.kinds import frames_in
 from toolkit.demo.scenes import Scene, SceneObject
 from toolkit.demo.two_stage import (
     GRID,
+    ParseHeads,
     StageAConfig,
     StageBConfig,
     TwoStageConfig,
@@ -22,6 +23,7 @@ from toolkit.demo.two_stage import (
     build_two_stage_model,
     parse_targets,
     pretrain_two_stage,
+    render_scenes,
     scene_sentence,
     shuffled_words,
     stage_b_captions,
@@ -76,6 +78,32 @@ def test_stage_a_sentences_use_training_frames_only() -> None:
         assert not frames_in(scene_sentence(scene, rng))
 
 
+def test_unit_heads_read_the_embedding_through_unit_directions() -> None:
+    torch.manual_seed(0)
+    heads = ParseHeads(8, unit_rows=True)
+    optimiser = torch.optim.SGD(heads.parameters(), lr=10.0)
+    features = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    cells = GRID * GRID
+    loss = heads.loss("single", features, torch.zeros(4, cells, dtype=torch.long),
+                      torch.zeros(4, cells, dtype=torch.long), torch.zeros(4, len(scenes.COLOURS) * len(scenes.SHAPES)))
+    loss.backward()
+    optimiser.step()  # a large step: free rows would change length, these cannot
+    for linear in (heads.colour["single"], heads.shape["top"], heads.kinds["bottom"]):
+        assert torch.allclose(linear.weight.norm(dim=1), torch.ones(linear.out_features), atol=1e-6)
+    free = ParseHeads(8)
+    assert not torch.allclose(free.colour["single"].weight.norm(dim=1), torch.ones(free.colour["single"].out_features))
+
+
+def test_alt_texts_name_one_object_of_their_scene_in_training_frames() -> None:
+    data = render_scenes(seed=0, count=60, image_size=16)
+    assert len(data.alt_texts) == 60
+    for index, caption in enumerate(data.alt_texts):
+        scene, _ = base_scene(0, index)
+        assert not frames_in(caption), caption
+        words = set(caption.rstrip(".").split())
+        assert scene.objects[0].shape in words or scene.objects[0].colour in words, caption
+
+
 def test_transfer_keeps_the_alt_text_image_tower_but_its_positions() -> None:
     from toolkit.demo.pretrain import BUNDLED_BASE
 
@@ -105,6 +133,15 @@ TINY = TwoStageConfig(scenes=96, threads=1, image_size=64, patch_size=8, embed_d
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
     out = tmp_path_factory.mktemp("two-stage") / "base"
     return out, pretrain_two_stage(out, TINY)
+
+
+def test_a_tiny_run_with_unit_heads_and_alt_text(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    config = replace(TINY, stage_a=replace(TINY.stage_a, unit_heads=True, alt_text_share=0.5))
+    summary = pretrain_two_stage(tmp_path / "m", config)
+    assert summary["config"]["stage_a"]["unit_heads"] is True  # type: ignore[index]
+    assert load_model(str(tmp_path / "m")).image_norm.size == 64
 
 
 def test_a_tiny_run_saves_a_loadable_position_aware_model(tiny_base: tuple[Path, dict[str, object]]) -> None:
@@ -153,6 +190,10 @@ def test_the_committed_two_stage_model_is_the_recipe_at_its_defaults() -> None:
     defaults = json.loads(json.dumps(asdict(TwoStageConfig())))
     # made with `toolkit demo pretrain --recipe two-stage` when the alt-text base lived in another folder
     recorded.pop("init_from"), defaults.pop("init_from")
+    # settings added after the model was made; at these values the recipe runs as it did then
+    added_later = {"unit_heads": False, "alt_text_share": 0.0}
+    assert not added_later.keys() & recorded["stage_a"].keys()
+    recorded["stage_a"].update(added_later)
     assert recorded == defaults
     adapter = load_model(str(TWO_STAGE_BASE))
     assert adapter.image_norm.size == 128

@@ -75,6 +75,14 @@ class StageAConfig:
     lr: float = 1e-3
     head_lr: float = 1e-2  # the heads read a unit-norm embedding whose position part starts tiny: at 1e-3 none learn
     head_scale: float = 30.0  # logits = head(scale * embedding)
+    # Heads with unit-length rows (a cosine classifier at head_scale): the parsed facts must then take a real
+    # share of the unit embedding, where free heads grow their weights to read directions too faint for the
+    # text tower's dot product (class_gap in bench/results/probe-image-tower-two-stage.md).
+    unit_heads: bool = False
+    # Share of the single images captioned by alt text naming one object, as the alt-text model was trained:
+    # matching "a red circle" against scenes that hold red things and circles apart keeps colour-shape
+    # conjunctions large in the embedding. The rest, and every pair, get the whole-scene sentence.
+    alt_text_share: float = 0.0
     parse_weight: float = 1.0
     pair_share: float = 0.5
     warmup_steps: int = 100
@@ -152,10 +160,16 @@ def parse_targets(scene: Scene) -> ParseTargets:
 
 # ---- tensors -----------------------------------------------------------------------------------------
 
-class ParseHeads(torch.nn.Module):
-    """Per view: cell colours, cell shapes and the kinds present, read linearly off the image embedding."""
+class _UnitRows(torch.nn.Module):
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight / weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
-    def __init__(self, embed_dim: int) -> None:
+
+class ParseHeads(torch.nn.Module):
+    """Per view: cell colours, cell shapes and the kinds present, read linearly off the image embedding;
+    with `unit_rows`, every class reads the embedding through a unit-length direction."""
+
+    def __init__(self, embed_dim: int, unit_rows: bool = False) -> None:
         super().__init__()
         cells = GRID * GRID
         self.colour = torch.nn.ModuleDict({v: torch.nn.Linear(embed_dim, cells * (1 + len(COLOUR_NAMES)))
@@ -164,6 +178,10 @@ class ParseHeads(torch.nn.Module):
                                           for v in VIEWS})
         self.kinds = torch.nn.ModuleDict({v: torch.nn.Linear(embed_dim, len(COLOUR_NAMES) * len(scenes.SHAPES))
                                           for v in VIEWS})
+        if unit_rows:
+            for module in self.modules():
+                if isinstance(module, torch.nn.Linear):
+                    torch.nn.utils.parametrize.register_parametrization(module, "weight", _UnitRows())
 
     def loss(self, view: str, features: torch.Tensor, colour: torch.Tensor, shape: torch.Tensor,
              kinds: torch.Tensor) -> torch.Tensor:
@@ -184,6 +202,7 @@ class SceneTensors:
     shape: torch.Tensor
     kinds: torch.Tensor  # float [N, colours*shapes] multi-hot
     sentences: list[str]
+    alt_texts: list[str]  # alt text naming one object of the scene, from a stream of its own
 
 
 def _uint8(image: Image.Image) -> torch.Tensor:
@@ -192,7 +211,7 @@ def _uint8(image: Image.Image) -> torch.Tensor:
 
 def render_scenes(seed: int, count: int, image_size: int) -> SceneTensors:
     top_hw, bottom_hw = half_tile_sizes(aspect_class(image_size, image_size), image_size)
-    singles, tops, bottoms, sentences = [], [], [], []
+    singles, tops, bottoms, sentences, alt_texts = [], [], [], [], []
     colour = torch.zeros(count, GRID * GRID, dtype=torch.long)
     shape = torch.zeros(count, GRID * GRID, dtype=torch.long)
     kinds = torch.zeros(count, len(COLOUR_NAMES) * len(scenes.SHAPES))
@@ -207,8 +226,9 @@ def render_scenes(seed: int, count: int, image_size: int) -> SceneTensors:
         shape[i] = torch.tensor(targets.shape)
         kinds[i, targets.kinds] = 1.0
         sentences.append(scene_sentence(scene, rng))
+        alt_texts.append(scenes.alt_text_caption(scene, scenes.scene_rng(seed, "pretrain-two-stage-alt", i)))
     return SceneTensors(torch.stack(singles), torch.stack(tops), torch.stack(bottoms), colour, shape, kinds,
-                        sentences)
+                        sentences, alt_texts)
 
 
 def _lr(step: int, steps: int, warmup: int, peak: float) -> float:
@@ -254,13 +274,14 @@ def stage_a(adapter: OpenClipAdapter, data: SceneTensors, config: StageAConfig, 
 
     model = adapter.model
     model.train()
-    heads = ParseHeads(int(adapter.config["embed_dim"]))
+    heads = ParseHeads(int(adapter.config["embed_dim"]), config.unit_heads)
     optimiser = torch.optim.AdamW(
         [*_param_groups(model.named_parameters(), config.weight_decay),
          {"params": list(heads.parameters()), "weight_decay": 0.0, "head": True}],
         lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
     generator = torch.Generator().manual_seed(seed)
     tokens = adapter.tokenize(data.sentences)
+    alt_tokens = adapter.tokenize(data.alt_texts) if config.alt_text_share > 0 else None
     loss_fn = ClipLoss()
     count = len(data.sentences)
     n_pairs = round(config.batch_size * config.pair_share)
@@ -279,7 +300,11 @@ def stage_a(adapter: OpenClipAdapter, data: SceneTensors, config: StageAConfig, 
         # a pair's caption is its two scenes' sentences, top first, as CLIC joins them
         pair_captions = [f"{data.sentences[i]} {data.sentences[j]}"
                          for i, j in zip(first.tolist(), second.tolist(), strict=True)]
-        text = torch.cat([tokens[single], adapter.tokenize(pair_captions)]) if pair_captions else tokens[single]
+        single_tokens = tokens[single]
+        if alt_tokens is not None:  # no draw otherwise: recipes without alt text keep their random stream
+            alt = torch.rand(n_single, generator=generator) < config.alt_text_share
+            single_tokens = torch.where(alt[:, None], alt_tokens[single], single_tokens)
+        text = torch.cat([single_tokens, adapter.tokenize(pair_captions)]) if pair_captions else single_tokens
         text_features = encode_text_trimmed(model, trim_padding(text))
         loss = loss_fn(features, text_features, adapter.logit_scale.exp())
         scaled = features * config.head_scale
