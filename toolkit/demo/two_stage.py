@@ -77,7 +77,7 @@ class StageAConfig:
     head_scale: float = 30.0  # logits = head(scale * embedding)
     # Heads with unit-length rows (a cosine classifier at head_scale): the parsed facts must then take a real
     # share of the unit embedding, where free heads grow their weights to read directions too faint for the
-    # text tower's dot product (class_gap in bench/results/probe-image-tower-two-stage.md).
+    # text tower's dot product (class_gap: bench/results/demo-clic-diagnosis.md).
     unit_heads: bool = False
     # Share of the single images captioned by alt text naming one object, as the alt-text model was trained:
     # matching "a red circle" against scenes that hold red things and circles apart keeps colour-shape

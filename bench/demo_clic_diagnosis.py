@@ -1,0 +1,159 @@
+"""Why does CLIC gain on one demo base and not on another? (issue #19) Validation sets only.
+
+    python bench/demo_clic_diagnosis.py --workspace W --base MODEL --label NAME [--set key=JSON ...]
+
+W is a workspace `toolkit demo run` has filled (its data, catalog and snapshot are reused). CLIC trains the
+base's text tower on that snapshot with the demo's settings (toolkit/demo/clic-demo.toml) and `--set`
+overrides (e.g. --set 'generators=["swap_relation","replace"]' --set mix_generators=true), then base and
+trained model are scored on:
+
+- the *validation* sets of the demo (the test items are never read here), per kind in unseen wordings;
+- fresh scenes in the *training* wordings ("{a} {rel} {b}."), from a stream of their own: positive against
+  its objects swapped, its relation replaced by the opposite, its colours swapped. Pairwise accuracy (%),
+  chance 50. If a kind does not move here, no wording question arises: training did not teach it at all;
+- `clic/hard_negative_accuracy`, the share of training positives closer to their image than the hard
+  negative, from the run's MLflow metrics (first and last logged values, and the mean of the last ten).
+
+Appends one JSON line to bench/results/demo-clic-diagnosis.jsonl and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path("bench/results/demo-clic-diagnosis.jsonl")
+OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
+NEGATIVE_KINDS = ("swap_obj", "replace_rel", "swap_att")
+
+
+@dataclass(frozen=True)
+class WordingItem:
+    scene: Any
+    positive: str
+    negatives: dict[str, str]  # kind -> caption
+
+
+def training_wording_items(count: int, seed: int = 7) -> list[WordingItem]:
+    """Two-object scenes captioned in the training frame "{a} {rel} {b}.", with one negative per kind."""
+    from toolkit.demo import scenes
+
+    items = []
+    for index in range(count):
+        rng = scenes.scene_rng(seed, "diagnosis-training-wording", index)
+        scene = scenes.sample_scene(rng, 2)
+        a, b = scene.objects
+        rel = scenes.relation(a, b)
+        phrase, opposite = scenes.RELATION_PHRASES[rel], scenes.RELATION_PHRASES[OPPOSITE[rel]]
+        first, second = scenes.with_article(a.noun_phrase), scenes.with_article(b.noun_phrase)
+        swapped = (scenes.with_article(f"{b.colour} {a.shape}"), scenes.with_article(f"{a.colour} {b.shape}"))
+        items.append(WordingItem(scene, f"{first} {phrase} {second}.", {
+            "swap_obj": f"{second} {phrase} {first}.",
+            "replace_rel": f"{first} {opposite} {second}.",
+            "swap_att": f"{swapped[0]} {phrase} {swapped[1]}.",
+        }))
+    return items
+
+
+def training_wording_accuracy(model: str, items: list[WordingItem]) -> dict[str, float]:
+    import torch
+
+    from toolkit.adapters.loading import load_model
+    from toolkit.demo import scenes
+    from toolkit.demo.probe import single_view
+
+    adapter = load_model(model)
+    size = adapter.image_norm.size
+    with torch.inference_mode():
+        images = torch.stack([single_view(scenes.render(item.scene, size), adapter.image_norm) for item in items])
+        image = torch.cat([adapter.encode_image(images[i:i + 256], normalize=True)
+                           for i in range(0, len(items), 256)])
+        positive = (image * adapter.encode_text(adapter.tokenize([i.positive for i in items]), normalize=True)).sum(-1)
+        out = {}
+        for kind in NEGATIVE_KINDS:
+            negative = adapter.encode_text(adapter.tokenize([i.negatives[kind] for i in items]), normalize=True)
+            out[kind] = round(100.0 * float((positive > (image * negative).sum(-1)).double().mean()), 1)
+    return out
+
+
+def hard_negative_accuracy(trained: Path) -> dict[str, float]:
+    from toolkit.tracking import tracking_client
+
+    run_id = json.loads((trained / "model.json").read_text(encoding="utf-8"))["mlflow_run_id"]
+    history = sorted(tracking_client().get_metric_history(run_id, "clic/hard_negative_accuracy"),
+                     key=lambda m: m.step)
+    if not history:
+        raise SystemExit(f"run {run_id} logged no clic/hard_negative_accuracy (trained before the metric existed?)")
+    last = [m.value for m in history[-10:]]
+    return {"first": round(history[0].value, 3), "last": round(history[-1].value, 3),
+            "mean_of_last_10": round(sum(last) / len(last), 3), "logged": len(history)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workspace", type=Path, required=True)
+    parser.add_argument("--base", type=Path, required=True)
+    parser.add_argument("--label", required=True)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON")
+    parser.add_argument("--wording-items", type=int, default=600)
+    args = parser.parse_args()
+    workspace = args.workspace.resolve()
+    os.environ.setdefault("TOOLKIT_WORKSPACE", str(workspace))  # the run is tracked in the workspace's MLflow
+
+    from toolkit.catalog import open_store
+    from toolkit.catalog.snapshot import resolve_snapshot
+    from toolkit.demo.chain import (
+        DEMO_TRAIN_CONFIG,
+        DemoInputs,
+        DemoSettings,
+        headline_metrics,
+        held_out_benchmarks,
+        train_candidate,
+    )
+    from toolkit.demo.generate import paths_under
+    from toolkit.eval.benchmarks import load_benchmarks
+    from toolkit.eval.evaluate import evaluate
+    from toolkit.train.config import TrainConfig
+
+    db_url = f"sqlite:///{workspace / 'demo' / 'catalog.db'}"
+    store = open_store(db_url)
+    try:
+        with store.session() as session:
+            snapshot = resolve_snapshot(session, "latest").content_hash
+    finally:
+        store.close()
+    overrides = {key: json.loads(value) for key, _, value in (item.partition("=") for item in args.set)}
+    config = TrainConfig.from_file(DEMO_TRAIN_CONFIG).with_overrides(**overrides)
+    settings = DemoSettings(workspace=workspace, db_url=db_url)
+    data = paths_under(workspace / "demo" / "data")
+    inputs = DemoInputs(data, args.base.resolve(), snapshot)
+    started = time.perf_counter()
+    trained = train_candidate(settings, inputs, config, args.label)
+    train_seconds = round(time.perf_counter() - started, 1)
+    report = evaluate([str(inputs.base), str(trained)], load_benchmarks(held_out_benchmarks(data.validation)))
+    items = training_wording_items(args.wording_items)
+    record = {
+        "label": args.label, "base": str(args.base), "settings": args.set, "snapshot": snapshot[:12],
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                 text=True).stdout.strip(),
+        "recorded": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "train_seconds": train_seconds,
+        "validation": {"base": headline_metrics(report.results[str(inputs.base)]),
+                       "trained": headline_metrics(report.results[str(trained)])},
+        "training_wording": {"items": len(items), "base": training_wording_accuracy(str(inputs.base), items),
+                             "trained": training_wording_accuracy(str(trained), items)},
+        "hard_negative_accuracy": hard_negative_accuracy(trained),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+    print(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()
