@@ -137,19 +137,29 @@ def test_mean_and_standard_error() -> None:
 
 
 def test_class_gap_is_the_distance_between_class_means_in_raw_units() -> None:
-    features = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.8, 0.6]])
-    labels = torch.tensor([True, True, False, False])
-    # class means (0.8, 0.4) and (0.4, 0.8): 0.4 * sqrt(2) apart
-    assert probe.class_gap(features, labels) == pytest.approx(0.4 * 2 ** 0.5)
-    # A label that a standardised probe reads perfectly but that moves the unit embedding by 0.01 only: the
-    # gap reports the 0.01, which is what bounds a text tower dotting against the raw embedding.
+    # no spread within a class: the distance between the two points
+    features = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    assert probe.class_gap(features, torch.tensor([True, True, False, False])) == pytest.approx(2 ** 0.5)
+    # Classes 0.2 apart along one axis, in noise of about the spread of a unit embedding: the estimate finds
+    # the 0.2, where the plain distance between sample means reads more; with labels that mean nothing it
+    # finds about 0 where the plain distance reads the noise.
     generator = torch.Generator().manual_seed(3)
-    y = torch.arange(400) % 2 == 0
-    # each scene twice, once per class, so the classes differ in the first coordinate only
-    x = torch.nn.functional.normalize(torch.randn(200, 16, generator=generator), dim=-1).repeat_interleave(2, 0)
-    x[:, 0] = torch.where(y, 0.005, -0.005)
-    assert probe.class_gap(x, y) == pytest.approx(0.01, rel=1e-6)
-    assert probe.probe_accuracy(x[:200], y[:200], x[200:], y[200:]) == 1.0
+    n, dim = 400, 64
+    y = torch.arange(n) % 2 == 0
+    x = torch.randn(n, dim, generator=generator) / dim ** 0.5
+    x[:, 0] += torch.where(y, 0.1, -0.1)
+    plain = float((x[y].mean(0) - x[~y].mean(0)).norm())
+    assert abs(probe.class_gap(x, y) - 0.2) < 0.02 and plain > 0.21
+    meaningless = torch.randperm(n, generator=generator) % 2 == 0
+    plain_noise = float((x[meaningless].mean(0) - x[~meaningless].mean(0)).norm())
+    assert probe.class_gap(x[:, 1:], meaningless) < 0.03 < 0.08 < plain_noise
+    # a standardised probe reads a 0.01 shift perfectly; in raw units it is lost in the embedding's spread
+    tiny = torch.nn.functional.normalize(torch.randn(200, 16, generator=generator), dim=-1).repeat_interleave(2, 0)
+    tiny[:, 0] = torch.where(y, 0.005, -0.005)
+    assert probe.class_gap(tiny, y) < 0.02
+    assert probe.probe_accuracy(tiny[:200], y[:200], tiny[200:], y[200:]) == 1.0
+    with pytest.raises(ValueError, match="at least 2 items per class"):
+        probe.class_gap(features[:3], torch.tensor([True, False, False]))
 
 
 def test_run_probes_on_a_tiny_random_model() -> None:

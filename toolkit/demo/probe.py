@@ -310,9 +310,17 @@ def class_gap(features: torch.Tensor, labels: torch.Tensor) -> float:
     """Distance between the two classes' mean unit embeddings: the most a unit-length text embedding can
     change its cosine similarity with the image, on average, by reading the property. The probes standardise
     each feature, so they find a property that takes a tiny share of the embedding; the text tower dots
-    against the raw embedding at one logit scale, so what CLIC can teach it is bounded by this gap."""
-    positive = labels.bool()
-    return float((features[positive].double().mean(0) - features[~positive].double().mean(0)).norm())
+    against the raw embedding at one logit scale, so what CLIC can teach it is bounded by this gap.
+
+    Sample means scatter, so the plain distance between them is biased upwards (by about
+    sqrt(tr S1 / n1 + tr S0 / n0) when the classes do not differ at all); this is the unbiased estimate of the
+    squared distance, ||m1 - m0||^2 - tr(S1)/n1 - tr(S0)/n0, floored at 0, then its square root."""
+    positive, negative = features[labels.bool()].double(), features[~labels.bool()].double()
+    if len(positive) < 2 or len(negative) < 2:
+        raise ValueError(f"class_gap needs at least 2 items per class, got {len(positive)} and {len(negative)}")
+    squared = (positive.mean(0) - negative.mean(0)).pow(2).sum()
+    squared -= positive.var(0).sum() / len(positive) + negative.var(0).sum() / len(negative)
+    return math.sqrt(max(0.0, float(squared)))
 
 
 # ---- a whole run ------------------------------------------------------------------------------------
