@@ -135,13 +135,29 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     return out, pretrain_two_stage(out, TINY)
 
 
-def test_a_tiny_run_with_unit_heads_and_alt_text(tmp_path: Path) -> None:
+def test_alt_text_share_decides_which_caption_a_single_image_gets() -> None:
     from dataclasses import replace
 
-    config = replace(TINY, stage_a=replace(TINY.stage_a, unit_heads=True, alt_text_share=0.5))
-    summary = pretrain_two_stage(tmp_path / "m", config)
-    assert summary["config"]["stage_a"]["unit_heads"] is True  # type: ignore[index]
-    assert load_model(str(tmp_path / "m")).image_norm.size == 64
+    import toolkit.demo.two_stage as two_stage
+
+    data = render_scenes(seed=0, count=40, image_size=64)
+    small = replace(TINY.stage_a, steps=2, batch_size=8, pair_share=0.5, unit_heads=True)
+    real = two_stage.encode_text_trimmed
+    fed: list[torch.Tensor] = []
+
+    def recording(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        fed.append(tokens)
+        return real(model, tokens)
+
+    for share, expected in ((1.0, data.alt_texts), (0.0, data.sentences)):
+        adapter = build_two_stage_model(replace(TINY, stage_a=small))
+        fed.clear()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(two_stage, "encode_text_trimmed", recording)
+            two_stage.stage_a(adapter, data, replace(small, alt_text_share=share), seed=0)
+        allowed = {tuple(row[row != 0].tolist()) for row in adapter.tokenize(expected)}
+        singles = [tuple(row[row != 0].tolist()) for tokens in fed for row in tokens[:4]]  # 4 singles, then pairs
+        assert len(singles) == 8 and all(row in allowed for row in singles), share
 
 
 def test_a_tiny_run_saves_a_loadable_position_aware_model(tiny_base: tuple[Path, dict[str, object]]) -> None:
