@@ -104,6 +104,8 @@ def main() -> None:
     parser.add_argument("--wording-items", type=int, default=600)
     args = parser.parse_args()
     workspace = args.workspace.resolve()
+    # the code that runs is the code at the start; HEAD may move during a half-hour run
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     os.environ.setdefault("TOOLKIT_WORKSPACE", str(workspace))  # the run is tracked in the workspace's MLflow
 
     from toolkit.catalog import open_store
@@ -140,8 +142,7 @@ def main() -> None:
     items = training_wording_items(args.wording_items)
     record = {
         "label": args.label, "base": str(args.base), "settings": args.set, "snapshot": snapshot[:12],
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                 text=True).stdout.strip(),
+        "commit": commit,
         "recorded": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "train_seconds": train_seconds,
         "validation": {"base": headline_metrics(report.results[str(inputs.base)]),
                        "trained": headline_metrics(report.results[str(trained)])},
