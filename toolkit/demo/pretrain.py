@@ -139,11 +139,16 @@ def encode_text_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x @ model.text_projection, dim=-1)
 
 
+def warmup_cosine(step: int, steps: int, warmup: int, peak: float, floor: float = 0.0) -> float:
+    """Linear warm-up to `peak` over `warmup` steps, then cosine decay to `floor` at `steps`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * progress))
+
+
 def lr_at(step: int, config: PretrainConfig) -> float:
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
+    return warmup_cosine(step, config.steps, config.warmup_steps, config.lr, config.min_lr)
 
 
 def _param_groups(named_parameters: Iterable[tuple[str, torch.nn.Parameter]],

@@ -50,6 +50,7 @@ from toolkit.demo.pretrain import (
     optimiser_step,
     save_demo_model,
     trim_padding,
+    warmup_cosine,
 )
 from toolkit.demo.probe import half_tile
 from toolkit.demo.scenes import Scene
@@ -231,13 +232,6 @@ def render_scenes(seed: int, count: int, image_size: int) -> SceneTensors:
                         sentences, alt_texts)
 
 
-def _lr(step: int, steps: int, warmup: int, peak: float) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return 0.5 * peak * (1 + np.cos(np.pi * progress))
-
-
 def build_two_stage_model(config: TwoStageConfig) -> OpenClipAdapter:
     """A seeded position-aware model; with `init_from`, every image-tower weight that fits is copied over."""
     torch.manual_seed(config.seed)
@@ -290,7 +284,7 @@ def stage_a(adapter: OpenClipAdapter, data: SceneTensors, config: StageAConfig, 
     for step in range(config.steps):
         for group in optimiser.param_groups:
             peak = config.head_lr if group.get("head") else config.lr
-            group["lr"] = _lr(step, config.steps, config.warmup_steps, peak)
+            group["lr"] = warmup_cosine(step, config.steps, config.warmup_steps, peak)
         single = _draw(count, n_single, generator)
         first = _draw(count, n_pairs, generator)
         second = _draw(count, n_pairs, generator)
@@ -371,7 +365,7 @@ def stage_b(adapter: OpenClipAdapter, data: SceneTensors, config: StageBConfig, 
     losses = []
     for step in range(config.steps):
         for group in optimiser.param_groups:
-            group["lr"] = _lr(step, config.steps, config.warmup_steps, config.lr)
+            group["lr"] = warmup_cosine(step, config.steps, config.warmup_steps, config.lr)
         batch = _draw(len(captions), config.batch_size, generator)
         text_features = encode_text_trimmed(model, trim_padding(tokens[batch]))
         losses.append(optimiser_step(
