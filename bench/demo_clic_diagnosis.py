@@ -66,14 +66,13 @@ def training_wording_accuracy(model: str, items: list[WordingItem]) -> dict[str,
 
     from toolkit.adapters.loading import load_model
     from toolkit.demo import scenes
-    from toolkit.demo.probe import single_view
+    from toolkit.demo.probe import embed, single_view
 
     adapter = load_model(model)
     size = adapter.image_norm.size
+    image = embed(adapter, torch.stack([single_view(scenes.render(item.scene, size), adapter.image_norm)
+                                        for item in items]))
     with torch.inference_mode():
-        images = torch.stack([single_view(scenes.render(item.scene, size), adapter.image_norm) for item in items])
-        image = torch.cat([adapter.encode_image(images[i:i + 256], normalize=True)
-                           for i in range(0, len(items), 256)])
         positive = (image * adapter.encode_text(adapter.tokenize([i.positive for i in items]), normalize=True)).sum(-1)
         out = {}
         for kind in NEGATIVE_KINDS:
