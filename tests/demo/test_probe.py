@@ -49,6 +49,17 @@ def test_binding_labels_follow_which_shape_carries_c1() -> None:
             assert styles >= ({(c1, s1), (c2, s2)} if item.label else {(c1, s2), (c2, s1)})
 
 
+def test_shape_control_labels_follow_which_of_two_shapes_is_drawn() -> None:
+    combo, items = _items("control_shape", "test", 10)
+    s1, s2, s3 = combo.shapes
+    assert combo.colours == ()
+    for item in items:
+        shapes = [obj.shape for obj in item.scene.objects]
+        assert shapes == [s1 if item.label else s2, s3]
+    # Colours are left random, so they tell nothing about the label.
+    assert len({item.scene.objects[0].colour for item in items}) > 2
+
+
 @pytest.mark.parametrize(("task", "positive", "negative", "axis"), [("relation_horizontal", "left", "right", 0),
                                                                      ("relation_vertical", "above", "below", 1)])
 def test_relation_labels_match_relation_and_the_drawn_positions(task: str, positive: str, negative: str,

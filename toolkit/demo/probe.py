@@ -8,6 +8,8 @@ from "blue circle and red square", no text-side training can make the model tell
 Tasks (each a binary label over generated scenes; one probe per attribute combination, K combinations):
 - `control_colour`: a c3 object plus either a c1 or a c2 object (shapes random). Which colour is present?
   A positive control: colour identity is what the pretraining captions name, so this should be easy.
+- `control_shape`: the same for shapes: an s3 object plus either an s1 or an s2 object (colours random).
+  Binding cannot read higher than the shapes it binds can be told apart, so this bounds `binding`.
 - `binding`: a c1 and a c2 object on an s1 and an s2; label = c1 is on s1 (else c1 is on s2). Both classes
   have the same colours and the same shapes: only the binding differs.
 - `three_object_binding`: the same, with a third object (c3 on s3) in every scene.
@@ -53,13 +55,14 @@ from toolkit.demo.scenes import (
     scene_rng,
 )
 
-TASKS: tuple[str, ...] = ("control_colour", "binding", "three_object_binding", "relation_horizontal",
-                          "relation_vertical")
+TASKS: tuple[str, ...] = ("control_colour", "control_shape", "binding", "three_object_binding",
+                          "relation_horizontal", "relation_vertical")
 VIEWS: tuple[str, ...] = ("single", "pair_first", "pair_second")
 SPLITS: tuple[str, ...] = ("train", "test")
 # Colours and shapes each task fixes per combination (the rest of the scene is random).
 _FIXED: dict[str, tuple[int, int]] = {
     "control_colour": (3, 0),
+    "control_shape": (0, 3),
     "binding": (2, 2),
     "three_object_binding": (3, 3),
     "relation_horizontal": (2, 0),
@@ -148,6 +151,8 @@ def label_of(task: str, combo: Combination, scene: Scene) -> bool:
     check_task(task)
     if task == "control_colour":
         return any(obj.colour == combo.colours[0] for obj in scene.objects)
+    if task == "control_shape":
+        return any(obj.shape == combo.shapes[0] for obj in scene.objects)
     first = _object_of_colour(scene, combo.colours[0])
     if task in ("binding", "three_object_binding"):
         return first.shape == combo.shapes[0]
@@ -159,6 +164,10 @@ def _probed_scene(task: str, combo: Combination, want: bool, rng: random.Random)
     if task == "control_colour":
         base = sample_scene(rng, 2)
         return _restyled(base, [(c[0] if want else c[1], base.objects[0].shape), (c[2], base.objects[1].shape)],
+                         rng)
+    if task == "control_shape":
+        base = sample_scene(rng, 2)
+        return _restyled(base, [(base.objects[0].colour, s[0] if want else s[1]), (base.objects[1].colour, s[2])],
                          rng)
     if task in ("binding", "three_object_binding"):
         styles = [(c[0], s[0]), (c[1], s[1])] if want else [(c[0], s[1]), (c[1], s[0])]
