@@ -94,6 +94,23 @@ def test_unit_heads_read_the_embedding_through_unit_directions() -> None:
     assert not torch.allclose(free.colour["single"].weight.norm(dim=1), torch.ones(free.colour["single"].out_features))
 
 
+def test_object_shape_loss_reads_only_the_occupied_cells() -> None:
+    torch.manual_seed(0)
+    heads = ParseHeads(8)
+    features = torch.randn(3, 8)
+    cells = GRID * GRID
+    shape = torch.zeros(3, cells, dtype=torch.long)
+    shape[0, 5], shape[1, 0], shape[1, 15], shape[2, 9] = 3, 8, 1, 5  # four objects among 48 cells
+    colour = (shape > 0).long() * 2
+    kinds = torch.zeros(3, len(scenes.COLOURS) * len(scenes.SHAPES))
+    plain = heads.loss("top", features, colour, shape, kinds)
+    weighted = heads.loss("top", features, colour, shape, kinds, object_shape_weight=2.0)
+    logits = heads.shape["top"](features).view(3 * cells, -1)
+    occupied = [5, cells, cells + 15, 2 * cells + 9]
+    by_hand = torch.nn.functional.cross_entropy(logits[occupied], torch.tensor([3, 8, 1, 5]))
+    torch.testing.assert_close(weighted - plain, 2.0 * by_hand)
+
+
 def test_alt_texts_name_one_object_of_their_scene_in_training_frames() -> None:
     data = render_scenes(seed=0, count=60, image_size=16)
     assert len(data.alt_texts) == 60
@@ -207,7 +224,7 @@ def test_the_committed_two_stage_model_is_the_recipe_at_its_defaults() -> None:
     # made with `toolkit demo pretrain --recipe two-stage` when the alt-text base lived in another folder
     recorded.pop("init_from"), defaults.pop("init_from")
     # settings added after the model was made; at these values the recipe runs as it did then
-    added_later = {"unit_heads": False, "alt_text_share": 0.0}
+    added_later = {"unit_heads": False, "alt_text_share": 0.0, "object_shape_weight": 0.0}
     assert not added_later.keys() & recorded["stage_a"].keys()
     recorded["stage_a"].update(added_later)
     assert recorded == defaults

@@ -85,6 +85,11 @@ class StageAConfig:
     # conjunctions large in the embedding. The rest, and every pair, get the whole-scene sentence.
     alt_text_share: float = 0.0
     parse_weight: float = 1.0
+    # Weight of a second shape loss on the occupied cells alone. In the per-cell loss most cells are empty, so
+    # an object's shape in a squeezed pair half gets a small share of the gradient: the committed tower tells
+    # two shapes apart at 65 % in pairs (probe control_shape), while the same tower fine-tuned on shapes alone
+    # reads one of 8 shapes at 93 % (bench/results/demo-shape-diagnosis.md). 0 leaves the loss as it was.
+    object_shape_weight: float = 0.0
     pair_share: float = 0.5
     warmup_steps: int = 100
     weight_decay: float = 0.1
@@ -185,13 +190,17 @@ class ParseHeads(torch.nn.Module):
                     torch.nn.utils.parametrize.register_parametrization(module, "weight", _UnitRows())
 
     def loss(self, view: str, features: torch.Tensor, colour: torch.Tensor, shape: torch.Tensor,
-             kinds: torch.Tensor) -> torch.Tensor:
+             kinds: torch.Tensor, object_shape_weight: float = 0.0) -> torch.Tensor:
         cells = GRID * GRID
         colour_logits = self.colour[view](features).view(len(features) * cells, -1)
         shape_logits = self.shape[view](features).view(len(features) * cells, -1)
         fn = torch.nn.functional
-        return (fn.cross_entropy(colour_logits, colour.view(-1)) + fn.cross_entropy(shape_logits, shape.view(-1))
+        loss = (fn.cross_entropy(colour_logits, colour.view(-1)) + fn.cross_entropy(shape_logits, shape.view(-1))
                 + fn.binary_cross_entropy_with_logits(self.kinds[view](features), kinds))
+        if object_shape_weight:
+            occupied = shape.view(-1) > 0  # every scene has an object, so never empty
+            loss = loss + object_shape_weight * fn.cross_entropy(shape_logits[occupied], shape.view(-1)[occupied])
+        return loss
 
 
 @dataclass
@@ -302,12 +311,14 @@ def stage_a(adapter: OpenClipAdapter, data: SceneTensors, config: StageAConfig, 
         text_features = encode_text_trimmed(model, trim_padding(text))
         loss = loss_fn(features, text_features, adapter.logit_scale.exp())
         scaled = features * config.head_scale
-        parse = heads.loss("single", scaled[:n_single], data.colour[single], data.shape[single], data.kinds[single])
+        weight = config.object_shape_weight
+        parse = heads.loss("single", scaled[:n_single], data.colour[single], data.shape[single], data.kinds[single],
+                           weight)
         if n_pairs:
             parse = parse + heads.loss("top", scaled[n_single:], data.colour[first], data.shape[first],
-                                       data.kinds[first])
+                                       data.kinds[first], weight)
             parse = parse + heads.loss("bottom", scaled[n_single:], data.colour[second], data.shape[second],
-                                       data.kinds[second])
+                                       data.kinds[second], weight)
         losses.append(optimiser_step(optimiser, loss + config.parse_weight * parse, adapter))
         if on_step is not None:
             on_step("A", step, losses[-1])
