@@ -16,6 +16,7 @@ from toolkit.demo.scenes import Scene, SceneObject
 from toolkit.demo.two_stage import (
     GRID,
     ParseHeads,
+    ParseWeights,
     StageAConfig,
     StageBConfig,
     TwoStageConfig,
@@ -104,11 +105,22 @@ def test_object_shape_loss_reads_only_the_occupied_cells() -> None:
     colour = (shape > 0).long() * 2
     kinds = torch.zeros(3, len(scenes.COLOURS) * len(scenes.SHAPES))
     plain = heads.loss("top", features, colour, shape, kinds)
-    weighted = heads.loss("top", features, colour, shape, kinds, object_shape_weight=2.0)
+    weighted = heads.loss("top", features, colour, shape, kinds, ParseWeights(object_shape=2.0))
     logits = heads.shape["top"](features).view(3 * cells, -1)
     occupied = [5, cells, cells + 15, 2 * cells + 9]
     by_hand = torch.nn.functional.cross_entropy(logits[occupied], torch.tensor([3, 8, 1, 5]))
     torch.testing.assert_close(weighted - plain, 2.0 * by_hand)
+
+    with_presence = ParseHeads(8, shape_presence=True)
+    with_presence.load_state_dict(heads.state_dict(), strict=False)  # same cell and kind heads
+    assert with_presence.shapes is not None
+    presence = with_presence.loss("top", features, colour, shape, kinds, ParseWeights(shape_presence=0.5))
+    present = torch.zeros(3, len(scenes.SHAPES))
+    present[0, 2] = present[1, 7] = present[1, 0] = present[2, 4] = 1.0  # shapes 3; 8 and 1; 5 (1-based)
+    by_hand = torch.nn.functional.binary_cross_entropy_with_logits(with_presence.shapes["top"](features), present)
+    torch.testing.assert_close(presence - plain, 0.5 * by_hand)
+    with pytest.raises(ValueError, match="shape_presence=True"):
+        heads.loss("top", features, colour, shape, kinds, ParseWeights(shape_presence=1.0))
 
 
 def test_alt_texts_name_one_object_of_their_scene_in_training_frames() -> None:
@@ -224,7 +236,8 @@ def test_the_committed_two_stage_model_is_the_recipe_at_its_defaults() -> None:
     # made with `toolkit demo pretrain --recipe two-stage` when the alt-text base lived in another folder
     recorded.pop("init_from"), defaults.pop("init_from")
     # settings added after the model was made; at these values the recipe runs as it did then
-    added_later = {"unit_heads": False, "alt_text_share": 0.0, "object_shape_weight": 0.0}
+    added_later = {"unit_heads": False, "alt_text_share": 0.0, "object_shape_weight": 0.0,
+                   "shape_presence_weight": 0.0, "kinds_weight": 1.0}
     assert not added_later.keys() & recorded["stage_a"].keys()
     recorded["stage_a"].update(added_later)
     assert recorded == defaults

@@ -90,6 +90,10 @@ class StageAConfig:
     # two shapes apart at 65 % in pairs (probe control_shape), while the same tower fine-tuned on shapes alone
     # reads one of 8 shapes at 93 % (bench/results/demo-shape-diagnosis.md). 0 leaves the loss as it was.
     object_shape_weight: float = 0.0
+    # Weight of a loss on which shapes each view holds (a head of its own, position-free: the question the
+    # shape probe asks), and a multiplier on the loss on which colour-shape kinds it holds (binding's).
+    shape_presence_weight: float = 0.0
+    kinds_weight: float = 1.0
     pair_share: float = 0.5
     warmup_steps: int = 100
     weight_decay: float = 0.1
@@ -171,11 +175,19 @@ class _UnitRows(torch.nn.Module):
         return weight / weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+@dataclass(frozen=True)
+class ParseWeights:
+    kinds: float = 1.0
+    object_shape: float = 0.0
+    shape_presence: float = 0.0
+
+
 class ParseHeads(torch.nn.Module):
     """Per view: cell colours, cell shapes and the kinds present, read linearly off the image embedding;
-    with `unit_rows`, every class reads the embedding through a unit-length direction."""
+    with `unit_rows`, every class reads the embedding through a unit-length direction; with `shape_presence`,
+    also which shapes the view holds."""
 
-    def __init__(self, embed_dim: int, unit_rows: bool = False) -> None:
+    def __init__(self, embed_dim: int, unit_rows: bool = False, shape_presence: bool = False) -> None:
         super().__init__()
         cells = GRID * GRID
         self.colour = torch.nn.ModuleDict({v: torch.nn.Linear(embed_dim, cells * (1 + len(COLOUR_NAMES)))
@@ -184,22 +196,31 @@ class ParseHeads(torch.nn.Module):
                                           for v in VIEWS})
         self.kinds = torch.nn.ModuleDict({v: torch.nn.Linear(embed_dim, len(COLOUR_NAMES) * len(scenes.SHAPES))
                                           for v in VIEWS})
+        # made last and only when asked, so recipes without it draw the same initial weights as before
+        self.shapes = torch.nn.ModuleDict({v: torch.nn.Linear(embed_dim, len(scenes.SHAPES)) for v in VIEWS}) \
+            if shape_presence else None
         if unit_rows:
             for module in self.modules():
                 if isinstance(module, torch.nn.Linear):
                     torch.nn.utils.parametrize.register_parametrization(module, "weight", _UnitRows())
 
     def loss(self, view: str, features: torch.Tensor, colour: torch.Tensor, shape: torch.Tensor,
-             kinds: torch.Tensor, object_shape_weight: float = 0.0) -> torch.Tensor:
+             kinds: torch.Tensor, weights: ParseWeights = ParseWeights()) -> torch.Tensor:
         cells = GRID * GRID
         colour_logits = self.colour[view](features).view(len(features) * cells, -1)
         shape_logits = self.shape[view](features).view(len(features) * cells, -1)
         fn = torch.nn.functional
         loss = (fn.cross_entropy(colour_logits, colour.view(-1)) + fn.cross_entropy(shape_logits, shape.view(-1))
-                + fn.binary_cross_entropy_with_logits(self.kinds[view](features), kinds))
-        if object_shape_weight:
+                + weights.kinds * fn.binary_cross_entropy_with_logits(self.kinds[view](features), kinds))
+        if weights.object_shape:
             occupied = shape.view(-1) > 0  # every scene has an object, so never empty
-            loss = loss + object_shape_weight * fn.cross_entropy(shape_logits[occupied], shape.view(-1)[occupied])
+            loss = loss + weights.object_shape * fn.cross_entropy(shape_logits[occupied], shape.view(-1)[occupied])
+        if weights.shape_presence:
+            if self.shapes is None:
+                raise ValueError("a shape-presence weight needs heads made with shape_presence=True")
+            present = fn.one_hot(shape, 1 + len(scenes.SHAPES))[..., 1:].amax(dim=1).float()
+            loss = loss + weights.shape_presence * fn.binary_cross_entropy_with_logits(self.shapes[view](features),
+                                                                                      present)
         return loss
 
 
@@ -277,7 +298,7 @@ def stage_a(adapter: OpenClipAdapter, data: SceneTensors, config: StageAConfig, 
 
     model = adapter.model
     model.train()
-    heads = ParseHeads(int(adapter.config["embed_dim"]), config.unit_heads)
+    heads = ParseHeads(int(adapter.config["embed_dim"]), config.unit_heads, config.shape_presence_weight > 0)
     optimiser = torch.optim.AdamW(
         [*_param_groups(model.named_parameters(), config.weight_decay),
          {"params": list(heads.parameters()), "weight_decay": 0.0, "head": True}],
@@ -311,7 +332,7 @@ def stage_a(adapter: OpenClipAdapter, data: SceneTensors, config: StageAConfig, 
         text_features = encode_text_trimmed(model, trim_padding(text))
         loss = loss_fn(features, text_features, adapter.logit_scale.exp())
         scaled = features * config.head_scale
-        weight = config.object_shape_weight
+        weight = ParseWeights(config.kinds_weight, config.object_shape_weight, config.shape_presence_weight)
         parse = heads.loss("single", scaled[:n_single], data.colour[single], data.shape[single], data.kinds[single],
                            weight)
         if n_pairs:
