@@ -172,6 +172,25 @@ def test_swap_attribute_reaches_sugarcrepe_swap_att(parsed) -> None:  # type: ig
     assert len(two_attributes) >= 10 and len(made) >= 0.5 * len(two_attributes)
 
 
+def test_complex_prepositions_keep_their_place_noun(tagger) -> None:  # type: ignore[no-untyped-def]
+    # SugarCrepe swap_obj items (COCO captions, MIT): the parser makes "front" the object of "in" and the car
+    # the object of "of"; the relation is "in front of" and the human negative swaps what stands around it.
+    for caption, human in [("A large cargo van parked in front of a smart car.",
+                             "A smart car parked in front of a large cargo van."),
+                            ("A vintage red car in front of a vintage army prop plane.",
+                             "A vintage army prop plane in front of a vintage red car.")]:
+        assert [c.text for c in gen.swap_relation_candidates(_one(tagger, caption))] == [human]
+    # The demo's wording: "left" and "right" are part of the relation, never an object to swap or move.
+    dog = _one(tagger, "A brown dog standing to the left of a white cat.")
+    assert [c.text for c in gen.swap_relation_candidates(dog)] == ["A white cat standing to the left of a brown dog."]
+    within = [c.text for c in gen.sentence_candidates("swap_within", dog, gen.NegativeContext({}))]
+    assert within and all("to the left of" in text for text in within), within
+    shapes = _one(tagger, "a brown cross to the right of a green square.")
+    assert [c.text for c in gen.swap_relation_candidates(shapes)] == ["a green square to the right of a brown cross."]
+    assert "a brown cross to the left of a green square." in [
+        c.text for c in gen.sentence_candidates("replace", shapes, gen.NegativeContext({}))]
+
+
 def test_coordinated_adjectives_move_as_one_attribute(tagger, facts) -> None:  # type: ignore[no-untyped-def]
     # SugarCrepe swap_att items (COCO captions, MIT) whose human negative moves "black and white" whole.
     sofa = _one(tagger, "A man talking in front of a photo of an orange sofa with black and white fence behind it.")

@@ -519,13 +519,32 @@ def _chunk_of(sentence: TaggedSentence, index: int) -> tuple[int, int] | None:
     return None
 
 
+def _spatial_noun(sentence: TaggedSentence, index: int) -> bool:
+    return sentence.pos[index] == "NOUN" and sentence.tokens[index].lower() in lexicon.SPATIAL_NOUNS
+
+
+def _beyond_spatial_noun(sentence: TaggedSentence, index: int) -> int:
+    """The object of a complex preposition: "square" in "to the left of a square" (whose parse makes "left"
+    the object of "to" and "square" the object of "of"); otherwise `index` itself."""
+    if not _spatial_noun(sentence, index):
+        return index
+    for of in sentence.children(index):
+        if sentence.deps[of] == "prep" and sentence.tokens[of].lower() == "of":
+            objects = [c for c in sentence.children(of) if sentence.deps[c] == "pobj"]
+            if objects:
+                return objects[0]
+    return index
+
+
 def _relation_pairs(sentence: TaggedSentence) -> Iterator[tuple[int, int, int]]:
     """(left noun, relation token, right noun): a noun or a verb's subject, a preposition and its object;
     or a verb's subject and object."""
     heads, deps = sentence.heads, sentence.deps
     for rel in range(len(sentence.tokens)):
         if deps[rel] == "prep" and sentence.pos[rel] == "ADP":
-            objects = [c for c in sentence.children(rel) if deps[c] == "pobj"]
+            if _spatial_noun(sentence, heads[rel]) and deps[heads[rel]] == "pobj":
+                continue  # the "of" inside "to the left of": its relation starts at "to"
+            objects = [_beyond_spatial_noun(sentence, c) for c in sentence.children(rel) if deps[c] == "pobj"]
             head = heads[rel]
             while sentence.pos[head] in ("ADV", "ADJ") and heads[head] != head:
                 head = heads[head]  # "next to", "close to": the relation's head is what comes before

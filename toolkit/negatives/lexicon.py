@@ -85,7 +85,10 @@ SINGULAR_DETERMINERS = _set("a an one this that another each every")
 PLURAL_DETERMINERS = _set("two three four five six seven eight nine ten eleven twelve these those several many "
                           "both few")
 # Nouns that head a quantity or a view, or sit inside fixed relations ("in front of", "a group of").
-FUNCTIONAL_NOUNS = _set("front top side middle edge back bottom lot lots couple bunch group pair kind type variety "
+# Nouns that name a place relative to something: inside "to the left of", "in front of", "on top of" they are
+# part of the relation, not objects of their own.
+SPATIAL_NOUNS = _set("left right front top side middle edge back bottom")
+FUNCTIONAL_NOUNS = SPATIAL_NOUNS | _set("lot lots couple bunch group pair kind type variety "
                         "piece view picture image photo photograph close closeup shot number herd flock set row "
                         "line stack pile")
 # Adjectives that work as quantifiers or inside fixed relations ("next to", "close to").
