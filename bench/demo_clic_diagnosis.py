@@ -40,13 +40,13 @@ class WordingItem:
     negatives: dict[str, str]  # kind -> caption
 
 
-def training_wording_items(count: int, seed: int = 7) -> list[WordingItem]:
+def training_wording_items(count: int, seed: int = 7, stream: str = "diagnosis-training-wording") -> list[WordingItem]:
     """Two-object scenes captioned in the training frame "{a} {rel} {b}.", with one negative per kind."""
     from toolkit.demo import scenes
 
     items = []
     for index in range(count):
-        rng = scenes.scene_rng(seed, "diagnosis-training-wording", index)
+        rng = scenes.scene_rng(seed, stream, index)
         scene = scenes.sample_scene(rng, 2)
         a, b = scene.objects
         rel = scenes.relation(a, b)
