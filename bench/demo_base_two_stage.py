@@ -50,6 +50,8 @@ def main() -> None:
     from toolkit.demo.probe import ProbeConfig, run_probes
     from toolkit.demo.two_stage import TwoStageConfig, pretrain_two_stage
 
+    # the code that runs is the code at the start; HEAD may move during a half-hour run
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     config = replace(TwoStageConfig(), threads=args.threads)
     for item in args.set:
         key, _, value = item.partition("=")
@@ -68,7 +70,6 @@ def main() -> None:
         combinations=4, train_items=300, test_items=200, render_size=config.image_size)
     adapter = load_model(str(out))
     probes = run_probes(adapter, probe_config, say=lambda line: print(f"[{args.name}] {line}", flush=True))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     record = {"name": args.name, "commit": commit, "settings": args.set, "config": asdict(config),
               "probe_config": asdict(probe_config),
               "seconds": {k: summary[k] for k in summary if k.endswith("seconds")},
