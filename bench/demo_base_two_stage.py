@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
+
+from run_records import append_record, head_commit
 
 RESULTS = Path("bench/results/demo-base-two-stage.jsonl")
 
@@ -51,7 +52,7 @@ def main() -> None:
     from toolkit.demo.two_stage import TwoStageConfig, pretrain_two_stage
 
     # the code that runs is the code at the start; HEAD may move during a half-hour run
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = head_commit()
     config = replace(TwoStageConfig(), threads=args.threads)
     for item in args.set:
         key, _, value = item.partition("=")
@@ -76,9 +77,7 @@ def main() -> None:
               "load_average": os.getloadavg(), "probes": probes,
               "final_loss": {"A": summary["stage_a_loss_every_50_steps"][-1],
                              "B": summary["stage_b_loss_every_50_steps"][-1]}}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_record(RESULTS, record)
     brief = {task: {view: round(per["views"][view]["mean"], 1) for view in ("single", "pair")}
              for task, per in probes.items()}
     print(json.dumps(brief))

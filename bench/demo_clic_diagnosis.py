@@ -22,11 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from run_records import append_record, head_commit
 
 RESULTS = Path("bench/results/demo-clic-diagnosis.jsonl")
 OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
@@ -104,7 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     workspace = args.workspace.resolve()
     # the code that runs is the code at the start; HEAD may move during a half-hour run
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = head_commit()
     os.environ.setdefault("TOOLKIT_WORKSPACE", str(workspace))  # the run is tracked in the workspace's MLflow
 
     from toolkit.catalog import open_store
@@ -149,9 +150,7 @@ def main() -> None:
                              "trained": training_wording_accuracy(str(trained), items)},
         "hard_negative_accuracy": hard_negative_accuracy(trained),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_record(RESULTS, record)
     print(json.dumps(record, indent=1))
 
 

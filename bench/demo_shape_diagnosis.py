@@ -24,11 +24,12 @@ import argparse
 import itertools
 import json
 import math
-import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from run_records import append_record, head_commit
 
 RESULTS = Path("bench/results/demo-shape-diagnosis.jsonl")
 
@@ -175,7 +176,7 @@ def main() -> None:
     from toolkit.demo.scenes import SHAPES
 
     torch.set_num_threads(1)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = head_commit()
     started = time.perf_counter()
     if args.part == "pairs":
         pairs: list[tuple[str, str]] = (
@@ -189,9 +190,7 @@ def main() -> None:
     record = {"part": args.part, "model": args.model, "settings": settings, "commit": commit,
               "recorded": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "seconds": round(time.perf_counter() - started, 1), "results": results}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_record(RESULTS, record)
 
 
 if __name__ == "__main__":

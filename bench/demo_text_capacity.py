@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+from run_records import append_record, head_commit
 
 RESULTS = Path("bench/results/demo-text-capacity.jsonl")
 
@@ -43,7 +44,7 @@ def main() -> None:
     from toolkit.demo.probe import embed, single_view
 
     torch.set_num_threads(1)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = head_commit()
     started = time.perf_counter()
     adapter = load_model(args.base)
     model, norm = adapter.model, adapter.image_norm
@@ -106,9 +107,7 @@ def main() -> None:
     record = {"base": args.base, "scenes": args.scenes, "steps": args.steps, "batch": args.batch, "commit": commit,
               "recorded": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "seconds": round(time.perf_counter() - started, 1), "curve": curve}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_record(RESULTS, record)
 
 
 if __name__ == "__main__":
