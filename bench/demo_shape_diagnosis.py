@@ -153,7 +153,7 @@ def capacity(model: str, steps: int, widths: list[int], train: int = 6000, test:
                 visual.train()
                 accuracy = round(100 * float((predicted == y_test).double().mean()), 1)
                 curve.append([step, accuracy])
-                print(json.dumps({"tower": name, "step": step, "loss": round(float(loss), 3),
+                print(json.dumps({"tower": name, "step": step, "loss": round(float(loss.detach()), 3),
                                   "test_accuracy": accuracy}), flush=True)
         out[name] = curve
     return out
