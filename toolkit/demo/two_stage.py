@@ -307,6 +307,7 @@ def stage_a(adapter: OpenClipAdapter, data: SceneTensors, config: StageAConfig, 
     tokens = adapter.tokenize(data.sentences)
     alt_tokens = adapter.tokenize(data.alt_texts) if config.alt_text_share > 0 else None
     loss_fn = ClipLoss()
+    weight = ParseWeights(config.kinds_weight, config.object_shape_weight, config.shape_presence_weight)
     count = len(data.sentences)
     n_pairs = round(config.batch_size * config.pair_share)
     n_single = config.batch_size - n_pairs
@@ -332,7 +333,6 @@ def stage_a(adapter: OpenClipAdapter, data: SceneTensors, config: StageAConfig, 
         text_features = encode_text_trimmed(model, trim_padding(text))
         loss = loss_fn(features, text_features, adapter.logit_scale.exp())
         scaled = features * config.head_scale
-        weight = ParseWeights(config.kinds_weight, config.object_shape_weight, config.shape_presence_weight)
         parse = heads.loss("single", scaled[:n_single], data.colour[single], data.shape[single], data.kinds[single],
                            weight)
         if n_pairs:
