@@ -92,6 +92,7 @@ def capacity(model: str, steps: int, widths: list[int], train: int = 6000, test:
     from toolkit.adapters.loading import load_model
     from toolkit.adapters.open_clip_adapter import _build
     from toolkit.demo import scenes
+    from toolkit.demo.pretrain import normalise
     from toolkit.demo.probe import half_tile
 
     source: Any = load_model(model)  # an open_clip model: its config is read for the random towers
@@ -110,12 +111,6 @@ def capacity(model: str, steps: int, widths: list[int], train: int = 6000, test:
             images.append(torch.cat(halves, dim=1))  # top / bottom, as square images are paired
             labels.append(scenes.SHAPES.index(scene.objects[0].shape))
         return torch.stack(images), torch.tensor(labels)
-
-    mean = torch.tensor(source.image_norm.mean).view(1, 3, 1, 1)
-    std = torch.tensor(source.image_norm.std).view(1, 3, 1, 1)
-
-    def normalised(x: torch.Tensor) -> torch.Tensor:
-        return (x.float() / 255 - mean) / std
 
     x_train, y_train = data("train", train)
     x_test, y_test = data("test", test)
@@ -139,7 +134,7 @@ def capacity(model: str, steps: int, widths: list[int], train: int = 6000, test:
             for group in optimiser.param_groups:
                 group["lr"] = lr
             batch = torch.randint(0, len(x_train), (64,), generator=generator)
-            logits = head(torch.nn.functional.normalize(visual(normalised(x_train[batch])), dim=-1) * 10)
+            logits = head(torch.nn.functional.normalize(visual(normalise(x_train[batch], source)), dim=-1) * 10)
             loss = torch.nn.functional.cross_entropy(logits, y_train[batch])
             optimiser.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
@@ -148,7 +143,7 @@ def capacity(model: str, steps: int, widths: list[int], train: int = 6000, test:
                 visual.eval()
                 with torch.inference_mode():
                     predicted = torch.cat([head(torch.nn.functional.normalize(
-                        visual(normalised(x_test[i:i + 250])), dim=-1) * 10).argmax(-1)
+                        visual(normalise(x_test[i:i + 250], source)), dim=-1) * 10).argmax(-1)
                         for i in range(0, len(x_test), 250)])
                 visual.train()
                 accuracy = round(100 * float((predicted == y_test).double().mean()), 1)
