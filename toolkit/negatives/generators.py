@@ -548,12 +548,15 @@ def _relation_pairs(sentence: TaggedSentence) -> Iterator[tuple[int, int, int]]:
             head = heads[rel]
             while sentence.pos[head] in ("ADV", "ADJ") and heads[head] != head:
                 head = heads[head]  # "next to", "close to": the relation's head is what comes before
-            left: int | None = head if sentence.pos[head] == "NOUN" else None
+            left: int | None = head if _noun_reading(sentence, head) else None
             if left is None and sentence.pos[head] in ("VERB", "AUX"):
                 subjects = [c for c in sentence.children(head) if deps[c] in ("nsubj", "nsubjpass")]
+                if not subjects and any(deps[c] == "expl" for c in sentence.children(head)):
+                    # "there is a cat on a ball": the cat is what the verb introduces
+                    subjects = [c for c in sentence.children(head) if deps[c] == "attr"]
                 if subjects:
                     left = subjects[0]
-                elif deps[head] in ("acl", "relcl") and sentence.pos[heads[head]] == "NOUN":
+                elif deps[head] in ("acl", "relcl") and _noun_reading(sentence, heads[head]):
                     left = heads[head]  # "a cat sitting on a ball"
             if left is not None and objects:
                 yield left, rel, objects[0]
@@ -586,7 +589,8 @@ def swap_relation_candidates(sentence: TaggedSentence) -> list[Candidate]:
         if _coordinated_phrase(sentence, left) or _coordinated_phrase(sentence, right) or any(
                 sentence.pos[k] == "PRON" or sentence.tokens[k].lower() in lexicon.PRONOUNS for k in range(ls, re_)):
             continue  # "a tram and a car make their way": the swap breaks what "and" or "their" refer to
-        subject = {"nsubj", "nsubjpass"} & {sentence.deps[left], sentence.deps[right]}
+        # "attr": after an expletive "there" the verb agrees with it ("there are cats on a ball")
+        subject = {"nsubj", "nsubjpass", "attr"} & {sentence.deps[left], sentence.deps[right]}
         if subject and sentence.number[left] != sentence.number[right]:
             continue
         seen.add((spans[0], spans[1]))
@@ -599,11 +603,18 @@ def _coordinated_phrase(sentence: TaggedSentence, head: int) -> bool:
     return sentence.deps[head] == "conj" or any(sentence.deps[c] == "conj" for c in sentence.children(head))
 
 
+def _noun_reading(sentence: TaggedSentence, index: int) -> bool:
+    """A common noun, or a lower-case word the tagger took for a name (`_lowercase_name`): in "the green
+    square is above the pink hexagon" the small tagger reads "green square" as a name about half the time."""
+    return sentence.pos[index] == "NOUN" or (_lowercase_name(sentence, index)
+                                             and _misread_adjective(sentence, index) is None)
+
+
 def _swappable_phrase(sentence: TaggedSentence, start: int, end: int, head: int) -> bool:
-    if sentence.pos[head] != "NOUN" or sentence.lemma[head].lower() in lexicon.FUNCTIONAL_NOUNS:
+    if not _noun_reading(sentence, head) or sentence.lemma[head].lower() in lexicon.FUNCTIONAL_NOUNS:
         return False
-    return not any(sentence.pos[i] in ("PRON", "PROPN") or sentence.tokens[i].lower() in lexicon.PRONOUNS
-                   for i in range(start, end))
+    return not any(sentence.pos[i] == "PRON" or (sentence.pos[i] == "PROPN" and not _lowercase_name(sentence, i))
+                   or sentence.tokens[i].lower() in lexicon.PRONOUNS for i in range(start, end))
 
 
 def _exchange(sentence: TaggedSentence, left: tuple[int, int], right: tuple[int, int],
