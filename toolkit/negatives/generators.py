@@ -605,9 +605,11 @@ def _coordinated_phrase(sentence: TaggedSentence, head: int) -> bool:
 
 def _noun_reading(sentence: TaggedSentence, index: int) -> bool:
     """A common noun, or a lower-case word the tagger took for a name (`_lowercase_name`): in "the green
-    square is above the pink hexagon" the small tagger reads "green square" as a name about half the time."""
+    square is above the pink hexagon" the small tagger reads "green square" as a name about half the time.
+    A name's inner words ("teddy" in "a teddy bear", read as a compound) are not the phrase's head."""
     return sentence.pos[index] == "NOUN" or (_lowercase_name(sentence, index)
-                                             and _misread_adjective(sentence, index) is None)
+                                             and _misread_adjective(sentence, index) is None
+                                             and sentence.deps[index] not in ("compound", "flat", "nmod"))
 
 
 def _swappable_phrase(sentence: TaggedSentence, start: int, end: int, head: int) -> bool:
