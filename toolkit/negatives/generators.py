@@ -163,7 +163,8 @@ def _lowercase_name(sentence: TaggedSentence, index: int) -> bool:
     """A lower-case word tagged as a proper noun. On short lower-case captions the small English tagger reads
     whole noun phrases as names ("a blue hexagon and a cyan star": NNP NNP ... NNP); names in captions are
     written with capitals ("a Fed Ex truck"), so a colour or size word read so is still an adjective of its
-    kind. Other such words stay untouched: as nouns their number is unknown ("zebras" as NNPS)."""
+    kind. Other such words are not replaced or swapped word by word: as nouns their number is unknown
+    ("zebras" as NNPS). Whole phrases around a relation may move (`_noun_reading`): no word changes form."""
     return sentence.pos[index] == "PROPN" and sentence.tokens[index].islower()
 
 
