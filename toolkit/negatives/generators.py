@@ -44,6 +44,7 @@ _VOCAB_WORD = re.compile(r"[^\W\d_]+(?:[-'][^\W\d_]+)*")
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
 _COORDINATORS = frozenset({"and", "or", "&", ",", "nor"})
 _ADJECTIVE_KINDS = frozenset({"colour", "size", "material", "age", "pattern", "state", "temperature", "light"})
+_COMPOUND_PARTS = frozenset({"compound", "flat", "nmod"})  # a modifier inside a compound or multi-word name
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ def reading_tag(sentence: TaggedSentence, index: int) -> str:
 def _in_compound(sentence: TaggedSentence, index: int) -> bool:
     """Part of a multi-word name ("Fed Ex truck") or a compound modifier ("tennis" in "tennis racket").
     A compound's head noun ("racket") may be edited: the modifier stays and still reads as one."""
-    if sentence.deps[index] in ("compound", "flat", "nmod") or sentence.pos[index] == "PROPN":
+    if sentence.deps[index] in _COMPOUND_PARTS or sentence.pos[index] == "PROPN":
         return True
     return any(sentence.deps[c] == "compound" and sentence.pos[c] == "PROPN" and not _lowercase_name(sentence, c)
                for c in sentence.children(index))
@@ -610,7 +611,7 @@ def _noun_reading(sentence: TaggedSentence, index: int) -> bool:
     A name's inner words ("teddy" in "a teddy bear", read as a compound) are not the phrase's head."""
     return sentence.pos[index] == "NOUN" or (_lowercase_name(sentence, index)
                                              and _misread_adjective(sentence, index) is None
-                                             and sentence.deps[index] not in ("compound", "flat", "nmod"))
+                                             and sentence.deps[index] not in _COMPOUND_PARTS)
 
 
 def _swappable_phrase(sentence: TaggedSentence, start: int, end: int, head: int) -> bool:
