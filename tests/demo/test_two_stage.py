@@ -233,13 +233,8 @@ def test_the_committed_two_stage_model_is_the_recipe_at_its_defaults() -> None:
 
     recorded = json.loads((TWO_STAGE_BASE / "pretrain.json").read_text())["config"]
     defaults = json.loads(json.dumps(asdict(TwoStageConfig())))
-    # made with `toolkit demo pretrain --recipe two-stage` when the alt-text base lived in another folder
+    # an absolute path on the machine that made it (bench/demo_base_two_stage.py, which runs the same function)
     recorded.pop("init_from"), defaults.pop("init_from")
-    # settings added after the model was made; at these values the recipe runs as it did then
-    added_later = {"unit_heads": False, "alt_text_share": 0.0, "object_shape_weight": 0.0,
-                   "shape_presence_weight": 0.0, "kinds_weight": 1.0}
-    assert not added_later.keys() & recorded["stage_a"].keys()
-    recorded["stage_a"].update(added_later)
     assert recorded == defaults
     adapter = load_model(str(TWO_STAGE_BASE))
     assert adapter.image_norm.size == 128

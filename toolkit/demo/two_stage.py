@@ -1,7 +1,7 @@
 """A demo base in two stages (issue #19): an image tower that knows which colour sits on which shape and
 where each object stands, beside a text tower that reads captions as a bag of words, as in real CLIP.
-Committed as `toolkit/demo/base-two-stage` (not yet the demo's base: CLIC trained on it has not yet gained;
-probes in bench/results/probe-image-tower-two-stage.md).
+Committed as `toolkit/demo/base-two-stage` (not yet the demo's base: CLIC trained on it has not yet gained,
+bench/results/demo-clic-diagnosis.md; probes in bench/results/probe-image-tower-two-stage.md).
 
 Why two stages: pretrained on alt text naming one object (`toolkit.demo.pretrain`), the image tower encodes
 binding on single images but no spatial relation, so no text-side training can teach relations (probe:
@@ -71,7 +71,9 @@ def two_stage_model_config(embed_dim: int = 64, image_size: int = 64, patch_size
 
 @dataclass(frozen=True)
 class StageAConfig:
-    steps: int = 5000
+    # 7,000 steps: at 5,000 the relations in pairs stood at 83 / 88, at 7,000 every probe passes 85 in pairs
+    # (bench/results/demo-shape-diagnosis.md §6, probe-image-tower-two-stage.md)
+    steps: int = 7000
     batch_size: int = 128
     lr: float = 1e-3
     head_lr: float = 1e-2  # the heads read a unit-norm embedding whose position part starts tiny: at 1e-3 none learn
@@ -84,7 +86,9 @@ class StageAConfig:
     # matching "a red circle" against scenes that hold red things and circles apart keeps colour-shape
     # conjunctions large in the embedding. The rest, and every pair, get the whole-scene sentence.
     alt_text_share: float = 0.0
-    parse_weight: float = 1.0
+    # The per-cell loss (where each colour and shape is) three times as heavy as at first keeps relations
+    # beside the presence and kinds losses, which alone trade them away (demo-shape-diagnosis.md §5).
+    parse_weight: float = 3.0
     # Weight of a second shape loss on the occupied cells alone. In the per-cell loss most cells are empty, so
     # an object's shape in a squeezed pair half gets a small share of the gradient: the committed tower tells
     # two shapes apart at 65 % in pairs (probe control_shape), while the same tower fine-tuned on shapes alone
@@ -92,8 +96,9 @@ class StageAConfig:
     object_shape_weight: float = 0.0
     # Weight of a loss on which shapes each view holds (a head of its own, position-free: the question the
     # shape probe asks), and a multiplier on the loss on which colour-shape kinds it holds (binding's).
-    shape_presence_weight: float = 0.0
-    kinds_weight: float = 1.0
+    # At parse_weight 3 these are presence 4 and kinds x10 of the per-cell loss's first weight.
+    shape_presence_weight: float = 1.333
+    kinds_weight: float = 3.333
     pair_share: float = 0.5
     warmup_steps: int = 100
     weight_decay: float = 0.1
