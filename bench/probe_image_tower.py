@@ -26,6 +26,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from run_records import head_commit
+
 DEFAULT_MODEL = Path("toolkit/demo/base")
 
 
@@ -62,14 +64,6 @@ def _gap_cell(figures: dict[str, Any]) -> str:
     return f"{figures['mean']:.3f} ± {figures['standard_error']:.3f}"
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, action="append", default=None,
@@ -89,6 +83,7 @@ def main() -> None:
     from toolkit.demo.probe import ProbeConfig, run_probes
 
     torch.set_num_threads(args.threads)
+    commit = head_commit()  # the code that runs is the code at the start
     defaults = ProbeConfig()
     config = ProbeConfig(
         combinations=args.combinations or defaults.combinations,
@@ -121,7 +116,7 @@ def main() -> None:
 
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    note = (f"`python bench/probe_image_tower.py {' '.join(f'--model {m}' for m in models)}` at {_commit()}, "
+    note = (f"`python bench/probe_image_tower.py {' '.join(f'--model {m}' for m in models)}` at {commit}, "
             f"{stamp}; {args.threads} torch thread(s); K = {config.combinations} combinations per task, "
             f"{config.train_items} train / {config.test_items} test scenes per combination; logistic regression "
             f"(LBFGS, L2 {config.l2}) on the standardised, L2-normalised image embedding. Test accuracy in %, "
@@ -131,7 +126,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(
         "# Linear probes of the frozen image tower\n\n" + note + "\n\n" + table + "\n", encoding="utf-8")
-    record = {"config": asdict(config), "commit": _commit(), "recorded": stamp, "wall_seconds": wall,
+    record = {"config": asdict(config), "commit": commit, "recorded": stamp, "wall_seconds": wall,
               "seconds_per_model": seconds, "load_average_before": load_before, "load_average_after": load_after,
               "uptime": uptime, "threads": args.threads, "results": results}
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
