@@ -86,20 +86,16 @@ def shape_pair_probes(model: str, train: int, test: int, scale: float, pairs: li
 
 
 def capacity(model: str, steps: int, widths: list[int], train: int = 6000, test: int = 1000) -> dict[str, Any]:
-    import numpy as np
     import torch
 
     from toolkit.adapters.loading import load_model
     from toolkit.adapters.open_clip_adapter import _build
     from toolkit.demo import scenes
-    from toolkit.demo.pretrain import normalise
+    from toolkit.demo.pretrain import image_uint8, normalise
     from toolkit.demo.probe import half_tile
 
     source: Any = load_model(model)  # an open_clip model: its config is read for the random towers
     size = source.image_norm.size
-
-    def uint8(image: Any) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
     def data(split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = [], []
@@ -107,7 +103,7 @@ def capacity(model: str, steps: int, widths: list[int], train: int = 6000, test:
             rng = scenes.scene_rng(0, f"capacity-{split}", i)
             scene = scenes.sample_scene(rng, 1)
             partner = scenes.sample_scene(rng, rng.choice((2, 3)))
-            halves = [uint8(half_tile(scenes.render(s, size), size // 2, size)) for s in (scene, partner)]
+            halves = [image_uint8(half_tile(scenes.render(s, size), size // 2, size)) for s in (scene, partner)]
             images.append(torch.cat(halves, dim=1))  # top / bottom, as square images are paired
             labels.append(scenes.SHAPES.index(scene.objects[0].shape))
         return torch.stack(images), torch.tensor(labels)

@@ -102,6 +102,11 @@ def read_manifest(path: Path, limit: int | None = None) -> list[dict[str, str]]:
     return rows
 
 
+def image_uint8(image: Image.Image) -> torch.Tensor:
+    """An RGB PIL image -> uint8 [3, H, W] (a copy: the tensor owns its bytes)."""
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
 def load_images_uint8(folder: Path, relative_paths: list[str], size: int) -> torch.Tensor:
     """PNG files -> uint8 [N, 3, size, size]; kept as bytes so 20k images cost ~250 MB, not 1 GB."""
     batch = np.empty((len(relative_paths), size, size, 3), dtype=np.uint8)

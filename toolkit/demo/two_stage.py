@@ -32,9 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
 from toolkit.adapters.open_clip_adapter import OpenClipAdapter, _build
 from toolkit.core.images import aspect_class
@@ -46,6 +44,7 @@ from toolkit.demo.pretrain import (
     DEMO_MODEL_NAME,
     _param_groups,
     encode_text_trimmed,
+    image_uint8,
     normalise,
     optimiser_step,
     save_demo_model,
@@ -241,10 +240,6 @@ class SceneTensors:
     alt_texts: list[str]  # alt text naming one object of the scene, from a stream of its own
 
 
-def _uint8(image: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
-
-
 def render_scenes(seed: int, count: int, image_size: int) -> SceneTensors:
     top_hw, bottom_hw = half_tile_sizes(aspect_class(image_size, image_size), image_size)
     singles, tops, bottoms, sentences, alt_texts = [], [], [], [], []
@@ -254,9 +249,9 @@ def render_scenes(seed: int, count: int, image_size: int) -> SceneTensors:
     for i in range(count):
         scene, rng = base_scene(seed, i)
         image = scenes.render(scene, image_size)
-        singles.append(_uint8(image))
-        tops.append(_uint8(half_tile(image, *top_hw)))
-        bottoms.append(_uint8(half_tile(image, *bottom_hw)))
+        singles.append(image_uint8(image))
+        tops.append(image_uint8(half_tile(image, *top_hw)))
+        bottoms.append(image_uint8(half_tile(image, *bottom_hw)))
         targets = parse_targets(scene)
         colour[i] = torch.tensor(targets.colour)
         shape[i] = torch.tensor(targets.shape)
