@@ -119,16 +119,23 @@ class Store:
 _MIGRATION_LOCK_KEY = 0x746F6F6C6B6974  # "toolkit": one advisory lock id for catalog migrations
 
 
+def _sqlite_file(parsed: Any) -> Path | None:
+    """The file of a SQLite URL; None for another backend or an in-memory database."""
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser()
+
+
 @contextmanager
 def _migration_lock(parsed: Any) -> Iterator[None]:
     """For a SQLite file: an exclusive lock on `<db>.migrate-lock` while the schema is checked and migrated,
     so ten commands started together on a new workspace do not all try to CREATE TABLE. PostgreSQL uses
     an advisory lock instead (in `open_store`); an in-memory SQLite database needs none."""
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    database = _sqlite_file(parsed)
+    if database is None:
         yield
         return
-    lock_path = Path(parsed.database).expanduser()
-    with exclusive_file_lock(lock_path.with_name(lock_path.name + ".migrate-lock")):
+    with exclusive_file_lock(database.with_name(database.name + ".migrate-lock")):
         yield
 
 
@@ -139,8 +146,9 @@ def open_store(url: str, migrate: bool = True) -> Store:
     except (ArgumentError, ValueError) as err:  # ValueError: a port that is not a number
         raise StoreError(f"not a database URL: {redact_url(url)!r} (expected e.g. sqlite:///path/catalog.db "
                          "or postgresql+psycopg://user:pass@host/db)") from err
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    database = _sqlite_file(parsed)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         # Default to psycopg 3, the driver the `postgres` extra installs.
         parsed = parsed.set(drivername="postgresql+psycopg")
