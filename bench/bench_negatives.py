@@ -27,7 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from toolkit.core.parse import TaggedSentence
-from toolkit.ingest.tagging import load_tagger, parse_of
+from toolkit.ingest.tagging import load_tagger
 from toolkit.negatives import generators as new
 from toolkit.negatives import lexicon
 from toolkit.negatives.audit import FLAGS, WordFacts, audit, format_table
@@ -85,11 +85,10 @@ def tag_both(captions: list[str]) -> tuple[list[Any], list[TaggedSentence], dict
 def reachability(data: Path, old: ModuleType, tagger: Any, limit: int | None) -> dict[str, float]:
     """SugarCrepe swap_att: can the swap generators produce the human negative at all (any of their edits)?"""
     items = list(json.loads((data / "swap_att.json").read_text()).values())[:limit]
-    docs = list(tagger._nlp.pipe([i["caption"] for i in items]))
+    parsed_items = tagger.tag([i["caption"] for i in items])
     old.MAX_ATTEMPTS = 10 ** 6  # enumerate every edit the old generator could draw
     hits_old = hits_new = 0
-    for item, doc in zip(items, docs, strict=True):
-        parsed = parse_of(doc)
+    for item, parsed in zip(items, parsed_items, strict=True):
         target = match_key(item["negative_caption"])
         legacy = old.TaggedSentence.of(parsed.tokens, _old_pos(parsed))
         old_texts = {match_key(old.detokenize(t)) for t, _ in old._swap_within_candidates(legacy, random.Random(0))}

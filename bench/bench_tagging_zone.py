@@ -16,7 +16,6 @@ from typing import Any
 from bench_ingest import caption
 
 from toolkit.ingest import load_tagger
-from toolkit.ingest.tagging import parse_of
 
 
 def main() -> None:
@@ -30,7 +29,7 @@ def main() -> None:
     texts = [f"{caption(rng)} in shot {index}" for index in range(2 * args.captions)]
 
     def without_zone(batch: Sequence[str]) -> Any:
-        return [parse_of(doc) for doc in tagger._nlp.pipe(batch, batch_size=tagger.batch_size)]
+        return tagger.tag(batch, memory_zone=False)
 
     ways: dict[str, Callable[[Sequence[str]], Any]] = {"zone": tagger.tag, "no_zone": without_zone}
     for way in ways.values():

@@ -7,6 +7,7 @@ generators need the dependency tree. Only NER is left out. Batched through `nlp.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,11 +49,11 @@ class SpacyTagger:
         self.spec = f"spacy:{name}@{self._nlp.meta.get('version', '?')}{PARSE_SUFFIX}"
         self.batch_size = batch_size
 
-    def tag(self, sentences: Sequence[str]) -> list[TaggedSentence]:
+    def tag(self, sentences: Sequence[str], memory_zone: bool = True) -> list[TaggedSentence]:
         # spaCy keeps every new string it meets (a number, a name, a typo) for the life of the process, so
         # a long ingest's memory would grow with its vocabulary. The memory zone frees them once the batch
-        # is copied out as plain tuples (spaCy >= 3.8).
-        with self._nlp.memory_zone():
+        # is copied out as plain tuples (spaCy >= 3.8). Without it only for the benchmark that measures it.
+        with self._nlp.memory_zone() if memory_zone else contextlib.nullcontext():
             return [parse_of(doc) for doc in self._nlp.pipe(sentences, batch_size=self.batch_size)]
 
     def tag_one_by_one(self, sentences: Sequence[str]) -> list[TaggedSentence]:
