@@ -41,25 +41,27 @@ class WordingItem:
     negatives: dict[str, str]  # kind -> caption
 
 
-def training_wording_items(count: int, seed: int = 7, stream: str = "diagnosis-training-wording") -> list[WordingItem]:
-    """Two-object scenes captioned in the training frame "{a} {rel} {b}.", with one negative per kind."""
+def wording_item(scene: Any) -> WordingItem:
+    """A scene's first two objects captioned in the training frame "{a} {rel} {b}.", one negative per kind."""
     from toolkit.demo import scenes
 
-    items = []
-    for index in range(count):
-        rng = scenes.scene_rng(seed, stream, index)
-        scene = scenes.sample_scene(rng, 2)
-        a, b = scene.objects
-        rel = scenes.relation(a, b)
-        phrase, opposite = scenes.RELATION_PHRASES[rel], scenes.RELATION_PHRASES[OPPOSITE[rel]]
-        first, second = scenes.with_article(a.noun_phrase), scenes.with_article(b.noun_phrase)
-        swapped = (scenes.with_article(f"{b.colour} {a.shape}"), scenes.with_article(f"{a.colour} {b.shape}"))
-        items.append(WordingItem(scene, f"{first} {phrase} {second}.", {
-            "swap_obj": f"{second} {phrase} {first}.",
-            "replace_rel": f"{first} {opposite} {second}.",
-            "swap_att": f"{swapped[0]} {phrase} {swapped[1]}.",
-        }))
-    return items
+    a, b = scene.objects[:2]
+    rel = scenes.relation(a, b)
+    phrase, opposite = scenes.RELATION_PHRASES[rel], scenes.RELATION_PHRASES[OPPOSITE[rel]]
+    first, second = scenes.with_article(a.noun_phrase), scenes.with_article(b.noun_phrase)
+    swapped = (scenes.with_article(f"{b.colour} {a.shape}"), scenes.with_article(f"{a.colour} {b.shape}"))
+    return WordingItem(scene, f"{first} {phrase} {second}.", {
+        "swap_obj": f"{second} {phrase} {first}.",
+        "replace_rel": f"{first} {opposite} {second}.",
+        "swap_att": f"{swapped[0]} {phrase} {swapped[1]}.",
+    })
+
+
+def training_wording_items(count: int, seed: int = 7, stream: str = "diagnosis-training-wording") -> list[WordingItem]:
+    """Fresh two-object scenes of `stream`, each as a `wording_item`."""
+    from toolkit.demo import scenes
+
+    return [wording_item(scenes.sample_scene(scenes.scene_rng(seed, stream, index), 2)) for index in range(count)]
 
 
 def training_wording_accuracy(model: str, items: list[WordingItem]) -> dict[str, float]:

@@ -1,14 +1,27 @@
-"""Can a demo base's text tower learn relations at all against its frozen image tower? (issue #19)
+"""Can a demo base's text tower learn relations against its frozen image tower, and from which data? (issue #19)
 
-    python bench/demo_text_capacity.py --base MODEL [--scenes 3000] [--steps 4000]
+    python bench/demo_text_capacity.py --base MODEL [--source scenes|domain|catalog] [--scenes 3000]
+        [--objects 2|3] [--prefix "there is"] [--negatives all|one|swap_obj]
+        [--workspace W --generators JSON] [--steps 4000]
 
-The cleanest possible teacher: N two-object scenes from a stream of their own, each captioned in the training
-frame "{a} {rel} {b}." with three hard negatives (objects swapped, relation replaced by its opposite, colours
-swapped). Only the text tower trains, on the CLIP loss plus a softmax over [positive, its three negatives] for
-each image (image embeddings computed once: the image tower is frozen). Scored every 1,000 steps on the 600
-fresh training-wording items of bench/demo_clic_diagnosis.py (pairwise accuracy per kind, chance 50), the very
-items the CLIC runs are read on. If this learns relations and CLIC on the domain does not, the CLIC run's
-data or negatives are what fall short, not the towers.
+Only the text tower trains, on the CLIP loss plus a softmax over each image's positive and its hard negatives
+(image embeddings computed once: the image tower is frozen). Scored every 500 steps on the 600 fresh
+training-wording items of bench/demo_clic_diagnosis.py (pairwise accuracy per kind, chance 50), the very items
+the CLIC runs are read on. The training data, from cleanest to CLIC's own:
+
+- `scenes`: N two-object scenes from a stream of their own, captioned in the training frame "{a} {rel} {b}."
+  with clean negatives (objects swapped, relation replaced by its opposite, colours swapped);
+- `domain`: the first N scenes of the demo's domain generator (2-3 objects, the images CLIC trains on),
+  captioned in the same frame from their first two objects, the same clean negatives;
+- `catalog`: the training records of a workspace `toolkit demo run` filled (--workspace), each with its
+  stored first sentence and one negative of it from `--generators`, redrawn every step: CLIC's single-image
+  samples, without CLIC's other texts and regularisers.
+
+`--negatives all` puts the three clean negatives in one softmax; `one` draws one of them per image per step
+(a 2-way softmax, as CLIC's L_sneg; `catalog` always has one); `swap_obj` uses the objects-swapped one only.
+`--prefix` opens every clean training caption and its negatives with a few words (e.g. "there is", one of the
+domain's templates); the fresh items stay in the plain frame. If a tower learns from `scenes` and not from
+`catalog`, the towers are not what falls short; comparing the sources says which property of the data does.
 
 Appends one JSON line to bench/results/demo-text-capacity.jsonl. One torch thread.
 """
@@ -19,24 +32,82 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from run_records import append_record, head_commit
 
 RESULTS = Path("bench/results/demo-text-capacity.jsonl")
+CLEAN_KINDS = ("swap_obj", "replace_rel", "swap_att")
+
+
+def clean_training_set(source: str, count: int, objects: int | None, prefix: str) -> list[Any]:
+    """(scene, positive, negatives) items in the training frame, from the capacity stream or the domain."""
+    from demo_clic_diagnosis import training_wording_items, wording_item
+
+    from toolkit.demo.generate import domain_scene
+
+    if source == "scenes":
+        items = training_wording_items(count, seed=0, stream="text-capacity-train")
+    else:
+        drawn = [domain_scene(0, index)[0] for index in range(count)]
+        items = [wording_item(scene) for scene in drawn if objects is None or len(scene.objects) == objects]
+    if not prefix:
+        return items
+    return [replace(item, positive=f"{prefix} {item.positive}",
+                    negatives={kind: f"{prefix} {text}" for kind, text in item.negatives.items()})
+            for item in items]
+
+
+def catalog_sampler(workspace: Path, generators: list[str], mixed: bool, tokenize: Callable[[list[str]], Any]) -> Any:
+    """The workspace snapshot's training records and a function drawing (positive, negative) tokens for a batch."""
+    from toolkit.catalog import open_store
+    from toolkit.catalog.snapshot import resolve_snapshot
+    from toolkit.data.records import load_training_records
+    from toolkit.data.samples import SampleConfig, plan_clic_sample, sample_rng
+    from toolkit.negatives.generators import NegativeContext
+
+    store = open_store(f"sqlite:///{workspace / 'demo' / 'catalog.db'}")
+    try:
+        with store.session() as session:
+            records = load_training_records(session, resolve_snapshot(session, "latest"), "train")
+    finally:
+        store.close()
+    context = NegativeContext.of_corpus(s for r in records for s in r.sentences)
+    config = SampleConfig(generators=tuple(generators), mix_generators=mixed, concatenate=False)
+
+    def draw(step: int, batch: list[int]) -> tuple[Any, Any]:
+        plans = [plan_clic_sample(records, None, i, sample_rng(0, step, i), config, context) for i in batch]
+        return tokenize([p.texts.p1 for p in plans]), tokenize([p.texts.negative for p in plans])
+
+    return records, draw
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", required=True)
-    parser.add_argument("--scenes", type=int, default=3000)
+    parser.add_argument("--source", choices=("scenes", "domain", "catalog"), default="scenes")
+    parser.add_argument("--scenes", type=int, default=3000, help="scenes drawn (scenes, domain sources)")
+    parser.add_argument("--objects", type=int, choices=(2, 3), help="domain: keep the scenes of this many objects")
+    parser.add_argument("--prefix", default="", help="scenes, domain: words opening every training caption")
+    parser.add_argument("--negatives", choices=("all", "one", "swap_obj"), default="all")
+    parser.add_argument("--workspace", type=Path, help="catalog: a workspace `toolkit demo run` filled")
+    parser.add_argument("--generators", default='["swap_within","swap_relation","replace"]',
+                        help="catalog: the negative generators, mixed (JSON list)")
+    parser.add_argument("--in-order", action="store_true",
+                        help="catalog: the first generator that can edit a sentence makes its negative, as "
+                             "mix_generators = false does")
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
+    if args.source == "catalog" and args.workspace is None:
+        parser.error("--source catalog needs --workspace")
 
     import torch
     from demo_clic_diagnosis import NEGATIVE_KINDS, training_wording_items
+    from PIL import Image
 
     from toolkit.adapters.loading import load_model
     from toolkit.demo import scenes
@@ -49,19 +120,23 @@ def main() -> None:
     adapter = load_model(args.base)
     model, norm = adapter.model, adapter.image_norm
 
-    def images(drawn: list[Any]) -> torch.Tensor:
-        return torch.cat([embed(adapter, torch.stack([single_view(scenes.render(s, norm.size), norm)
-                                                     for s in drawn[i:i + 500]]))
-                          for i in range(0, len(drawn), 500)])
+    def images(views: list[Any]) -> torch.Tensor:
+        return torch.cat([embed(adapter, torch.stack([single_view(view(), norm) for view in views[i:i + 500]]))
+                          for i in range(0, len(views), 500)])
 
-    train = training_wording_items(args.scenes, seed=0, stream="text-capacity-train")
-    train_scenes = [item.scene for item in train]
-    train_images = images(train_scenes)
-    # [positive, objects swapped, relation opposite, colours swapped] per scene
-    train_tokens = adapter.tokenize([text for item in train for text in (item.positive, *(
-        item.negatives[kind] for kind in ("swap_obj", "replace_rel", "swap_att")))]).view(len(train), 4, -1)
+    if args.source == "catalog":
+        records, draw = catalog_sampler(args.workspace, json.loads(args.generators), not args.in_order,
+                                        adapter.tokenize)
+        train_images = images([lambda r=r: Image.open(r.image_path).convert("RGB") for r in records])
+    else:
+        train = clean_training_set(args.source, args.scenes, args.objects, args.prefix)
+        train_images = images([lambda s=item.scene: scenes.render(s, norm.size) for item in train])
+        # [positive, objects swapped, relation opposite, colours swapped] per scene
+        clean_tokens = adapter.tokenize([text for item in train for text in (
+            item.positive, *(item.negatives[kind] for kind in CLEAN_KINDS))]).view(len(train), 4, -1)
+    training_items = len(train_images)
     test = training_wording_items(600)
-    test_images = images([item.scene for item in test])
+    test_images = images([lambda s=item.scene: scenes.render(s, norm.size) for item in test])
     test_positive = adapter.tokenize([item.positive for item in test])
     test_negative = {kind: adapter.tokenize([item.negatives[kind] for item in test]) for kind in NEGATIVE_KINDS}
 
@@ -74,39 +149,56 @@ def main() -> None:
         model.train()
         return out
 
+    fn = torch.nn.functional
+
+    def encode(tokens: torch.Tensor) -> torch.Tensor:
+        return fn.normalize(encode_text_trimmed(model, trim_padding(tokens)), dim=-1)
+
     curve: list[dict[str, Any]] = [{"step": 0, "fresh": score()}]
     print(json.dumps(curve[-1]), flush=True)
     text_side = [p for name, p in model.named_parameters() if not name.startswith("visual.")]
     for name, param in model.named_parameters():
         param.requires_grad_(not name.startswith("visual."))
     optimiser = torch.optim.AdamW(text_side, lr=1e-3, weight_decay=0.1)
-    scale = model.logit_scale.exp().detach().clamp(max=50.0)
+    scale = torch.as_tensor(model.logit_scale).detach().exp().clamp(max=50.0)
     generator = torch.Generator().manual_seed(0)
-    fn = torch.nn.functional
+    rows = torch.arange(args.batch)
     model.train()
     for step in range(1, args.steps + 1):
         for group in optimiser.param_groups:
             group["lr"] = 1e-3 * min(1.0, step / 100) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
-        batch = torch.randint(0, len(train_scenes), (args.batch,), generator=generator)
-        texts = fn.normalize(encode_text_trimmed(model, trim_padding(train_tokens[batch].reshape(4 * args.batch, -1))),
-                             dim=-1).view(args.batch, 4, -1)
+        batch = torch.randint(0, training_items, (args.batch,), generator=generator)
         image = train_images[batch]
+        if args.source == "catalog":
+            positive_tokens, negative_tokens = draw(step, batch.tolist())
+            texts = encode(torch.cat([positive_tokens, negative_tokens])).view(2, args.batch, -1).transpose(0, 1)
+        else:
+            texts = encode(clean_tokens[batch].reshape(4 * args.batch, -1)).view(args.batch, 4, -1)
+            if args.negatives != "all":
+                drawn = (torch.randint(1, 4, (args.batch,), generator=generator) if args.negatives == "one"
+                         else torch.ones(args.batch, dtype=torch.long))
+                texts = torch.stack([texts[:, 0], texts[rows, drawn]], dim=1)
         logits = scale * image @ texts[:, 0].T
-        labels = torch.arange(args.batch)
         hard = scale * torch.einsum("bd,bkd->bk", image, texts)
-        loss = (fn.cross_entropy(logits, labels) + fn.cross_entropy(logits.T, labels)) / 2 \
+        loss = (fn.cross_entropy(logits, rows) + fn.cross_entropy(logits.T, rows)) / 2 \
             + fn.cross_entropy(hard, torch.zeros(args.batch, dtype=torch.long))
         optimiser.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         optimiser.step()
-        if step % 1000 == 0 or step == args.steps:
+        if step % 500 == 0 or step == args.steps:
             batch_accuracy = float((hard.argmax(-1) == 0).double().mean())
             curve.append({"step": step, "loss": round(float(loss.detach()), 3),
-                          "training_batch_all_three": round(batch_accuracy, 3), "fresh": score()})
+                          "training_batch_all_negatives": round(batch_accuracy, 3), "fresh": score()})
             print(json.dumps(curve[-1]), flush=True)
-    record = {"base": args.base, "scenes": args.scenes, "steps": args.steps, "batch": args.batch, "commit": commit,
+    record = {"base": args.base, "source": args.source, "scenes": args.scenes, "training_items": training_items,
+              "objects": args.objects, "prefix": args.prefix, "negatives": args.negatives, "steps": args.steps,
+              "batch": args.batch, "commit": commit,
               "recorded": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "seconds": round(time.perf_counter() - started, 1), "curve": curve}
+    if args.source == "catalog":
+        record |= {"workspace": str(args.workspace), "generators": json.loads(args.generators),
+                   "generators_mixed": not args.in_order,
+                   "negatives": "one (generated)"}
     append_record(RESULTS, record)
 
 

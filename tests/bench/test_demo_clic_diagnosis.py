@@ -36,3 +36,16 @@ def test_each_negative_changes_what_its_kind_names() -> None:
         assert Counter(swap_att.rstrip(".").split()) == words
         assert (swap_att != item.positive) == (a.colour != b.colour)
     assert "{a} {rel} {b}." in TRAIN_FRAMES
+
+
+def test_a_three_object_scene_is_worded_by_its_first_two_objects() -> None:
+    from demo_clic_diagnosis import wording_item
+
+    from toolkit.demo.generate import domain_scene
+
+    three = next(scene for scene in (domain_scene(0, i)[0] for i in range(50)) if len(scene.objects) == 3)
+    a, b, c = three.objects
+    item = wording_item(three)
+    phrase = scenes.RELATION_PHRASES[scenes.relation(a, b)]
+    assert item.positive == f"{scenes.with_article(a.noun_phrase)} {phrase} {scenes.with_article(b.noun_phrase)}."
+    assert c.shape not in item.positive and all(c.shape not in text for text in item.negatives.values())
