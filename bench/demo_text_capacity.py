@@ -104,6 +104,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.source == "catalog" and args.workspace is None:
         parser.error("--source catalog needs --workspace")
+    if args.source == "catalog" and (args.prefix or args.objects or args.negatives != "all"):
+        parser.error("--prefix, --objects and --negatives shape the clean captions; --source catalog uses the "
+                     "stored first sentences and one generated negative")
+    if args.source != "catalog" and (args.workspace or args.in_order):
+        parser.error("--workspace and --in-order belong to --source catalog")
+    if args.objects and args.source != "domain":
+        parser.error("--objects filters the domain's scenes (--source domain); the scenes stream has two objects")
 
     import torch
     from demo_clic_diagnosis import NEGATIVE_KINDS, training_wording_items
