@@ -408,3 +408,25 @@ def test_cli_preview_leaves_out_the_negatives_reviewers_excluded(store: Store) -
     after = json.loads(run_toolkit(args).stdout)
     assert match_key(flagged["negative"]) not in {match_key(row["negative"]) for row in after["samples"]}
     assert (before["excluded_negatives"], after["excluded_negatives"]) == (0, 1)
+
+
+def test_a_sentence_no_generator_can_edit_is_refused_with_a_hint_that_fits_the_config() -> None:
+    from toolkit.data.samples import NegativeUnavailableError, plan_clic_sample
+    from toolkit.negatives.generators import NegativeContext, TaggedSentence
+
+    # one pronoun and a verb: nothing to swap, nothing of a class `replace` knows
+    record = TrainingRecord(7, 1, Path("x.png"), 1, 1, (TaggedSentence.of(["it", "rains", "."],
+                                                                          ["PRON", "VERB", "PUNCT"]),))
+    context = NegativeContext.of_corpus(record.sentences)
+
+    def refusal(generators: tuple[str, ...]) -> str:
+        config = SampleConfig(generators=generators, concatenate=False)
+        with pytest.raises(NegativeUnavailableError) as raised:
+            plan_clic_sample([record], None, 0, random.Random(0), config, context)
+        return str(raised.value)
+
+    without_fallback = refusal(("swap_within",))
+    assert "caption 7" in without_fallback and "'it rains.'" in without_fallback
+    assert "add 'replace' as a fallback" in without_fallback
+    with_fallback = refusal(("swap_within", "replace"))
+    assert "add 'replace'" not in with_fallback and "as it was tagged at ingest" in with_fallback

@@ -219,6 +219,14 @@ class ClicPlan:
     texts: ClicTexts
 
 
+def _unavailable_hint(generators: Sequence[str], fallback: str) -> str:
+    if fallback not in generators:
+        return f"add '{fallback}' as a fallback generator or check the exclusion list"
+    # the fallback is configured and still found nothing: the sentence's stored tags are the suspect
+    return ("none of them applies to the sentence as it was tagged at ingest; see what each makes with "
+            "`toolkit negatives preview` and check the exclusion list")
+
+
 def plan_clic_sample(records: Sequence[TrainingRecord], pairing: PairingIndex | None, index: int,
                      rng: random.Random, config: SampleConfig, context: NegativeContext) -> ClicPlan:
     """The sample's partner, tile order and texts; without concatenation its own image alone
@@ -229,8 +237,7 @@ def plan_clic_sample(records: Sequence[TrainingRecord], pairing: PairingIndex | 
         if single is None:
             raise NegativeUnavailableError(
                 f"caption {anchor.caption_id}: generators {list(config.generators)} made no negative of its "
-                f"first sentence {anchor.first.text!r}; add 'replace' as a fallback generator or check the "
-                "exclusion list")
+                f"first sentence {anchor.first.text!r}; {_unavailable_hint(config.generators, 'replace')}")
         return ClicPlan(index, index, True, single)
     if pairing is None:
         raise ValueError("concatenated samples need a PairingIndex")
@@ -242,8 +249,9 @@ def plan_clic_sample(records: Sequence[TrainingRecord], pairing: PairingIndex | 
             return ClicPlan(index, partner, anchor_first, texts)
     raise NegativeUnavailableError(
         f"caption {anchor.caption_id}: generators {list(config.generators)} made no negative with "
-        f"{config.partner_redraws + 1} partners (first sentence {anchor.first.text!r}); add 'swap_across' "
-        "as a fallback generator or check the exclusion list")
+        f"{config.partner_redraws + 1} partners (first sentence {anchor.first.text!r}); "
+        f"{_unavailable_hint(config.generators, 'swap_across')}")
+
 
 
 def plain_text(record: TrainingRecord, lowercase: bool = True) -> str:
