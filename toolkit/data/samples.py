@@ -253,7 +253,6 @@ def plan_clic_sample(records: Sequence[TrainingRecord], pairing: PairingIndex | 
         f"{_unavailable_hint(config.generators, 'swap_across')}")
 
 
-
 def plain_text(record: TrainingRecord, lowercase: bool = True) -> str:
     """The plain CLIP step's text: the primary sentence alone."""
     text = join_sentences([record.first.text])
