@@ -2,7 +2,7 @@
 
     python bench/demo_text_capacity.py --base MODEL [--source scenes|domain|catalog] [--scenes 3000]
         [--objects 2|3] [--prefix "there is"] [--negatives all|one|swap_obj]
-        [--workspace W --generators JSON] [--steps 4000]
+        [--workspace W --generators JSON [--in-order | --weights JSON]] [--steps 4000]
 
 Only the text tower trains, on the CLIP loss plus a softmax over each image's positive and its hard negatives
 (image embeddings computed once: the image tower is frozen). Scored every 500 steps on the 600 fresh
@@ -61,7 +61,8 @@ def clean_training_set(source: str, count: int, objects: int | None, prefix: str
             for item in items]
 
 
-def catalog_sampler(workspace: Path, generators: list[str], mixed: bool, tokenize: Callable[[list[str]], Any]) -> Any:
+def catalog_sampler(workspace: Path, generators: list[str], mixed: bool, weights: list[float],
+                    tokenize: Callable[[list[str]], Any]) -> Any:
     """The workspace snapshot's training records and a function drawing (positive, negative) tokens for a batch."""
     from toolkit.catalog import open_store
     from toolkit.catalog.snapshot import resolve_snapshot
@@ -76,7 +77,8 @@ def catalog_sampler(workspace: Path, generators: list[str], mixed: bool, tokeniz
     finally:
         store.close()
     context = NegativeContext.of_corpus(s for r in records for s in r.sentences)
-    config = SampleConfig(generators=tuple(generators), mix_generators=mixed, concatenate=False)
+    config = SampleConfig(generators=tuple(generators), mix_generators=mixed, generator_weights=tuple(weights),
+                          concatenate=False)
 
     def draw(step: int, batch: list[int]) -> tuple[Any, Any]:
         plans = [plan_clic_sample(records, None, i, sample_rng(0, step, i), config, context) for i in batch]
@@ -99,6 +101,9 @@ def main() -> None:
     parser.add_argument("--in-order", action="store_true",
                         help="catalog: the first generator that can edit a sentence makes its negative, as "
                              "mix_generators = false does")
+    parser.add_argument("--weights", default="[]",
+                        help="catalog: how often each generator leads the mixed order (JSON list, as "
+                             "generator_weights; empty: equally)")
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
@@ -107,8 +112,8 @@ def main() -> None:
     if args.source == "catalog" and (args.prefix or args.objects or args.negatives != "all"):
         parser.error("--prefix, --objects and --negatives shape the clean captions; --source catalog uses the "
                      "stored first sentences and one generated negative")
-    if args.source != "catalog" and (args.workspace or args.in_order):
-        parser.error("--workspace and --in-order belong to --source catalog")
+    if args.source != "catalog" and (args.workspace or args.in_order or json.loads(args.weights)):
+        parser.error("--workspace, --in-order and --weights belong to --source catalog")
     if args.objects and args.source != "domain":
         parser.error("--objects filters the domain's scenes (--source domain); the scenes stream has two objects")
 
@@ -133,7 +138,7 @@ def main() -> None:
 
     if args.source == "catalog":
         records, draw = catalog_sampler(args.workspace, json.loads(args.generators), not args.in_order,
-                                        adapter.tokenize)
+                                        json.loads(args.weights), adapter.tokenize)
         train_images = images([lambda r=r: Image.open(r.image_path).convert("RGB") for r in records])
     else:
         train = clean_training_set(args.source, args.scenes, args.objects, args.prefix)
@@ -204,7 +209,7 @@ def main() -> None:
               "seconds": round(time.perf_counter() - started, 1), "curve": curve}
     if args.source == "catalog":
         record |= {"workspace": str(args.workspace), "generators": json.loads(args.generators),
-                   "generators_mixed": not args.in_order,
+                   "generators_mixed": not args.in_order, "generator_weights": json.loads(args.weights),
                    "negatives": "one (generated)"}
     append_record(RESULTS, record)
 

@@ -224,3 +224,41 @@ def test_match_key_ignores_case_spacing_and_punctuation() -> None:
 def test_misaligned_tags_are_a_clear_error() -> None:
     with pytest.raises(ValueError, match="2 tokens and 1 tags"):
         TaggedSentence.of(["a", "dog"], ["DET"])
+
+
+def test_generator_order_as_listed_shuffled_or_weighted() -> None:
+    import random
+    from collections import Counter
+
+    from toolkit.negatives.registry import generator_order
+
+    names = ["swap_within", "swap_relation", "replace"]
+    assert generator_order(names, random.Random(0)) == names
+    # unweighted mixing is the plain shuffle it always was, draw for draw
+    for seed in range(20):
+        expected = list(names)
+        random.Random(seed).shuffle(expected)
+        assert generator_order(names, random.Random(seed), mix=True) == expected
+    rng = random.Random(1)
+    orders = [generator_order(names, rng, mix=True, weights=(6, 3, 1)) for _ in range(6000)]
+    assert all(sorted(order) == sorted(names) for order in orders)  # every one tried, each once
+    leads = Counter(order[0] for order in orders)
+    for name, share in zip(names, (0.6, 0.3, 0.1), strict=True):
+        assert abs(leads[name] / len(orders) - share) < 0.025, (name, leads)
+    # the runner-up is weighted among those left: after swap_within, swap_relation 3 : replace 1
+    after_first = Counter(order[1] for order in orders if order[0] == "swap_within")
+    assert abs(after_first["swap_relation"] / sum(after_first.values()) - 0.75) < 0.04
+
+
+def test_generator_weights_are_checked() -> None:
+    from toolkit.data.samples import SampleConfig
+
+    with pytest.raises(ValueError, match="need mix_generators = true"):
+        SampleConfig(generators=("swap_within", "replace"), generator_weights=(1, 2))
+    with pytest.raises(ValueError, match="2 given for 1 generators"):
+        SampleConfig(generators=("swap_within",), mix_generators=True, generator_weights=(1, 2))
+    for bad in ((1, -1), (1, float("inf")), (1, True)):
+        with pytest.raises(ValueError, match="finite numbers > 0"):
+            SampleConfig(generators=("swap_within", "replace"), mix_generators=True, generator_weights=bad)
+    assert SampleConfig(generators=("swap_within", "replace"), mix_generators=True,
+                        generator_weights=(1, 2)).generator_weights == (1, 2)

@@ -121,6 +121,16 @@ def test_a_checkpoint_without_the_base_hash_is_refused_not_trusted(tiny_open_cli
     ("[loss]\nuni = inf", "loss weights must be finite numbers >= 0"),
     ("[lora]\nalpha = nan", "lora.alpha must be a finite number > 0, got nan"),
     ("mix_generators = 1", "mix_generators must be true or false, got 1"),
+    ('generators = ["swap_within", "replace"]\ngenerator_weights = [2, 1]',
+     "generator weights set how often each generator leads a mixed order; they need mix_generators = true"),
+    ('generators = ["swap_within", "replace"]\nmix_generators = true\ngenerator_weights = [2]',
+     "generator weights: 1 given for 2 generators ['swap_within', 'replace']"),
+    ('generators = ["swap_within", "replace"]\nmix_generators = true\ngenerator_weights = [2, 0]',
+     "generator weights must be finite numbers > 0, got [2, 0]"),
+    ('generators = ["swap_within", "replace"]\nmix_generators = true\ngenerator_weights = [2, nan]',
+     "generator_weights must be a list of numbers"),
+    ('generators = ["swap_within", "replace"]\nmix_generators = true\ngenerator_weights = ["2", 1]',
+     "generator_weights must be a list of numbers, got ('2', 1)"),
     ("[lora]\nrank = -1", "lora.rank must be an integer >= 0"),
     ("[lora]\nrank = true", "lora.rank must be an integer >= 0"),
     ("[lora]\ndropout = 1.0", "lora.dropout must be a number in [0, 1)"),
@@ -242,3 +252,18 @@ def test_mix_generators_reaches_the_samples() -> None:
     mixed = TrainConfig.from_dict({"generators": ["swap_within", "replace"], "mix_generators": True})
     assert sample_config(mixed).mix_generators is True
     assert sample_config(TrainConfig.from_dict({})).mix_generators is False
+
+
+def test_generator_weights_reach_the_samples_and_only_weighted_runs_get_a_new_fingerprint() -> None:
+    from toolkit.train.job import sample_config
+
+    mixed = {"generators": ["swap_within", "replace"], "mix_generators": True}
+    weighted = TrainConfig.from_dict({**mixed, "generator_weights": [3, 1]})
+    assert sample_config(weighted).generator_weights == (3, 1)
+    assert sample_config(TrainConfig.from_dict(mixed)).generator_weights == ()
+    # Pinned from the code before the setting existed (5f67c83): unweighted runs keep their fingerprints,
+    # so their checkpoints still resume.
+    assert TrainConfig().fingerprint() == "5b2fabd3b0cfa2c2"
+    assert TrainConfig.from_dict(mixed).fingerprint() == "5cf7dc2c38557d95"
+    assert weighted.fingerprint() not in ("5cf7dc2c38557d95",
+                                          TrainConfig.from_dict({**mixed, "generator_weights": [1, 3]}).fingerprint())

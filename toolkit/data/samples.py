@@ -26,6 +26,7 @@ from toolkit.negatives.generators import Negative, NegativeContext, TaggedSenten
 from toolkit.negatives.registry import (
     SENTENCE_GENERATORS,
     check_generator_names,
+    check_generator_weights,
     generate_negative,
     generate_sentence_negative,
 )
@@ -119,6 +120,7 @@ class SampleConfig:
 
     generators: tuple[str, ...] = ("swap_across",)
     mix_generators: bool = False
+    generator_weights: tuple[float, ...] = ()  # with mix_generators: how often each leads (empty: equally)
     lowercase: bool = True  # as the reference does
     partner_redraws: int = 8  # other partners tried when no generator can make a negative
     # False: the paper's no-concatenation ablation. Each sample is one image with texts
@@ -127,6 +129,8 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "generators", check_generator_names(tuple(self.generators)))
+        object.__setattr__(self, "generator_weights",
+                           check_generator_weights(self.generators, self.generator_weights, self.mix_generators))
         pair_only = [g for g in self.generators if g not in SENTENCE_GENERATORS]
         if not self.concatenate and pair_only:
             raise ValueError(f"generator(s) {pair_only} swap words across two captions and need "
@@ -175,7 +179,8 @@ def assemble_clic_texts(anchor: TrainingRecord, partner: TrainingRecord, rng: ra
     extras_a, extras_b = choose_extras(anchor, rng), choose_extras(partner, rng)
     p3, p4 = (_random_order(a, b, rng) for a, b in zip(extras_a, extras_b, strict=True))
     negative: Negative | None = generate_negative(anchor.first, partner.first, rng, config.generators,
-                                                  context, mix=config.mix_generators)
+                                                  context, mix=config.mix_generators,
+                                                  weights=config.generator_weights)
     if negative is None:
         return None
     texts = [join_sentences([c1, c2]), join_sentences([c2, c1]), p3, p4, negative.text]
@@ -192,7 +197,7 @@ def assemble_single_texts(record: TrainingRecord, rng: random.Random, config: Sa
     None when no configured generator can edit c1.
     """
     negative = generate_sentence_negative(record.first, rng, config.generators, context,
-                                          mix=config.mix_generators)
+                                          mix=config.mix_generators, weights=config.generator_weights)
     if negative is None:
         return None
     c1 = join_sentences([record.first.text])

@@ -12,6 +12,7 @@ sentences and join it with the other.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 
@@ -65,17 +66,53 @@ def check_generator_names(names: Sequence[str], *, single_sentence: bool = False
     return tuple(names)
 
 
+def check_generator_weights(generators: Sequence[str], weights: Sequence[float], mix: bool) -> tuple[float, ...]:
+    """Validate per-generator weights for a mixed order: one finite weight > 0 per generator, or none."""
+    weights = tuple(weights)
+    if not weights:
+        return weights
+    if not mix:
+        raise ValueError("generator weights set how often each generator leads a mixed order; they need "
+                         "mix_generators = true (without it the generators are tried in the order listed)")
+    if len(weights) != len(generators):
+        raise ValueError(f"generator weights: {len(weights)} given for {len(generators)} generators "
+                         f"{list(generators)}; give one per generator, in the same order")
+    if not all(isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w > 0
+               for w in weights):
+        raise ValueError(f"generator weights must be finite numbers > 0, got {list(weights)}")
+    return weights
+
+
+def generator_order(generators: Sequence[str], rng: random.Random, mix: bool = False,
+                    weights: Sequence[float] = ()) -> list[str]:
+    """The order in which one sample tries the generators: as listed, or with `mix` a fresh random order
+    per call. Unweighted, each generator leads equally often; with `weights`, each next place goes to one of
+    the generators left with probability proportional to its weight, so a generator leads with probability
+    weight / total and the others remain fallbacks in weighted order."""
+    order = list(generators)
+    if not mix:
+        return order
+    if not weights:
+        rng.shuffle(order)  # the unweighted draw as it always was: existing runs keep their samples
+        return order
+    remaining = list(zip(order, weights, strict=True))
+    drawn = []
+    while remaining:
+        pick = rng.choices(range(len(remaining)), weights=[weight for _, weight in remaining])[0]
+        drawn.append(remaining.pop(pick)[0])
+    return drawn
+
+
 def generate_negative(first_a: TaggedSentence, first_b: TaggedSentence, rng: random.Random,
                       generators: Sequence[str] = ("swap_across",),
-                      context: NegativeContext | None = None, mix: bool = False) -> Negative | None:
+                      context: NegativeContext | None = None, mix: bool = False,
+                      weights: Sequence[float] = ()) -> Negative | None:
     """The first negative that the generators, tried in order, produce (None when none can).
 
-    With `mix`, the order is shuffled per call, so each generator leads equally often and the others
-    remain fallbacks.
+    With `mix`, the order is drawn per call (`generator_order`), so each generator leads equally often, or
+    in proportion to `weights`, and the others remain fallbacks.
     """
-    order = list(check_generator_names(generators))
-    if mix:
-        rng.shuffle(order)
+    order = generator_order(check_generator_names(generators), rng, mix, weights)
     context = context or NegativeContext()
     for name in order:
         negative = GENERATORS[name](first_a, first_b, rng, context)
@@ -86,14 +123,14 @@ def generate_negative(first_a: TaggedSentence, first_b: TaggedSentence, rng: ran
 
 def generate_sentence_negative(sentence: TaggedSentence, rng: random.Random,
                                generators: Sequence[str] = ("swap_within",),
-                               context: NegativeContext | None = None, mix: bool = False) -> Negative | None:
-    """A negative of one sentence alone (no partner), from the single-sentence generators tried in order.
+                               context: NegativeContext | None = None, mix: bool = False,
+                               weights: Sequence[float] = ()) -> Negative | None:
+    """A negative of one sentence alone (no partner), from the single-sentence generators tried in order
+    (drawn per call with `mix`, weighted by `weights`: `generator_order`).
 
     Used when training without concatenation; `swap_across` needs two sentences and is refused here.
     """
-    order = list(check_generator_names(generators, single_sentence=True))
-    if mix:
-        rng.shuffle(order)
+    order = generator_order(check_generator_names(generators, single_sentence=True), rng, mix, weights)
     context = context or NegativeContext()
     screen = _Screen([sentence.text], context.excluded)
     for name in order:

@@ -15,7 +15,7 @@ from typing import Any
 
 from toolkit.core.errors import InputError
 from toolkit.core.hashing import file_sha256
-from toolkit.negatives.registry import GENERATORS
+from toolkit.negatives.registry import GENERATORS, check_generator_weights
 from toolkit.train.anchors import NOUN_PHRASES
 from toolkit.train.loss import ClicLossWeights
 
@@ -102,6 +102,10 @@ class TrainConfig:
     # false: tried in the order listed (the first that applies makes the negative, the rest are fallbacks);
     # true: in a fresh random order per sample, so each kind of negative leads equally often.
     mix_generators: bool = False
+    # With mix_generators, one weight > 0 per generator (same order): each leads a sample's order with
+    # probability weight / total. A kind is learned about in proportion to its share of the negatives
+    # (bench/results/demo-clic-diagnosis.md), so this is how to give one kind more. Empty = equal.
+    generator_weights: tuple[float, ...] = ()
     # false: no concatenation (the paper's ablation): single images, texts [c1, c1, e1, e2, n(c1)] with a
     # within-caption negative (swap_within / replace), so L_uni is zero. The reference recipe is true.
     concatenate: bool = True
@@ -144,6 +148,14 @@ class TrainConfig:
             object.__setattr__(self, "betas", tuple(self.betas))  # frozen: set once, during construction
         generators = _strings(self, "generators")
         _strings(self, "frozen_text")
+        if isinstance(self.generator_weights, list):
+            object.__setattr__(self, "generator_weights", tuple(self.generator_weights))
+        _refuse([(isinstance(self.generator_weights, tuple) and all(_is_finite(w) for w in self.generator_weights),
+                  f"generator_weights must be a list of numbers, got {self.generator_weights!r}")])
+        try:
+            check_generator_weights(generators, self.generator_weights, self.mix_generators)
+        except ValueError as err:
+            raise ConfigError(f"training config: {err}") from None
         weights = {k: getattr(self.loss, k) for k in ("cont", "sneg", "uni")}
         _refuse([
             (-2**63 <= self.seed < 2**64, f"seed must be in [-2**63, 2**64) (torch's range), got {self.seed}"),
@@ -191,6 +203,8 @@ class TrainConfig:
         relevant = {k: v for k, v in self.to_dict().items()
                     if k not in ("num_workers", "log_every", "progress", "checkpoint_every", "tiles",
                                  "compile_text")}
+        if not self.generator_weights:  # equal weights: the same runs as before the setting existed
+            del relevant["generator_weights"]
         if self.anchor_weight == 0:  # anchors off: their other settings shape nothing
             del relevant["anchor_texts"], relevant["anchor_batch"]
         elif self.anchor_texts != NOUN_PHRASES:

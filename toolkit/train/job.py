@@ -69,7 +69,7 @@ def check_destination(out: Path) -> None:
 def sample_config(config: TrainConfig) -> SampleConfig:
     """How the training config assembles each sample's texts."""
     return SampleConfig(generators=config.generators, concatenate=config.concatenate,
-                        mix_generators=config.mix_generators)
+                        mix_generators=config.mix_generators, generator_weights=config.generator_weights)
 
 
 def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConfig, db_url: str, *,
