@@ -1,7 +1,7 @@
 """A demo base in two stages (issue #19): an image tower that knows which colour sits on which shape and
 where each object stands, beside a text tower that reads captions as a bag of words, as in real CLIP.
 Committed as `toolkit/demo/base-two-stage` (not yet the demo's base: CLIC gains on it only from 12,000 domain images
-and 4,000 steps, beyond the demo's budget, and not on relations, bench/results/demo-clic-diagnosis.md; probes in
+and 4,000 steps, beyond the demo's budget, and relations need more, bench/results/demo-clic-diagnosis.md; probes in
 bench/results/probe-image-tower-two-stage.md).
 
 Why two stages: pretrained on alt text naming one object (`toolkit.demo.pretrain`), the image tower encodes
