@@ -208,6 +208,7 @@ def main() -> None:
               "recorded": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "seconds": round(time.perf_counter() - started, 1), "curve": curve}
     if args.source == "catalog":
+        del record["scenes"]  # the records are the workspace's, not drawn
         record |= {"workspace": str(args.workspace), "generators": json.loads(args.generators),
                    "generators_mixed": not args.in_order, "generator_weights": json.loads(args.weights),
                    "negatives": "one (generated)"}
