@@ -64,17 +64,22 @@ def training_wording_items(count: int, seed: int = 7, stream: str = "diagnosis-t
     return [wording_item(scenes.sample_scene(scenes.scene_rng(seed, stream, index), 2)) for index in range(count)]
 
 
-def training_wording_accuracy(model: str, items: list[WordingItem]) -> dict[str, float]:
+def wording_image_embeddings(adapter: Any, items: list[WordingItem]) -> Any:
+    """The items' scenes rendered at the model's input size and embedded by its frozen image tower."""
     import torch
 
-    from toolkit.adapters.loading import load_model
     from toolkit.demo import scenes
     from toolkit.demo.probe import embed, single_view
 
-    adapter = load_model(model)
     size = adapter.image_norm.size
-    image = embed(adapter, torch.stack([single_view(scenes.render(item.scene, size), adapter.image_norm)
-                                        for item in items]))
+    return embed(adapter, torch.stack([single_view(scenes.render(item.scene, size), adapter.image_norm)
+                                       for item in items]))
+
+
+def wording_accuracy(adapter: Any, items: list[WordingItem], image: Any) -> dict[str, float]:
+    """Pairwise accuracy (%) per negative kind: the positive closer to its image than that kind's negative."""
+    import torch
+
     with torch.inference_mode():
         positive = (image * adapter.encode_text(adapter.tokenize([i.positive for i in items]), normalize=True)).sum(-1)
         out = {}
@@ -82,6 +87,13 @@ def training_wording_accuracy(model: str, items: list[WordingItem]) -> dict[str,
             negative = adapter.encode_text(adapter.tokenize([i.negatives[kind] for i in items]), normalize=True)
             out[kind] = round(100.0 * float((positive > (image * negative).sum(-1)).double().mean()), 1)
     return out
+
+
+def training_wording_accuracy(model: str, items: list[WordingItem]) -> dict[str, float]:
+    from toolkit.adapters.loading import load_model
+
+    adapter = load_model(model)
+    return wording_accuracy(adapter, items, wording_image_embeddings(adapter, items))
 
 
 def hard_negative_accuracy(trained: Path) -> dict[str, float]:

@@ -118,7 +118,7 @@ def main() -> None:
         parser.error("--objects filters the domain's scenes (--source domain); the scenes stream has two objects")
 
     import torch
-    from demo_clic_diagnosis import NEGATIVE_KINDS, training_wording_items
+    from demo_clic_diagnosis import training_wording_items, wording_accuracy, wording_image_embeddings
     from PIL import Image
 
     from toolkit.adapters.loading import load_model
@@ -148,16 +148,11 @@ def main() -> None:
             item.positive, *(item.negatives[kind] for kind in CLEAN_KINDS))]).view(len(train), 4, -1)
     training_items = len(train_images)
     test = training_wording_items(600)
-    test_images = images([lambda s=item.scene: scenes.render(s, norm.size) for item in test])
-    test_positive = adapter.tokenize([item.positive for item in test])
-    test_negative = {kind: adapter.tokenize([item.negatives[kind] for item in test]) for kind in NEGATIVE_KINDS}
+    test_images = wording_image_embeddings(adapter, test)
 
     def score() -> dict[str, float]:
         model.eval()
-        with torch.inference_mode():
-            positive = (test_images * adapter.encode_text(test_positive, normalize=True)).sum(-1)
-            out = {kind: round(100 * float((positive > (test_images * adapter.encode_text(
-                tokens, normalize=True)).sum(-1)).double().mean()), 1) for kind, tokens in test_negative.items()}
+        out = wording_accuracy(adapter, test, test_images)
         model.train()
         return out
 
