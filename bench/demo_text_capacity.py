@@ -106,6 +106,7 @@ def main() -> None:
                              "generator_weights; empty: equally)")
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (100 warm-up steps, then cosine)")
     args = parser.parse_args()
     if args.source == "catalog" and args.workspace is None:
         parser.error("--source catalog needs --workspace")
@@ -166,14 +167,14 @@ def main() -> None:
     text_side = [p for name, p in model.named_parameters() if not name.startswith("visual.")]
     for name, param in model.named_parameters():
         param.requires_grad_(not name.startswith("visual."))
-    optimiser = torch.optim.AdamW(text_side, lr=1e-3, weight_decay=0.1)
+    optimiser = torch.optim.AdamW(text_side, lr=args.lr, weight_decay=0.1)
     scale = torch.as_tensor(model.logit_scale).detach().exp().clamp(max=50.0)
     generator = torch.Generator().manual_seed(0)
     rows = torch.arange(args.batch)
     model.train()
     for step in range(1, args.steps + 1):
         for group in optimiser.param_groups:
-            group["lr"] = 1e-3 * min(1.0, step / 100) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+            group["lr"] = args.lr * min(1.0, step / 100) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
         batch = torch.randint(0, training_items, (args.batch,), generator=generator)
         image = train_images[batch]
         if args.source == "catalog":
@@ -199,7 +200,7 @@ def main() -> None:
             print(json.dumps(curve[-1]), flush=True)
     record = {"base": args.base, "source": args.source, "scenes": args.scenes, "training_items": training_items,
               "objects": args.objects, "prefix": args.prefix, "negatives": args.negatives, "steps": args.steps,
-              "batch": args.batch, "commit": commit,
+              "batch": args.batch, "lr": args.lr, "commit": commit,
               "recorded": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "seconds": round(time.perf_counter() - started, 1), "curve": curve}
     if args.source == "catalog":
