@@ -7,7 +7,9 @@
 Only the text tower trains, on the CLIP loss plus a softmax over each image's positive and its hard negatives
 (image embeddings computed once: the image tower is frozen). Scored every 500 steps on the 600 fresh
 training-wording items of bench/demo_clic_diagnosis.py (pairwise accuracy per kind, chance 50), the very items
-the CLIC runs are read on. The training data, from cleanest to CLIC's own:
+the CLIC runs are read on, and every 1,000 steps on the validation sets per composition kind of a `toolkit demo`
+data folder (`--kinds-from`, default the catalog workspace's: SugarCrepe++ ITT in wordings training never uses,
+as the CLIC runs' validation reads them). The training data, from cleanest to CLIC's own:
 
 - `scenes`: N two-object scenes from a stream of their own, captioned in the training frame "{a} {rel} {b}."
   with clean negatives (objects swapped, relation replaced by its opposite, colours swapped);
@@ -87,6 +89,30 @@ def catalog_sampler(workspace: Path, generators: list[str], mixed: bool, weights
     return records, draw
 
 
+def validation_kind_sets(data_root: Path | None) -> list[Any]:
+    """The demo's validation sets per composition kind (unseen wordings) under a `toolkit demo` data folder."""
+    if data_root is None:
+        return []
+    from toolkit.demo.generate import paths_under
+    from toolkit.demo.kinds import kind_benchmarks
+    from toolkit.eval.benchmarks import load_benchmarks
+
+    sets: list[Any] = load_benchmarks(kind_benchmarks(paths_under(data_root).validation.kinds))
+    return sets
+
+
+def kinds_itt(adapter: Any, kind_sets: list[Any]) -> dict[str, float]:
+    """SugarCrepe++ ITT per kind (as the CLIC runs' validation reads it), the in-memory model as it is now."""
+    from toolkit.demo.chain import KIND_RESULTS
+    from toolkit.eval.evaluate import Encoder, EvalConfig, score_benchmarks
+
+    per = score_benchmarks(Encoder(adapter, EvalConfig()), kind_sets)
+    # the two kind folders are the 2nd and 3rd sugarcrepe_pp benchmarks of a demo report; here the 1st and 2nd
+    renamed = {"sugarcrepe_pp_2": "sugarcrepe_pp", "sugarcrepe_pp_3": "sugarcrepe_pp_2"}
+    return {kind: round(per[renamed[benchmark]][subset]["itt"], 1)
+            for kind, (benchmark, subset) in KIND_RESULTS.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", required=True)
@@ -106,6 +132,9 @@ def main() -> None:
                              "generator_weights; empty: equally)")
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--kinds-from", type=Path,
+                        help="a `toolkit demo` data folder: also score its validation kind sets (ITT, unseen "
+                             "wordings; default: the catalog workspace's)")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (100 warm-up steps, then cosine)")
     args = parser.parse_args()
     if args.source == "catalog" and args.workspace is None:
@@ -117,6 +146,9 @@ def main() -> None:
         parser.error("--workspace, --in-order and --weights belong to --source catalog")
     if args.objects and args.source != "domain":
         parser.error("--objects filters the domain's scenes (--source domain); the scenes stream has two objects")
+
+    if args.kinds_from is None and args.workspace is not None:
+        args.kinds_from = args.workspace / "demo" / "data"
 
     import torch
     from demo_clic_diagnosis import training_wording_items, wording_accuracy, wording_image_embeddings
@@ -151,9 +183,13 @@ def main() -> None:
     test = training_wording_items(600)
     test_images = wording_image_embeddings(adapter, test)
 
-    def score() -> dict[str, float]:
+    kind_sets = validation_kind_sets(args.kinds_from)
+
+    def score(step: int) -> dict[str, Any]:
         model.eval()
-        out = wording_accuracy(adapter, test, test_images)
+        out: dict[str, Any] = wording_accuracy(adapter, test, test_images)
+        if kind_sets and (step % 1000 == 0 or step == args.steps):
+            out = {**out, "validation_kinds_itt": kinds_itt(adapter, kind_sets)}
         model.train()
         return out
 
@@ -162,7 +198,7 @@ def main() -> None:
     def encode(tokens: torch.Tensor) -> torch.Tensor:
         return fn.normalize(encode_text_trimmed(model, trim_padding(tokens)), dim=-1)
 
-    curve: list[dict[str, Any]] = [{"step": 0, "fresh": score()}]
+    curve: list[dict[str, Any]] = [{"step": 0, "fresh": score(0)}]
     print(json.dumps(curve[-1]), flush=True)
     text_side = [p for name, p in model.named_parameters() if not name.startswith("visual.")]
     for name, param in model.named_parameters():
@@ -196,11 +232,12 @@ def main() -> None:
         if step % 500 == 0 or step == args.steps:
             batch_accuracy = float((hard.argmax(-1) == 0).double().mean())
             curve.append({"step": step, "loss": round(float(loss.detach()), 3),
-                          "training_batch_all_negatives": round(batch_accuracy, 3), "fresh": score()})
+                          "training_batch_all_negatives": round(batch_accuracy, 3), "fresh": score(step)})
             print(json.dumps(curve[-1]), flush=True)
     record = {"base": args.base, "source": args.source, "scenes": args.scenes, "training_items": training_items,
               "objects": args.objects, "prefix": args.prefix, "negatives": args.negatives, "steps": args.steps,
-              "batch": args.batch, "lr": args.lr, "commit": commit,
+              "batch": args.batch, "lr": args.lr,
+              "kinds_from": args.kinds_from and str(args.kinds_from), "commit": commit,
               "recorded": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "seconds": round(time.perf_counter() - started, 1), "curve": curve}
     if args.source == "catalog":
