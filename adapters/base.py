@@ -65,6 +65,12 @@ class ClipAdapter(ABC):
     @abstractmethod
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor: ...
 
+    def encode_text_trimmed(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """`encode_text`'s embeddings, computed on the batch's used context only where the architecture makes
+        that exact (training's captions are far shorter than the context, so most columns are padding).
+        Shapes then vary per batch: traced and compiled graphs use `encode_text`. Here: `encode_text`."""
+        return self.encode_text(tokens, normalize)
+
     @abstractmethod
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor: ...
 

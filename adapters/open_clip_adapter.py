@@ -54,6 +54,32 @@ def _build(name: str, config: dict[str, Any]) -> nn.Module:
     return model
 
 
+def trim_padding(tokens: torch.Tensor) -> torch.Tensor:
+    """Drop the all-padding tail columns (SimpleTokenizer pads with 0). Exact for a causal text tower pooled
+    at the end token: no token attends to anything after itself, so padding never changes the pooled output."""
+    used = int((tokens != 0).any(dim=0).nonzero().max()) + 1
+    return tokens[:, :used]
+
+
+def encode_text_trimmed(model: Any, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """open_clip `CLIP.encode_text` on a context shorter than the model's (positional embedding and causal
+    mask sliced to fit); with `trim_padding`'s tokens, the same embeddings at a fraction of the cost."""
+    from open_clip.transformer import text_global_pool
+
+    length = tokens.shape[1]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    x = model.text_projection(x) if isinstance(model.text_projection, nn.Linear) else x @ model.text_projection
+    return nn.functional.normalize(x, dim=-1) if normalize else x
+
+
+# Pooling that reads the end token (or the first), never a position after it: trimming padding is exact.
+_TRIMMABLE_POOLING = ("argmax", "eos", "first")
+
+
 class OpenClipAdapter(ClipAdapter):
     family = "open_clip"
 
@@ -114,6 +140,13 @@ class OpenClipAdapter(ClipAdapter):
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         return self.model.encode_text(tokens, normalize=normalize)  # type: ignore[operator]
+
+    def encode_text_trimmed(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        model = self.model
+        if (getattr(model, "attn_mask", None) is None or model.text_projection is None
+                or getattr(model, "text_pool_type", None) not in _TRIMMABLE_POOLING):
+            return self.encode_text(tokens, normalize)  # not causal, or pooled over every position
+        return encode_text_trimmed(model, trim_padding(tokens), normalize)
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         return self.model.encode_image(images, normalize=normalize)  # type: ignore[operator]

@@ -14,11 +14,8 @@ from toolkit.demo.generate import DemoDataError, GenerateConfig, generate_demo_d
 from toolkit.demo.pretrain import (
     DEMO_MODEL_CONFIG,
     PretrainConfig,
-    build_demo_model,
     copy_bundled_base,
-    encode_text_trimmed,
     read_manifest,
-    trim_padding,
 )
 from toolkit.demo.pretrain import pretrain as run_pretrain
 
@@ -59,15 +56,6 @@ def test_pretraining_is_seeded(demo_data: Path, tmp_path: Path) -> None:
     b = load_model(str(tmp_path / "b")).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "a" / "pretrain.json").read_text())["config"]["seed"] == 1
-
-
-def test_trimmed_text_encoding_equals_the_full_context() -> None:
-    adapter = build_demo_model(PretrainConfig())
-    tokens = adapter.tokenize(["a red circle.", "there is a blue square to the left of a red circle."])
-    trimmed = trim_padding(tokens)
-    assert trimmed.shape[1] < tokens.shape[1] and trimmed.shape[1] == int((tokens != 0).sum(1).max())
-    with torch.no_grad():
-        torch.testing.assert_close(encode_text_trimmed(adapter.model, trimmed), adapter.encode_text(tokens))
 
 
 def test_read_manifest_names_the_bad_line(tmp_path: Path) -> None:

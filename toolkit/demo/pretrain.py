@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from toolkit.adapters.open_clip_adapter import OpenClipAdapter, _build
+from toolkit.adapters.open_clip_adapter import OpenClipAdapter, _build, encode_text_trimmed, trim_padding
 from toolkit.core.images import load_rgb
 from toolkit.demo.generate import DemoDataError
 
@@ -123,25 +123,6 @@ def normalise(images_uint8: torch.Tensor, adapter: OpenClipAdapter) -> torch.Ten
     mean = torch.tensor(norm.mean).view(1, 3, 1, 1)
     std = torch.tensor(norm.std).view(1, 3, 1, 1)
     return (images_uint8.float() / 255.0 - mean) / std
-
-
-def trim_padding(tokens: torch.Tensor) -> torch.Tensor:
-    """Drop the all-padding tail columns (pad id 0). Exact for a causal text tower pooled at the end
-    token: no token attends to anything after itself, so padding never changes the pooled output."""
-    used = int((tokens != 0).any(dim=0).nonzero().max()) + 1
-    return tokens[:, :used]
-
-
-def encode_text_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
-    """open_clip `CLIP.encode_text` on a trimmed context (positional embedding and mask sliced to fit)."""
-    from open_clip.transformer import text_global_pool
-
-    length = tokens.shape[1]
-    x = model.token_embedding(tokens) + model.positional_embedding[:length]
-    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
-    x = model.ln_final(x)
-    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
-    return torch.nn.functional.normalize(x @ model.text_projection, dim=-1)
 
 
 def warmup_cosine(step: int, steps: int, warmup: int, peak: float, floor: float = 0.0) -> float:

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from toolkit.adapters.open_clip_adapter import OpenClipAdapter, _build
+from toolkit.adapters.open_clip_adapter import OpenClipAdapter, _build, encode_text_trimmed, trim_padding
 from toolkit.core.images import aspect_class
 from toolkit.data.tiles import half_tile_sizes
 from toolkit.demo import scenes
@@ -44,12 +44,10 @@ from toolkit.demo.pretrain import (
     DEMO_MODEL_CONFIG,
     DEMO_MODEL_NAME,
     _param_groups,
-    encode_text_trimmed,
     image_uint8,
     normalise,
     optimiser_step,
     save_demo_model,
-    trim_padding,
     warmup_cosine,
 )
 from toolkit.demo.probe import half_tile

@@ -147,7 +147,10 @@ class ClicRecipe:
         if cfg.lora.rank > 0:
             self._apply_lora()
         self.trainable = [(n, p) for n, p in self.adapter.model.named_parameters() if p.requires_grad]
-        self.encode_text = compiled_text_encoder(self.adapter) if cfg.compile_text else self.adapter.encode_text
+        # Eager training encodes each batch on its used context only (same embeddings, far fewer columns);
+        # a compiled graph keeps the fixed context, so its shapes never change.
+        self.encode_text = (compiled_text_encoder(self.adapter) if cfg.compile_text
+                            else self.adapter.encode_text_trimmed)
         decay = [p for n, p in self.trainable if not _no_weight_decay(n, p)]
         no_decay = [p for n, p in self.trainable if _no_weight_decay(n, p)]
         self.optimizer = torch.optim.AdamW(
