@@ -36,7 +36,8 @@ def test_gradients_match_the_full_context(adapter: OpenClipAdapter) -> None:
         encode(tokens).sum().backward()
         grads.append(adapter.model.positional_embedding.grad.clone())
     torch.testing.assert_close(grads[0], grads[1])
-    assert grads[1][trim_padding(tokens).shape[1]:].abs().sum() == 0  # padding positions never matter
+    # the premise: on the full context the padding columns get no gradient, so dropping them loses nothing
+    assert grads[0][trim_padding(tokens).shape[1]:].abs().sum() == 0 < grads[0].abs().sum()
 
 
 def test_pooling_over_every_position_is_not_trimmed(adapter: OpenClipAdapter) -> None:

@@ -12,6 +12,8 @@ Features and their trade-offs:
 - logit_scale is clamped on the real parameter to <= ln(max_logit_scale) after every step.
 - Optional torch.compile of the text tower (`compile_text`, off by default: compiling costs seconds to
   minutes up front and pays only on long GPU runs).
+- Eager text encoding on each batch's used context (`encode_text_trimmed`: the padding columns dropped where
+  that is exact), the same embeddings for a fraction of the cost; a compiled tower keeps the full context.
 - bf16 autocast on CUDA, fp32 on CPU. Gradient accumulation over `grad_accum` micro-batches.
 - DDP via torchrun: embeddings all-gathered with gradient; the text tower runs inside
   DistributedDataParallel (`distributed.TextTower`), so gradient all-reduce overlaps backward; micro-batches
