@@ -155,8 +155,8 @@ def main() -> None:
     from PIL import Image
 
     from toolkit.adapters.loading import load_model
+    from toolkit.adapters.open_clip_adapter import encode_text_trimmed, trim_padding
     from toolkit.demo import scenes
-    from toolkit.demo.pretrain import encode_text_trimmed, trim_padding
     from toolkit.demo.probe import embed, single_view
 
     torch.set_num_threads(1)
