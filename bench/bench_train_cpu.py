@@ -29,7 +29,7 @@ from run_records import head_commit
 
 # One training run in a child process (its torch threads must be set before torch starts working).
 CHILD = r"""
-import json, sys, time
+import json, sys
 from pathlib import Path
 import torch
 threads, workspace, base, out = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
