@@ -1,11 +1,11 @@
 """Training's text step on the used context only (`ClipAdapter.encode_text_trimmed`) against the full context,
-side by side: forward + backward of the text tower for one CLIC batch of real captions.
+side by side: forward + backward of the text tower for one batch of real captions.
 
-CLIC's texts are pairs of COCO captions ("c1. c2.", from the SugarCrepe positives in tests/fixtures, MIT) and
-run to about 30 tokens, while ViT-B-32 pads every text to 77; the demo's tiny model pads to 32. The embeddings
-must be the same (the max difference is printed), the time should not.
+The texts are SugarCrepe positives (COCO captions, tests/fixtures, MIT), joined in pairs as CLIC joins two images'
+first sentences ("c1. c2.") or alone as on single images ("c1."); ViT-B-32 pads every text to 77 tokens, the
+demo's tiny model to 32. The embeddings must be the same (the max difference is printed), the time should not.
 
-    python bench/bench_text_trim.py [--texts 160] [--repeats 3] [--out bench/results/text-trim.md]
+    python bench/bench_text_trim.py [--texts 64] [--repeats 3] [--out bench/results/text-trim.md]
 """
 
 from __future__ import annotations

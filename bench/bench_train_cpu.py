@@ -35,18 +35,12 @@ import torch
 threads, workspace, base, out = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 overrides = json.loads(sys.argv[5])
 torch.set_num_threads(threads)
-from toolkit.catalog import open_store
-from toolkit.catalog.snapshot import resolve_snapshot
 from toolkit.demo.chain import DEMO_TRAIN_CONFIG
 from toolkit.train.config import TrainConfig
 from toolkit.train.job import train_on_snapshot
-db_url = f"sqlite:///{workspace / 'demo' / 'catalog.db'}"
-store = open_store(db_url)
-with store.session() as session:
-    snapshot = resolve_snapshot(session, "latest").content_hash
-store.close()
 config = TrainConfig.from_file(DEMO_TRAIN_CONFIG).with_overrides(**overrides)
-train_on_snapshot(base, snapshot, out, config, db_url, track=False, workspace=workspace)
+train_on_snapshot(base, "latest", out, config, f"sqlite:///{workspace / 'demo' / 'catalog.db'}", track=False,
+                  workspace=workspace)
 """
 ELAPSED = re.compile(r"step (\d+)/\d+ .*elapsed (\d+):(\d+):(\d+)")
 

@@ -155,7 +155,6 @@ def main() -> None:
     from PIL import Image
 
     from toolkit.adapters.loading import load_model
-    from toolkit.adapters.open_clip_adapter import encode_text_trimmed, trim_padding
     from toolkit.demo import scenes
     from toolkit.demo.probe import embed, single_view
 
@@ -195,9 +194,6 @@ def main() -> None:
 
     fn = torch.nn.functional
 
-    def encode(tokens: torch.Tensor) -> torch.Tensor:
-        return fn.normalize(encode_text_trimmed(model, trim_padding(tokens)), dim=-1)
-
     curve: list[dict[str, Any]] = [{"step": 0, "fresh": score(0)}]
     print(json.dumps(curve[-1]), flush=True)
     text_side = [p for name, p in model.named_parameters() if not name.startswith("visual.")]
@@ -215,9 +211,10 @@ def main() -> None:
         image = train_images[batch]
         if args.source == "catalog":
             positive_tokens, negative_tokens = draw(step, batch.tolist())
-            texts = encode(torch.cat([positive_tokens, negative_tokens])).view(2, args.batch, -1).transpose(0, 1)
+            texts = adapter.encode_text_trimmed(torch.cat([positive_tokens, negative_tokens]))
+            texts = texts.view(2, args.batch, -1).transpose(0, 1)
         else:
-            texts = encode(clean_tokens[batch].reshape(4 * args.batch, -1)).view(args.batch, 4, -1)
+            texts = adapter.encode_text_trimmed(clean_tokens[batch].reshape(4 * args.batch, -1)).view(args.batch, 4, -1)
             if args.negatives != "all":
                 drawn = (torch.randint(1, 4, (args.batch,), generator=generator) if args.negatives == "one"
                          else torch.ones(args.batch, dtype=torch.long))
