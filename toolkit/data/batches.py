@@ -20,7 +20,9 @@ import torch
 from toolkit.data.datasets import (
     ClicCollate,
     ClicDataset,
+    DistinctImages,
     EpochBatches,
+    ImageRows,
     PlainCollate,
     PlainDataset,
     SingleImageLoader,
@@ -38,6 +40,7 @@ class TrainBatch(Protocol):
 
     CLIC:  images [B, 3, S, S] (two half-tiles each), tokens int64 [5B, L] laid out [p1|p2|p3|p4|n].
     Plain: images [B, 3, S, S] (single images),       tokens int64 [B, L]  (first sentences).
+    From a source with an `image_table()`, images are int64 [B] rows of that table instead.
     """
 
     images: torch.Tensor
@@ -53,6 +56,10 @@ class BatchSource(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """What identifies the data (snapshot hash, sample count…): recorded, and checked on resume."""
+
+    def image_table(self) -> DistinctImages | None:
+        """The distinct images whose frozen features the trainer computes once, when the batches carry rows
+        of this table instead of pixels; None when they carry pixels."""
 
 
 def _seed_from(*parts: object) -> int:
@@ -95,6 +102,9 @@ class SyntheticBatchSource:
     def describe(self) -> dict[str, Any]:
         return {"source": "synthetic", "num_samples": self.num_samples, "seed": self.seed}
 
+    def image_table(self) -> None:
+        return None
+
     def _sample(self, epoch: int, index: int) -> tuple[torch.Tensor, list[str]]:
         generator = torch.Generator().manual_seed(_seed_from("synthetic-image", self.seed, index))
         image = torch.randn(3, self.image_size, self.image_size, generator=generator)
@@ -121,12 +131,16 @@ class CatalogBatchSource:
 
     Both kinds of slot read the same epoch permutation: slot k's records appear either as CLIC pairs
     or as single images, so every record is visited once per epoch.
+
+    `image_features` (single images only: without concatenation every image a batch holds is a record's
+    own image) serves rows of `image_table()` in place of pixels, so the trainer encodes each distinct
+    image once instead of every time a batch holds it.
     """
 
     def __init__(self, records: Sequence[Any], adapter: Any, global_batch_size: int, seed: int,
                  rank: int = 0, world_size: int = 1, num_workers: int = 0, snapshot_hash: str = "",
                  sample_config: Any = None, excluded: Sequence[str] = (), tile_cache: Any = None,
-                 pin_memory: bool = False) -> None:
+                 pin_memory: bool = False, image_features: bool = False) -> None:
 
         self._epoch_batches = EpochBatches
         self.records = list(records)
@@ -143,9 +157,17 @@ class CatalogBatchSource:
             if tensor_stage is not None:
                 crop_loader = CachedCrops(tile_cache, tensor_stage)
                 self.data_path["plain"] = f"tiles:{tile_cache}"
+        single_image_loader: Callable[[Any], torch.Tensor] = SingleImageLoader(transform, crop_loader)
+        self._image_table: DistinctImages | None = None
+        if image_features:
+            if sample_config is None or sample_config.concatenate:
+                raise ValueError("image_features needs single images (a sample config with concatenate false): a "
+                                 "concatenated pair is a new image every time")
+            self._image_table = DistinctImages(self.records, single_image_loader)
+            single_image_loader = crop_loader = ImageRows(self._image_table)
+            self.data_path["image_features"] = "computed once per run"
         self.clic = ClicDataset(self.records, adapter.image_norm, seed, sample_config, excluded=excluded,
-                                tile_loader=tile_loader,
-                                single_image_loader=SingleImageLoader(transform, crop_loader))
+                                tile_loader=tile_loader, single_image_loader=single_image_loader)
         self.plain = PlainDataset(self.records, transform, image_loader=crop_loader)
         self.clic_collate, self.plain_collate = ClicCollate(adapter.tokenize), PlainCollate(adapter.tokenize)
         self.global_batch_size, self.seed = global_batch_size, seed
@@ -160,6 +182,9 @@ class CatalogBatchSource:
     def describe(self) -> dict[str, Any]:
         return {"source": "catalog", "snapshot": self.snapshot_hash, "num_samples": len(self.records),
                 "seed": self.seed}
+
+    def image_table(self) -> DistinctImages | None:
+        return self._image_table
 
     def batches(self, epoch: int, start: int, kinds: Sequence[str]) -> Iterator[TrainBatch]:
         from torch.utils.data import DataLoader

@@ -12,6 +12,10 @@ Batch contract (the trainer and the CLIC loss rely on it):
                 tokens  int64   [B, L]        each image's first sentence
                 texts   list[str] (B)
 
+    Without concatenation a sample's image is its record's own image, so a source may serve `images` as
+    int64 [B] rows of its table of distinct images instead (`ImageRows`); the trainer then looks the
+    frozen image tower's features up (computed once) instead of encoding pixels every step.
+
     p1 = "c1. c2."   p2 = "c2. c1."   p3, p4 = extra sentences of both captions   n = hard negative
 
 Samples are pure functions of (seed, epoch, index) (see toolkit.data.samples): use `EpochBatches` as the
@@ -52,7 +56,8 @@ from toolkit.data.tiles import FileChangedError, half_tile_sizes, read_catalogue
 from toolkit.negatives.generators import NegativeContext
 
 __all__ = [
-    "ClicBatch", "ClicCollate", "ClicDataset", "ClicSample", "EpochBatches", "ImageLoadError", "PlainBatch",
+    "ClicBatch", "ClicCollate", "ClicDataset", "ClicSample", "DistinctImages", "EpochBatches", "ImageLoadError",
+    "ImageRows", "PlainBatch",
     "PlainCollate", "PlainDataset", "PlainSample", "SampleConfig", "SampleKey", "TileLoader",
     "TrainingRecord", "compose_pair", "half_tile_sizes", "load_half_tiles", "load_training_records",
     "missing_image_files", "tile_tensor", "verified_image",
@@ -197,7 +202,7 @@ def _pin(tensor: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class ClicBatch:
-    images: torch.Tensor  # float [B, 3, S, S]
+    images: torch.Tensor  # float [B, 3, S, S], or int64 [B] rows of an image table (ImageRows)
     tokens: torch.Tensor  # int64 [5B, L], [p1 | p2 | p3 | p4 | n]
     negative_generators: list[str]  # [B]
     texts: list[str]  # [5B], same layout as tokens
@@ -260,6 +265,41 @@ class SingleImageLoader:
         return self.transform(_open_rgb(record))
 
 
+def image_key(record: TrainingRecord) -> str:
+    """What identifies a record's image: its catalog sha256, or its path for records built outside a catalog."""
+    return record.sha256 or str(record.image_path)
+
+
+class DistinctImages(Dataset[torch.Tensor]):
+    """Each distinct image of `records` once, in first-seen order, as `load_image` gives it (pixels through
+    the model's eval preprocessing): the table whose frozen image features a trainer computes once."""
+
+    def __init__(self, records: Sequence[TrainingRecord], load_image: Callable[[TrainingRecord], torch.Tensor]) -> None:
+        firsts: dict[str, TrainingRecord] = {}
+        for record in records:
+            firsts.setdefault(image_key(record), record)
+        self.records = list(firsts.values())
+        self.rows = {key: row for row, key in enumerate(firsts)}
+        self.load_image = load_image
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, row: int) -> torch.Tensor:
+        return self.load_image(self.records[row])
+
+
+class ImageRows:
+    """Single-image loader of the precomputed-features path: a record's row in its `DistinctImages` table
+    (int64 scalar) in place of pixels; collated, a batch's `images` is int64 [B]."""
+
+    def __init__(self, table: DistinctImages) -> None:
+        self.rows = table.rows
+
+    def __call__(self, record: TrainingRecord) -> torch.Tensor:
+        return torch.tensor(self.rows[image_key(record)], dtype=torch.int64)
+
+
 class PlainDataset(Dataset[PlainSample]):
     """Single images with their first sentence, for the plain CLIP steps.
 
@@ -285,7 +325,7 @@ class PlainDataset(Dataset[PlainSample]):
 
 @dataclass
 class PlainBatch:
-    images: torch.Tensor  # float [B, 3, S, S]
+    images: torch.Tensor  # float [B, 3, S, S], or int64 [B] rows of an image table (ImageRows)
     tokens: torch.Tensor  # int64 [B, L]
     texts: list[str]
     keys: list[SampleKey] = field(default_factory=list)

@@ -112,6 +112,10 @@ class TrainConfig:
     # Tile cache (`toolkit data prepare`): auto = use it when finished for the snapshot and model size,
     # off = always decode the image files, require = refuse to start without it. Batches are identical.
     tiles: str = "auto"
+    # Single images only: encode each distinct image once at the start instead of at every step. The image
+    # tower is frozen and in eval mode, so the features are the same (up to the last bits of batched kernels);
+    # costs N x D numbers on the device and pays from the second epoch (bench/results/train-cpu.md).
+    precompute_image_features: bool = False
     compile_text: bool = False  # torch.compile the text tower (pays on GPU; first steps slower)
     # Text-side parameters kept at the base's values (name prefixes, e.g. "token_embedding"), a lever against
     # forgetting. On the demo it did not help (bench/results/ablation-demo.md). Empty = the reference.
@@ -139,7 +143,8 @@ class TrainConfig:
                 + [(_is_finite(getattr(self, k)), f"{k} must be a finite number, got {getattr(self, k)!r}")
                    for k in numbers]
                 + [(isinstance(getattr(self, k), bool), f"{k} must be true or false, got {getattr(self, k)!r}")
-                   for k in ("alternate_plain_steps", "progress", "concatenate", "compile_text", "mix_generators")]
+                   for k in ("alternate_plain_steps", "progress", "concatenate", "compile_text", "mix_generators",
+                             "precompute_image_features")]
                 + [(isinstance(getattr(self, k), str), f"{k} must be a string, got {getattr(self, k)!r}")
                    for k in ("precision", "device", "tiles", "anchor_texts")]
                 + [(isinstance(self.loss, ClicLossWeights), "loss must be a table of loss settings"),
@@ -191,6 +196,9 @@ class TrainConfig:
             (self.concatenate or "swap_across" not in self.generators,
              "the swap_across generator needs concatenated pairs; with concatenate = false use "
              "swap_within or replace"),
+            (not (self.precompute_image_features and self.concatenate),
+             "precompute_image_features needs concatenate = false: a concatenated pair is a new image every "
+             "time it is drawn, so there is nothing to compute once"),
         ])
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,11 +206,11 @@ class TrainConfig:
 
     def fingerprint(self) -> str:
         """Hash of everything that shapes the optimisation (not logging, workers, checkpoint cadence, nor how
-        pixels are read or kernels compiled). An anchor file counts by its content, not its path: a copy of
-        the config elsewhere is the same run, and an edited file is another one."""
+        pixels are read, image features computed or kernels compiled). An anchor file counts by its content,
+        not its path: a copy of the config elsewhere is the same run, and an edited file is another one."""
         relevant = {k: v for k, v in self.to_dict().items()
                     if k not in ("num_workers", "log_every", "progress", "checkpoint_every", "tiles",
-                                 "compile_text")}
+                                 "compile_text", "precompute_image_features")}
         if not self.generator_weights:  # equal weights: the same runs as before the setting existed
             del relevant["generator_weights"]
         if self.anchor_weight == 0:  # anchors off: their other settings shape nothing

@@ -98,7 +98,8 @@ def train_on_snapshot(base: str, snapshot_ref: str, out: Path, config: TrainConf
     source = CatalogBatchSource(records, adapter, config.batch_size, config.seed, dist_utils.rank(),
                                 dist_utils.world_size(), config.num_workers, snapshot_hash, samples,
                                 excluded=sorted(excluded),
-                                tile_cache=tile_cache, pin_memory=device.type == "cuda")
+                                tile_cache=tile_cache, pin_memory=device.type == "cuda",
+                                image_features=config.precompute_image_features)
     if "decode" in source.data_path.values():  # tiles alone need no image file
         missing = missing_image_files(records)
         if missing:

@@ -5,6 +5,9 @@ Lifecycle: `ClicRecipe(...).setup()` -> `.train()` -> `.cleanup()`  (or `run_tra
 Features and their trade-offs:
 - Text side trained, everything `is_vision_parameter` frozen: requires_grad False, eval mode, outside the
   optimizer, and encoded under no_grad (no activation memory for the image tower).
+- Image features computed once (`precompute_image_features`, single images only): a frozen tower in eval
+  mode makes them a pure function of the image, so each distinct image is encoded once in setup (a table of
+  N × D on the device) and every batch looks its rows up instead of reading and encoding pixels.
 - Reference optimisation: AdamW (0.9, 0.98), eps 1e-8, wd 0.1 except 1-D and bias/ln/bn parameters;
   peak lr 1e-6, linear warm-up over 20% of an epoch then cosine to 1e-8, stepped every optimizer step.
 - Steps alternate: even = CLIC batch + ClicLoss, odd = plain CLIP loss on single images
@@ -175,6 +178,7 @@ class ClicRecipe:
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
         model.train()
         self._freeze_vision_modules()
+        self.image_features = self._image_table_features()
         if self.resume:
             self._load_checkpoint()
         elif (self.work_dir / CHECKPOINT_FILE).exists():
@@ -207,6 +211,27 @@ class ClicRecipe:
             self.anchor_base = torch.cat([self.adapter.encode_text(tokens[i:i + chunk]).float()
                                           for i in range(0, len(tokens), chunk)])
         self.anchor_tokens = tokens
+
+    def _image_table_features(self, chunk: int = 256) -> torch.Tensor | None:
+        """The frozen image tower's features of every image in the source's table (None: batches carry
+        pixels), encoded exactly as a step would encode them, so a lookup gives what a step would compute."""
+        table = self.batches.image_table()
+        if table is None:
+            return None
+        from torch.utils.data import DataLoader
+
+        started = time.perf_counter()
+        chunks = []
+        loader = DataLoader(table, batch_size=chunk, num_workers=self.config.num_workers)
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                                             enabled=self.autocast_dtype is not None):
+            for pixels in loader:
+                chunks.append(self.adapter.encode_image(pixels.to(self.device)))
+        features = torch.cat(chunks)
+        if dist_utils.is_main_process():
+            log.info("image features of %d distinct images computed once in %.1f s (%d x %d)", len(table),
+                     time.perf_counter() - started, *features.shape)
+        return features
 
     def _freeze_text(self, prefixes: tuple[str, ...]) -> None:
         if not prefixes:
@@ -273,8 +298,11 @@ class ClicRecipe:
         tokens = batch.tokens.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
-            with torch.no_grad():
-                image_features = self.adapter.encode_image(images)
+            if self.image_features is not None:  # images are rows of the source's image table
+                image_features = self.image_features[images]
+            else:
+                with torch.no_grad():
+                    image_features = self.adapter.encode_image(images)
             picked: list[int] = []
             if self.anchor_tokens is not None:
                 picked = anchor_sample(len(self.anchor_tokens), self.config.anchor_batch, self.config.seed,
