@@ -47,9 +47,9 @@ def test_doctor_names_export_unusable_without_onnxscript_with_the_fix() -> None:
 
 
 def test_export_without_onnxscript_is_one_line_and_exit_3(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from toolkit.demo.pretrain import BUNDLED_BASE  # the committed demo base: a real model to export
+    from toolkit.demo.pretrain import ALT_TEXT_BASE  # a committed demo model: a real model to export
 
-    result = _run_cli(["export", "--model", str(BUNDLED_BASE), "--out", str(tmp_path / "b"), "--variants", "fp32"],
+    result = _run_cli(["export", "--model", str(ALT_TEXT_BASE), "--out", str(tmp_path / "b"), "--variants", "fp32"],
                       hidden_module="onnxscript")
     assert result.returncode == EXIT_BAD_INPUT, result.stderr[-2000:]
     assert "Traceback" not in result.stderr

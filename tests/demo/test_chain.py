@@ -145,3 +145,34 @@ def test_summary_checks_each_kind_against_its_own_target() -> None:
     assert {name: ok for name, ok in met.items() if name.startswith("kind_")} == {
         "kind_swap_att_itt_gain>=20": True, "kind_swap_obj_itt_gain>=15": False,
         "kind_replace_rel_itt_gain>=15": True, "kind_swap_att_three_itt_gain>=10": True}
+
+
+def test_pretrain_builds_the_alt_text_model_then_the_two_stage_base_from_it(tmp_path: Path) -> None:
+    """`toolkit demo run --pretrain`'s base: both recipes run for real (tiny settings here), the second one
+    started from the model the first one made in this workspace, each folder appearing only when whole."""
+    import toolkit.demo.chain as chain
+    from toolkit.adapters.loading import load_model
+    from toolkit.demo.pretrain import PretrainConfig
+    from toolkit.demo.two_stage import StageAConfig, StageBConfig, TwoStageConfig
+
+    settings = DemoSettings(
+        workspace=tmp_path / "ws", db_url="sqlite://", pretrain=True,
+        generate=GenerateConfig(seed=5, image_size=64, pretrain_images=32, domain_images=4, eval_two_object_images=2,
+                                zeroshot_images_per_class=1, validation_two_object_images=2,
+                                validation_zeroshot_images_per_class=1, kind_items=1, validation_kind_items=1),
+        alt_text_recipe=PretrainConfig(steps=4, batch_size=16, warmup_steps=1),
+        two_stage_recipe=TwoStageConfig(scenes=48, image_size=64, patch_size=8, embed_dim=64,
+                                        stage_a=StageAConfig(steps=3, batch_size=16, warmup_steps=1),
+                                        stage_b=StageBConfig(steps=3, batch_size=16, warmup_steps=1)))
+    said: list[str] = []
+    data = chain._data(settings, said.append)
+    base = chain._base(settings, data, said.append)
+    alt_text = settings.workspace / "demo" / "base-alt-text"
+    assert base == settings.workspace / "demo" / "base-pretrained"
+    assert json.loads((alt_text / "pretrain.json").read_text())["images"] == 32
+    recipe = json.loads((base / "pretrain.json").read_text())
+    assert recipe["recipe"] == "two-stage" and recipe["config"]["init_from"] == str(alt_text)
+    assert load_model(str(base)).image_norm.size == 64
+    assert not any(path.name.endswith(".partial") for path in (settings.workspace / "demo").iterdir())
+    assert [line.split(" (")[0] for line in said[-2:]] == ["pretraining the alt-text CLIP",
+                                                           "pretraining the two-stage base from it"]

@@ -12,6 +12,8 @@ from toolkit.adapters.loading import load_model
 from toolkit.demo.chain import evaluate_held_out
 from toolkit.demo.generate import DemoDataError, GenerateConfig, generate_demo_data
 from toolkit.demo.pretrain import (
+    ALT_TEXT_BASE,
+    DEMO_BASE,
     DEMO_MODEL_CONFIG,
     PretrainConfig,
     copy_bundled_base,
@@ -69,7 +71,7 @@ def test_read_manifest_names_the_bad_line(tmp_path: Path) -> None:
 
 
 def test_bundled_base_loads_and_knows_colours_and_shapes(demo_data: Path, tmp_path: Path) -> None:
-    copied = copy_bundled_base(tmp_path / "base")
+    copied = copy_bundled_base(tmp_path / "base", ALT_TEXT_BASE)
     adapter = load_model(str(copied))
     assert adapter.config == DEMO_MODEL_CONFIG  # type: ignore[attr-defined]
     results = evaluate_held_out(str(copied), demo_data)
@@ -77,3 +79,7 @@ def test_bundled_base_loads_and_knows_colours_and_shapes(demo_data: Path, tmp_pa
     assert results["zeroshot"]["all"]["top1"] > 10.0
     with pytest.raises(DemoDataError, match="not empty"):
         copy_bundled_base(copied)
+    # Without a source: the demo's base, the two-stage model.
+    demo = copy_bundled_base(tmp_path / "demo-base")
+    assert (demo / "model.safetensors").read_bytes() == (DEMO_BASE / "model.safetensors").read_bytes()
+    assert json.loads((demo / "pretrain.json").read_text())["recipe"] == "two-stage"

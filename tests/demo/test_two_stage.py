@@ -134,10 +134,10 @@ def test_alt_texts_name_one_object_of_their_scene_in_training_frames() -> None:
 
 
 def test_transfer_keeps_the_alt_text_image_tower_but_its_positions() -> None:
-    from toolkit.demo.pretrain import BUNDLED_BASE
+    from toolkit.demo.pretrain import ALT_TEXT_BASE
 
     adapter = build_two_stage_model(TwoStageConfig())
-    bundled = load_model(str(BUNDLED_BASE)).model.visual.state_dict()  # type: ignore[attr-defined]
+    bundled = load_model(str(ALT_TEXT_BASE)).model.visual.state_dict()  # type: ignore[attr-defined]
     own = adapter.model.visual.state_dict()
     assert torch.equal(own["transformer.resblocks.2.mlp.c_fc.weight"],
                        bundled["transformer.resblocks.2.mlp.c_fc.weight"])

@@ -26,8 +26,10 @@ demo_app = typer.Typer(help="The generated demo domain (coloured shapes in relat
 def generate(
     out: Annotated[Path, typer.Option("--out", help="New or empty folder to write the demo data into.")],
     seed: Annotated[int, typer.Option(help="Everything generated is a function of this seed.")] = 0,
-    pretrain_images: Annotated[int, typer.Option(help="Alt-text images for base pretraining.")] = 20000,
-    domain_images: Annotated[int, typer.Option(help="Multi-sentence images: the data to ingest.")] = 3000,
+    pretrain_images: Annotated[int, typer.Option(help="Alt-text images for base pretraining (at 64 px).")] = 20000,
+    domain_images: Annotated[int, typer.Option(help="Multi-sentence images: the data to ingest.")] = 12000,
+    image_size: Annotated[int, typer.Option(min=16, help="Side in pixels of every image but the alt-text "
+                                                       "corpus.")] = 128,
     eval_images: Annotated[int, typer.Option(help="Held-out two-object images (swap-att, retrieval).")] = 500,
     zeroshot_per_class: Annotated[int, typer.Option(help="Held-out single-object images per class.")] = 25,
     json_output: JsonOption = False,
@@ -36,7 +38,8 @@ def generate(
     from toolkit.demo.generate import GenerateConfig, generate_demo_data
 
     config = GenerateConfig(seed=seed, pretrain_images=pretrain_images, domain_images=domain_images,
-                            eval_two_object_images=eval_images, zeroshot_images_per_class=zeroshot_per_class)
+                            image_size=image_size, eval_two_object_images=eval_images,
+                            zeroshot_images_per_class=zeroshot_per_class)
     with console.status("rendering scenes"):
         paths = generate_demo_data(out, config)
     print_result({"out": str(paths.root), "domain_manifest": str(paths.domain_manifest),
@@ -61,8 +64,8 @@ def pretrain(
     seed: Annotated[int, typer.Option(help="Seed for initialisation, scenes and batch order.")] = 0,
     json_output: JsonOption = False,
 ) -> None:
-    """Pretrain the demo's base CLIP. Unset options keep the committed models' recipes, so the defaults
-    rebuild `toolkit/demo/base` (alt-text, with --data) and `toolkit/demo/base-two-stage` (two-stage)."""
+    """Pretrain the demo's models. Unset options keep the committed models' recipes, so the defaults rebuild
+    `toolkit/demo/base` (alt-text, with --data) and `toolkit/demo/base-two-stage` (two-stage, the demo's base)."""
     from rich.progress import Progress
 
     from toolkit.core.errors import InputError
@@ -107,7 +110,7 @@ def pretrain(
 def base(
     out: Annotated[Path, typer.Option("--out", help="New or empty folder for the base model.")],
 ) -> None:
-    """Copy the committed base CLIP (what `toolkit demo pretrain` builds with default settings) to OUT."""
+    """Copy the demo's committed base CLIP (what `toolkit demo pretrain --recipe two-stage` builds) to OUT."""
     from toolkit.demo.pretrain import copy_bundled_base
 
     copy_bundled_base(out)
@@ -140,8 +143,9 @@ def run(
     db: DbOption = None,
     config: Annotated[Path | None, typer.Option("--config", help="CLIC training settings (TOML/JSON); default: "
                                                 "the demo's own clic-demo.toml.")] = None,
-    pretrain_base: Annotated[bool, typer.Option("--pretrain", help="Pretrain the base CLIP from scratch "
-                                                "(several minutes) instead of using the committed one.")] = False,
+    pretrain_base: Annotated[bool, typer.Option("--pretrain", help="Pretrain the base CLIP from scratch (the "
+                                                "alt-text model, then the two-stage base from it: about an hour "
+                                                "on 2 cores) instead of using the committed one.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """The whole chain on the generated domain: generate, base, ingest, snapshot, train, evaluate.
@@ -171,6 +175,7 @@ def run(
     for check, ok in summary["targets_met"].items():
         console.print(f"  {'met ' if ok else 'MISSED'} {check}")
     console.print(f"evaluation run {summary['evaluation_run']}; results in {summary['results_folder']}")
+    console.print("seconds per stage: " + ", ".join(f"{stage} {s:g}" for stage, s in summary["seconds"].items()))
 
 
 def headline_table(summary: dict[str, Any]) -> Table:

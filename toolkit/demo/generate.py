@@ -48,6 +48,8 @@ class GenerateConfig:
     seed: int = 0
     image_size: int = 64
     pretrain_images: int = 20000
+    # The alt-text corpus keeps its own size: the committed alt-text model was pretrained on it at 64 px.
+    pretrain_image_size: int = 64
     domain_images: int = 3000
     eval_two_object_images: int = 500
     # Zero-shot is held to a 1-point tolerance, so both zero-shot sets are sized to resolve it: at 5 images
@@ -59,6 +61,11 @@ class GenerateConfig:
     # Items per composition kind (toolkit.demo.kinds; sizes decided in 193ffd4 before any scoring).
     kind_items: int = kinds.TEST_ITEMS_PER_KIND
     validation_kind_items: int = kinds.VALIDATION_ITEMS_PER_KIND
+
+
+# What `toolkit demo run` generates: the two-stage base reads 128 px, and CLIC gains on it for every kind
+# from about 12,000 domain images (bench/results/demo-clic-diagnosis.md). --pretrain adds the alt-text corpus.
+DEMO_DATA = GenerateConfig(image_size=128, pretrain_images=0, domain_images=12000)
 
 
 @dataclass(frozen=True)
@@ -112,8 +119,9 @@ def pretrain_scene(seed: int, index: int) -> tuple[Scene, str]:
     return scene, scenes.alt_text_caption(scene, rng)
 
 
-# General captions for the demo's anchor distillation (toolkit.train.anchors): alt text of single objects, in the
-# style of the base's pretraining text but from a stream of their own. A customer's counterpart is a few
+# General captions for anchor distillation (toolkit.train.anchors; the demo's earlier settings used them, its
+# current ones train without anchors): alt text of single objects, in the style of the alt-text pretraining
+# text but from a stream of their own. A customer's counterpart is a few
 # thousand general captions they hold (public caption sets, search queries). Committed beside the demo
 # config as reference-captions.txt; `reference_captions()` writes it again.
 REFERENCE_CAPTION_DRAWS = 5000
@@ -237,7 +245,7 @@ def generate_demo_data(out: Path, config: GenerateConfig = GenerateConfig()) -> 
         raise DemoDataError(f"{out} is not empty; pass a new folder so old images never mix with new ones")
     paths = paths_under(out)
     write_captioned_set(paths.pretrain_manifest, config.pretrain_images,
-                        lambda i: pretrain_scene(config.seed, i), config.image_size)
+                        lambda i: pretrain_scene(config.seed, i), config.pretrain_image_size)
     write_captioned_set(paths.domain_manifest, config.domain_images,
                         lambda i: domain_scene(config.seed, i), config.image_size)
     counts = {"pretrain": config.pretrain_images, "domain": config.domain_images}

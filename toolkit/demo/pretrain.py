@@ -1,5 +1,5 @@
-"""Pretrain the demo's base CLIP on the alt-text corpus: both towers, plain symmetric contrastive loss.
-(`toolkit.demo.two_stage` starts its image tower from this model.)
+"""Pretrain the demo's alt-text CLIP on the alt-text corpus: both towers, plain symmetric contrastive loss.
+(`toolkit.demo.two_stage` starts the demo's base from this model.)
 
 Recipe in brief:
 - Architecture: `DEMO_MODEL_CONFIG`, an open_clip custom model config: a 3-layer ViT (width 64) on
@@ -43,12 +43,15 @@ DEMO_MODEL_CONFIG: dict[str, Any] = {
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
 }
 MAX_LOGIT_SCALE = math.log(100.0)
-# The committed base: `pretrain` with `PretrainConfig()` on `generate_demo_data` with `GenerateConfig()`,
-# 1 torch thread. A folder `load_model` reads (model.json + model.safetensors) plus pretrain.json.
-BUNDLED_BASE = Path(__file__).parent / "base"
-# The committed two-stage model (issue #19, not the demo's base yet): `toolkit.demo.two_stage` with
-# `TwoStageConfig()`, its image tower started from BUNDLED_BASE.
+# The committed alt-text model: `pretrain` with `PretrainConfig()` on `generate_demo_data` with
+# `GenerateConfig()`, 1 torch thread. A folder `load_model` reads (model.json + model.safetensors) plus
+# pretrain.json. Both towers learned from captions naming one object: a bag-of-words text tower, and an image
+# tower that knows binding on single images but no relation (bench/results/probe-image-tower.md).
+ALT_TEXT_BASE = Path(__file__).parent / "base"
+# The demo's base (issue #19): `toolkit.demo.two_stage` with `TwoStageConfig()`, its image tower started from
+# ALT_TEXT_BASE. Like real CLIP, its image tower knows binding and relations, its text tower does not.
 TWO_STAGE_BASE = Path(__file__).parent / "base-two-stage"
+DEMO_BASE = TWO_STAGE_BASE
 
 
 @dataclass(frozen=True)
@@ -65,15 +68,16 @@ class PretrainConfig:
     model_config: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(DEMO_MODEL_CONFIG)))
 
 
-def copy_bundled_base(out: Path) -> Path:
-    """Copy the committed base model to `out` (a new folder), so a pipeline can skip pretraining."""
+def copy_bundled_base(out: Path, source: Path = DEMO_BASE) -> Path:
+    """Copy a committed model (default: the demo's base) to `out` (a new folder), so a pipeline can skip
+    pretraining."""
 
-    if not (BUNDLED_BASE / "model.json").is_file():
-        raise DemoDataError(f"the bundled base model is missing from {BUNDLED_BASE}; reinstall the "
-                            "toolkit or run `toolkit demo pretrain` to rebuild it")
+    if not (source / "model.json").is_file():
+        raise DemoDataError(f"the bundled model is missing from {source}; reinstall the toolkit or run "
+                            "`toolkit demo pretrain` to rebuild it")
     if out.exists() and any(out.iterdir()):
         raise DemoDataError(f"{out} is not empty; pass a new folder for the base model")
-    shutil.copytree(BUNDLED_BASE, out, dirs_exist_ok=True)
+    shutil.copytree(source, out, dirs_exist_ok=True)
     return out
 
 

@@ -1,7 +1,7 @@
 """A demo base in two stages (issue #19): an image tower that knows which colour sits on which shape and
 where each object stands, beside a text tower that reads captions as a bag of words, as in real CLIP.
-Committed as `toolkit/demo/base-two-stage` (not yet the demo's base: CLIC gains on it only from 12,000 domain images
-and 4,000 steps, beyond the demo's budget, and relations need more, bench/results/demo-clic-diagnosis.md; probes in
+Committed as `toolkit/demo/base-two-stage`, the demo's base (toolkit.demo.pretrain.DEMO_BASE); CLIC gains on
+it from 12,000 domain images and 4,000 steps (bench/results/demo-clic-diagnosis.md; probes in
 bench/results/probe-image-tower-two-stage.md).
 
 Why two stages: pretrained on alt text naming one object (`toolkit.demo.pretrain`), the image tower encodes
@@ -40,7 +40,7 @@ from toolkit.core.images import aspect_class
 from toolkit.data.tiles import half_tile_sizes
 from toolkit.demo import scenes
 from toolkit.demo.pretrain import (
-    BUNDLED_BASE,
+    ALT_TEXT_BASE,
     DEMO_MODEL_CONFIG,
     DEMO_MODEL_NAME,
     _param_groups,
@@ -125,7 +125,7 @@ class TwoStageConfig:
     # Start the image tower from the alt-text model's weights (all but positions, which become fixed codes):
     # it already tells colours and shapes apart, which a random start does not learn to bind here.
     # None trains it from a seeded random start.
-    init_from: str | None = str(BUNDLED_BASE)
+    init_from: str | None = str(ALT_TEXT_BASE)
     stage_a: StageAConfig = field(default_factory=StageAConfig)
     stage_b: StageBConfig = field(default_factory=StageBConfig)
 
