@@ -57,6 +57,8 @@ def test_demo_chain_runs_and_reuses_its_steps(tmp_path: Path) -> None:
     assert zeroshot["items"] == 80 and zeroshot["delta"] == pytest.approx(
         summary["trained_unblended"]["zeroshot_top1"] - summary["base"]["zeroshot_top1"], abs=0.01)
     assert any("CLIC training" in line for line in said)
+    assert set(summary["seconds"]) == {"prepare", "train", "blend_on_validation", "evaluate_test"}
+    assert all(seconds > 0 for seconds in summary["seconds"].values())
     # the half-tiles were made once, in the demo's workspace, where training looks for them
     from toolkit.adapters.loading import load_model
     from toolkit.data.tiles import find_tile_index
