@@ -83,6 +83,7 @@ def main() -> None:
         benchmarks_for,
         blend_on_validation,
         headline_metrics,
+        make_training_tiles,
         prepare,
         train_candidate,
     )
@@ -95,9 +96,12 @@ def main() -> None:
                             train_config=args.config or DEMO_TRAIN_CONFIG)
     config = TrainConfig.from_file(settings.train_config).with_overrides(progress=False)
     inputs = prepare(settings, say=print)
+    configs = variants(config)
+    if any(row is not None and not row.precompute_image_features for row in configs.values()):
+        make_training_tiles(settings, inputs.base, inputs.snapshot, say=print)  # rows that read pixels every step
     models: dict[str, str] = {}
     seconds: dict[str, float] = {}
-    for name, variant in variants(config).items():
+    for name, variant in configs.items():
         if variant is None:
             models[name] = str(inputs.base)
             continue

@@ -153,7 +153,7 @@ class DemoInputs:
     snapshot: str  # content hash of the ingested domain
 
 
-def _tiles(settings: DemoSettings, base: Path, snapshot: str, say: Callable[[str], None]) -> None:
+def make_training_tiles(settings: DemoSettings, base: Path, snapshot: str, say: Callable[[str], None]) -> None:
     """The snapshot's CLIC half-tiles, made once (`toolkit data prepare`): training then reads each tile
     instead of decoding and squeezing its image every epoch (the same pixels, far fewer CPU-seconds)."""
     size = load_model(str(base)).image_norm.size
@@ -176,7 +176,7 @@ def prepare(settings: DemoSettings, say: Callable[[str], None] = print) -> DemoI
     config = TrainConfig.from_file(settings.train_config)
     # Image features computed once read each image once: tiles made first would only add a pass.
     if config.tiles == "require" or (config.tiles == "auto" and not config.precompute_image_features):
-        _tiles(settings, base, snapshot, say)
+        make_training_tiles(settings, base, snapshot, say)
     return DemoInputs(data, base, snapshot)
 
 
