@@ -114,7 +114,7 @@ def main() -> None:
     models[f"{DEMO_ROW} + WiSE-FT (alpha {alpha}, chosen on validation)"] = str(blend.model)
     specs = benchmarks_for(inputs.data, inputs.snapshot)
     benchmarks = [load_benchmark(parse_benchmark_spec(spec), None, settings.db_url) for spec in specs]
-    report = evaluate(list(models.values()), benchmarks)
+    report = evaluate(list(dict.fromkeys(models.values())), benchmarks)  # alpha 1 is the trained model itself
     rows = {name: headline_metrics(report.results[model]) for name, model in models.items()}
     table = markdown_table(rows)
     print(table)
