@@ -159,7 +159,7 @@ def test_pretrain_builds_the_alt_text_model_then_the_two_stage_base_from_it(tmp_
 
     settings = DemoSettings(
         workspace=tmp_path / "ws", db_url="sqlite://", pretrain=True,
-        generate=GenerateConfig(seed=5, image_size=64, pretrain_images=32, domain_images=4, eval_two_object_images=2,
+        generate=GenerateConfig(seed=5, image_size=96, pretrain_images=32, domain_images=4, eval_two_object_images=2,
                                 zeroshot_images_per_class=1, validation_two_object_images=2,
                                 validation_zeroshot_images_per_class=1, kind_items=1, validation_kind_items=1),
         alt_text_recipe=PretrainConfig(steps=4, batch_size=16, warmup_steps=1),
@@ -175,6 +175,31 @@ def test_pretrain_builds_the_alt_text_model_then_the_two_stage_base_from_it(tmp_
     recipe = json.loads((base / "pretrain.json").read_text())
     assert recipe["recipe"] == "two-stage" and recipe["config"]["init_from"] == str(alt_text)
     assert load_model(str(base)).image_norm.size == 64
+    # the alt-text corpus keeps the committed model's 64 px; the rest of the domain is at image_size
+    from PIL import Image as PILImage
+
+    assert PILImage.open(data.pretrain_manifest.parent / "images" / "000000.png").size == (64, 64)
+    assert PILImage.open(data.domain_manifest.parent / "images" / "000000.png").size == (96, 96)
     assert not any(path.name.endswith(".partial") for path in (settings.workspace / "demo").iterdir())
     assert [line.split(" (")[0] for line in said[-2:]] == ["pretraining the alt-text CLIP",
                                                            "pretraining the two-stage base from it"]
+
+
+def test_training_that_computes_image_features_once_gets_no_tiles(tmp_path: Path) -> None:
+    """Tiles would only add a pass over the images when training encodes each of them once anyway."""
+    from toolkit.data.tiles import find_tile_index
+    from toolkit.demo.chain import prepare
+
+    config = tmp_path / "single.toml"
+    config.write_text('concatenate = false\ngenerators = ["swap_within"]\nprecompute_image_features = true\n')
+    tiny = GenerateConfig(seed=5, pretrain_images=0, domain_images=60, eval_two_object_images=2,
+                          zeroshot_images_per_class=1, validation_two_object_images=2,
+                          validation_zeroshot_images_per_class=1, kind_items=1, validation_kind_items=1)
+    settings = DemoSettings(workspace=tmp_path / "ws", db_url=f"sqlite:///{tmp_path / 'demo.db'}",
+                            train_config=config, generate=tiny)
+    inputs = prepare(settings, say=lambda _: None)
+    assert find_tile_index(settings.workspace, inputs.snapshot, 128) is None
+    pixels = DemoSettings(workspace=tmp_path / "ws", db_url=settings.db_url, generate=tiny,
+                          train_config=tmp_path / "pixels.toml")
+    pixels.train_config.write_text('concatenate = false\ngenerators = ["swap_within"]\n')
+    assert find_tile_index(settings.workspace, prepare(pixels, say=lambda _: None).snapshot, 128) is not None
