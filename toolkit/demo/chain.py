@@ -91,13 +91,8 @@ def _data(settings: DemoSettings, say: Callable[[str], None]) -> GeneratedPaths:
             return paths_under(root)
         # Same seeds, so every image already made comes out the same; only the set sizes differ.
         say(f"the demo data in {root} were generated with other settings; generating them again")
-    # Generate beside and rename, so an interrupted run never leaves a half-written domain behind.
-    partial = root.with_name(root.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
     say(f"generating the demo domain in {root}")
-    generate_demo_data(partial, config)
-    shutil.rmtree(root, ignore_errors=True)
-    partial.rename(root)
+    _made_whole(root, lambda out: generate_demo_data(out, config))
     return paths_under(root)
 
 
@@ -122,7 +117,8 @@ def _base(settings: DemoSettings, data: GeneratedPaths, say: Callable[[str], Non
 
 
 def _made_whole(folder: Path, make: Callable[[Path], object]) -> None:
-    """`make` the folder beside and rename it, so an interrupted pretraining never passes for a model."""
+    """`make` the folder beside and rename it over the old one, so an interrupted run never leaves a
+    half-written domain or model behind (and the old folder stays until the new one is whole)."""
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     make(partial)

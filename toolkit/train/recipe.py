@@ -212,6 +212,12 @@ class ClicRecipe:
                                           for i in range(0, len(tokens), chunk)])
         self.anchor_tokens = tokens
 
+    def _autocast(self) -> torch.autocast:
+        """The steps' precision (bf16 autocast on CUDA unless fp32 is asked for), for every forward that must
+        match theirs."""
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                              enabled=self.autocast_dtype is not None)
+
     def _image_table_features(self, chunk: int = 256) -> torch.Tensor | None:
         """The frozen image tower's features of every image in the source's table (None: batches carry
         pixels), encoded exactly as a step would encode them, so a lookup gives what a step would compute."""
@@ -223,8 +229,7 @@ class ClicRecipe:
         started = time.perf_counter()
         chunks = []
         loader = DataLoader(table, batch_size=chunk, num_workers=self.config.num_workers)
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                                             enabled=self.autocast_dtype is not None):
+        with torch.no_grad(), self._autocast():
             for pixels in loader:
                 chunks.append(self.adapter.encode_image(pixels.to(self.device)))
         features = torch.cat(chunks)
@@ -296,8 +301,7 @@ class ClicRecipe:
         """Loss of one micro-batch; `draw` numbers the micro-batch in the run (it picks the anchors)."""
         images = batch.images.to(self.device, non_blocking=True)
         tokens = batch.tokens.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
+        with self._autocast():
             if self.image_features is not None:  # images are rows of the source's image table
                 image_features = self.image_features[images]
             else:
